@@ -1,0 +1,49 @@
+"""The catalog table: one row per image, the shape OpenSearch's image table reads."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+CATALOG_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("source_image", pa.string(), nullable=False),
+        pa.field("cate_id", pa.int64(), nullable=False),
+    ]
+)
+PARTITION_COLUMN = "ds"
+_DS_RE = re.compile(r"^\d{8}$")
+
+
+def validate_ds(ds: str) -> str:
+    """Return ``ds`` if it is a YYYYMMDD partition value; it is spliced into SQL, so be strict."""
+    if not isinstance(ds, str) or not _DS_RE.match(ds):
+        raise ValueError(f"partition date must be YYYYMMDD, got {ds!r}")
+    return ds
+
+
+@dataclass(frozen=True)
+class PartitionStats:
+    """What a written partition holds. ``duplicate_ids`` lists up to 10 ids that occur more than once."""
+
+    ds: str
+    rows: int
+    distinct_ids: int
+    rows_per_category: dict[int, int]
+    duplicate_ids: list[int]
+
+    @property
+    def spec(self) -> str:
+        return f"{PARTITION_COLUMN}={self.ds}"
+
+    def as_dict(self) -> dict:
+        return {
+            "ds": self.ds,
+            "rows": self.rows,
+            "distinct_ids": self.distinct_ids,
+            "rows_per_category": {str(k): v for k, v in sorted(self.rows_per_category.items())},
+            "duplicate_ids": self.duplicate_ids,
+        }
