@@ -1,0 +1,121 @@
+"""Catalog rules: ids, categories, filters and skip counting."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.catalog import CatalogBuilder, ListedObject, SkipReason, stable_key_id
+from pipeline.config import CategoryRule, IdRule, SourceConfig
+from pipeline.errors import CatalogError
+from pipeline.schema import CATALOG_SCHEMA
+
+SOURCE = SourceConfig(oss_conn_id="c", bucket="bkt", prefixes=["p/"], extensions=["jpg", "png"], max_size_bytes=1000)
+DIGITS = IdRule(kind="filename_digits")
+SEGMENT = CategoryRule(kind="path_segment", segment=1)
+
+
+def build(objects, id_rule=DIGITS, category_rule=SEGMENT, source=SOURCE):
+    builder = CatalogBuilder(source, id_rule, category_rule)
+    batch = builder.rows([ListedObject(k, s) for k, s in objects])
+    return builder, batch.to_pylist()
+
+
+def test_rows_have_catalog_schema_and_leading_slash() -> None:
+    builder, rows = build([("p/7/10031.jpg", 10), ("p/8/sub/42.PNG", 20)])
+    assert rows == [
+        {"id": 10031, "source_image": "/p/7/10031.jpg", "cate_id": 7},
+        {"id": 42, "source_image": "/p/8/sub/42.PNG", "cate_id": 8},
+    ]
+    assert builder.rows([]).schema == CATALOG_SCHEMA
+    assert builder.counts.listed == 2 and builder.counts.kept == 2
+
+
+def test_skips_are_counted_by_reason() -> None:
+    builder, rows = build(
+        [
+            ("p/1/", 0),  # folder marker
+            ("p/1/readme.txt", 5),  # not an image
+            ("p/1/noext", 5),  # not an image
+            ("p/1/5.jpg", 0),  # zero bytes
+            ("p/1/6.jpg", 5000),  # too large
+            ("p/1/photo.jpg", 5),  # no digits: bad id
+            ("p/x/9.jpg", 5),  # segment not an integer: unmapped
+            ("p/2/99999999999999999999.jpg", 5),  # beyond BIGINT: bad id
+            ("p/2/8.jpg", 5),
+        ]
+    )
+    assert [r["id"] for r in rows] == [8]
+    counts = builder.counts.as_dict()
+    assert counts["listed"] == 9 and counts["kept"] == 1 and counts["skipped_total"] == 8
+    assert counts["skipped"] == {
+        "folder_marker": 1,
+        "not_image": 2,
+        "zero_bytes": 1,
+        "too_small": 0,
+        "too_large": 1,
+        "bad_id": 2,
+        "unmapped_category": 1,
+    }
+    assert counts["unmapped_category_examples"] == {"x": 1}
+
+
+def test_too_small_is_its_own_reason() -> None:
+    source = SOURCE.model_copy(update={"min_size_bytes": 100})
+    builder, rows = build([("p/1/1.jpg", 99), ("p/1/2.jpg", 100)], source=source)
+    assert [r["id"] for r in rows] == [2]
+    assert builder.counts.skipped[SkipReason.TOO_SMALL.value] == 1
+
+
+def test_hash_ids_are_stable_63_bit_and_distinct() -> None:
+    # Known value: BLAKE2b-64 of the key, top bit cleared. Fixed here so a change of algorithm is caught.
+    assert stable_key_id("p/1/a.jpg") == stable_key_id("p/1/a.jpg")
+    assert stable_key_id("p/1/a.jpg") == 0x69099AD9E0E5135B
+    keys = [f"p/1/img_{i}.jpg" for i in range(20000)]
+    ids = {stable_key_id(k) for k in keys}
+    assert len(ids) == len(keys) and all(0 <= i < 2**63 for i in ids)
+    _, rows = build([("p/1/photo.jpg", 5)], id_rule=IdRule(kind="hash"))
+    assert rows[0]["id"] == stable_key_id("p/1/photo.jpg")
+
+
+def test_regex_id_rule_reads_the_file_name_only() -> None:
+    rule = IdRule(kind="filename_digits", regex=r"^sku-(\d+)_")
+    _, rows = build([("p/1/sku-123_front.jpg", 5), ("p/1/x-sku-9_.jpg", 5)], id_rule=rule)
+    assert [r["id"] for r in rows] == [123]
+
+
+def test_category_by_regex_and_mapping_and_negative_segment() -> None:
+    regex_rule = CategoryRule(kind="regex", regex=r"/cat-(\d+)/")
+    _, rows = build([("p/cat-12/1.jpg", 5)], category_rule=regex_rule)
+    assert rows[0]["cate_id"] == 12
+    mapped = CategoryRule(kind="path_segment", segment=-2, mapping={"shoes": 3})
+    builder, rows = build([("p/a/shoes/1.jpg", 5), ("p/a/socks/2.jpg", 5)], category_rule=mapped)
+    assert [(r["id"], r["cate_id"]) for r in rows] == [(1, 3)]
+    assert builder.counts.unmapped_categories == {"socks": 1}
+
+
+def test_unmapped_policy_default_and_fail() -> None:
+    default = CategoryRule(kind="path_segment", segment=1, mapping={"a": 1}, unmapped="default", default_id=0)
+    _, rows = build([("p/a/1.jpg", 5), ("p/b/2.jpg", 5)], category_rule=default)
+    assert [(r["id"], r["cate_id"]) for r in rows] == [(1, 1), (2, 0)]
+    fail = CategoryRule(kind="path_segment", segment=1, mapping={"a": 1}, unmapped="fail")
+    with pytest.raises(CatalogError, match=r"'p/b/2.jpg' has category 'b'.*add it to category_rule.mapping"):
+        build([("p/a/1.jpg", 5), ("p/b/2.jpg", 5)], category_rule=fail)
+
+
+def test_segment_out_of_range_is_unmapped() -> None:
+    rule = CategoryRule(kind="path_segment", segment=5)
+    builder, rows = build([("p/1.jpg", 5)], category_rule=rule)
+    assert rows == [] and builder.counts.unmapped_categories == {"<none>": 1}
+
+
+def test_unicode_and_special_keys_become_rows() -> None:
+    _, rows = build([("p/3/图 片+%20 (1)/77.jpg", 5)])
+    assert rows == [{"id": 77, "source_image": "/p/3/图 片+%20 (1)/77.jpg", "cate_id": 3}]
+
+
+def test_batches_stream_and_skip_empty_pages() -> None:
+    builder = CatalogBuilder(SOURCE, DIGITS, SEGMENT)
+    pages = [[ListedObject("p/1/1.jpg", 5)], [ListedObject("p/1/x.txt", 5)], [ListedObject("p/1/2.jpg", 5)]]
+    batches = list(builder.batches(iter(pages)))
+    assert [b.num_rows for b in batches] == [1, 1]
+    assert builder.counts.listed == 3
