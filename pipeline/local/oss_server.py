@@ -1,0 +1,1315 @@
+"""A local stand-in for Alibaba Cloud OSS that speaks the real wire protocol over a folder.
+
+Why: no machine in development or CI reaches the cloud, yet the pipeline must be exercised through the
+real ``oss2`` client (its signing, URL quoting, XML parsing and error mapping are part of what we test).
+This module serves a local folder over HTTP exactly the way OSS answers ``oss2``, using the standard
+library only.
+
+Layout on disk
+    ``<root>/<bucket>/<key>``. A bucket is a direct sub-folder of ``root`` whose name obeys the OSS
+    bucket naming rules (``[a-z0-9-]``, 3-63 characters, no leading/trailing ``-``). A key is the
+    ``/``-separated relative path of a file under the bucket folder.
+
+Folder markers
+    A key ending in ``/`` (the zero-byte "directory object" consoles create) is stored as a hidden file
+    named :data:`DIR_MARKER_NAME` (``.oss-dir-marker``) inside that directory; its content is the
+    object's content. It is listed as ``dir/``, sorts before the directory's children, and is never
+    listed under its own file name.
+
+Reserved names
+    Files named :data:`DIR_MARKER_NAME` or starting with :data:`TEMP_PREFIX` (``.oss-tmp-``, the
+    temporary files PutObject writes before an atomic ``os.replace``) are never listed, and keys
+    containing such a path segment are refused with ``InvalidArgument``. Files whose names cannot be
+    part of a key (backslashes, bytes that are not UTF-8, more than 255 bytes) are not listed either.
+
+Limits of a folder
+    A key cannot be both an object and a folder on disk (``a`` and ``a/b``): such a PutObject answers
+    409 ``KeyConflict`` (real OSS allows both). Keys with empty segments (``a//b``) are refused. Only
+    the bytes are stored: Content-Type is guessed from the key on read, and ``x-oss-meta-*`` headers,
+    ACLs and tags are dropped.
+
+Operations (path-style URLs ``http://127.0.0.1:PORT/bucket/key``, which oss2 uses for IP endpoints)
+    ListObjects v1 and v2 (prefix, delimiter, marker / continuation-token / start-after, max-keys 1-1000,
+    encoding-type=url, fetch-owner), GetObject (with a single Range, OSS semantics, see below),
+    HeadObject, GetObjectMeta (``HEAD ?objectMeta``), PutObject (atomic), DeleteObject (idempotent),
+    PutBucket (creates the folder). Everything else answers ``NotImplemented`` or ``MethodNotAllowed``.
+
+Listing
+    Keys are returned in UTF-8 byte order (equal to Python code-point order for valid keys). The tree
+    is walked depth-first with ``os.scandir``, one directory at a time, each sorted by the key its
+    entries produce (``name`` for files, ``name + "/"`` for directories, which is what makes a
+    depth-first walk yield globally sorted keys). Entries at or before the marker are pruned without
+    being visited, prefixes jump straight to their directory, rolled-up common prefixes are skipped
+    without walking their subtree, and the walk stops after ``max-keys + 1`` results, so a page costs
+    roughly one directory scan per level plus one ``stat`` per returned object, never a read of file
+    contents. Directories without any object inside are invisible, as on OSS. Symbolic links to files
+    inside the bucket are listed; symbolic links to directories are never followed while listing.
+
+ETags
+    ``"<MD5 of size:mtime_ns, upper-case hex>"``. Listing must not read contents, so the ETag is
+    derived from size and modification time; GetObject, HeadObject and PutObject report the same value,
+    so all operations agree. It is not the MD5 of the content (real OSS uses the content MD5 for
+    simple uploads); PutObject still returns ``Content-MD5`` and honours a ``Content-MD5`` request
+    header (``InvalidDigest`` on mismatch).
+
+Range (as OSS does it, not as RFC 7233 does)
+    Only the first range of a multi-range header is used. Without the ``x-oss-range-behavior:
+    standard`` request header an invalid or out-of-bounds range is ignored and the whole object comes
+    back with 200. With that header an end past the object is clamped (206) and an unsatisfiable start
+    answers 416 ``InvalidRange``.
+
+Authentication
+    Signature V1 (``Authorization: OSS <ak>:<sig>``, HMAC-SHA1) is verified byte for byte as
+    ``oss2.Auth`` computes it, including the canonical sub-resource list copied from oss2 2.19.1.
+    V1 pre-signed URLs (``OSSAccessKeyId``/``Expires``/``Signature``) are accepted too. Signature V4
+    (``OSS4-HMAC-SHA256``, ``oss2.AuthV4``) is verified as well; any region and product in the
+    credential scope are accepted. V2 (``OSS2``) is refused with AccessDenied. STS: a request carrying
+    ``x-oss-security-token`` is accepted when its key pair is configured and the token is non-empty;
+    the local server does NOT validate tokens (there is no STS here). No clock-skew check is made.
+    Unknown access key ids answer ``AccessDenied`` (real OSS says ``InvalidAccessKeyId``, which oss2 has
+    no class for); unsigned requests answer ``AccessDenied``.
+
+Safety
+    The server binds to a loopback address only. Bucket names are checked against the OSS rules; keys
+    with empty, ``.`` or ``..`` segments, NUL, backslashes, a leading ``/``, reserved names, or more than
+    1023 bytes are refused before touching the disk, and every path is additionally resolved with
+    ``os.path.realpath`` and must stay inside the bucket folder, which must itself stay inside the root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import heapq
+import hmac
+import ipaddress
+import logging
+import mimetypes
+import os
+import re
+import secrets
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Iterator, Mapping, Sequence
+from urllib.parse import parse_qsl, quote, unquote
+from xml.sax.saxutils import escape
+
+__all__ = [
+    "DIR_MARKER_NAME",
+    "TEMP_PREFIX",
+    "Credential",
+    "LocalOssServer",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Hidden file that stores a folder-marker object (a key ending in ``/``) inside its directory.
+DIR_MARKER_NAME = ".oss-dir-marker"
+#: Prefix of the temporary files PutObject writes before renaming them into place.
+TEMP_PREFIX = ".oss-tmp-"
+
+MAX_KEYS_DEFAULT = 100
+MAX_KEYS_LIMIT = 1000
+MAX_KEY_BYTES = 1023
+_NAME_MAX_BYTES = 255
+_CHUNK = 256 * 1024
+_DISCARD_LIMIT = 16 * 1024 * 1024  # refused bodies up to this size are read and dropped
+_OWNER_ID = "local-oss-owner"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_RANGE_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_V4_ALGORITHM = "OSS4-HMAC-SHA256"
+
+# Query parameters that oss2 (2.19.1, oss2/auth.py ProviderAuth._subresource_key_set) puts into the V1
+# canonicalized resource. Every other parameter (prefix, marker, max-keys, delimiter, encoding-type,
+# list-type, start-after, fetch-owner, ...) is NOT signed by V1.
+_V1_SUBRESOURCES = frozenset(
+    [
+        "response-content-type", "response-content-language", "response-cache-control", "logging",
+        "response-content-encoding", "acl", "uploadId", "uploads", "partNumber", "group", "link",
+        "delete", "website", "location", "objectInfo", "objectMeta", "response-expires",
+        "response-content-disposition", "cors", "lifecycle", "restore", "qos", "referer", "stat",
+        "bucketInfo", "append", "position", "security-token", "live", "comp", "status", "vod",
+        "startTime", "endTime", "x-oss-process", "symlink", "callback", "callback-var", "tagging",
+        "encryption", "versions", "versioning", "versionId", "policy", "requestPayment",
+        "x-oss-traffic-limit", "qosInfo", "asyncFetch", "x-oss-request-payer", "sequential",
+        "inventory", "inventoryId", "continuation-token", "worm", "wormId", "wormExtend",
+        "replication", "replicationLocation", "replicationProgress", "transferAcceleration", "cname",
+        "metaQuery", "x-oss-ac-source-ip", "x-oss-ac-subnet-mask", "x-oss-ac-vpc-id",
+        "x-oss-ac-forward-allow", "resourceGroup", "style", "styleName", "x-oss-async-process",
+        "regionList", "x-oss-write-get-object-response", "bucketArchiveDirectRead", "httpsConfig",
+        "redundancyTransition", "x-oss-target-redundancy-type", "x-oss-redundancy-transition-taskid",
+        "accessPoint", "accessPointPolicy", "publicAccessBlock", "x-oss-access-point-name",
+        "requesterQosInfo", "qosRequester", "resourcePoolInfo", "resourcePool", "resourcePoolBuckets",
+    ]
+)
+# Sub-resources that select an operation we do not implement (their presence must not be ignored).
+_HARMLESS_PARAMS = frozenset(["continuation-token", "security-token", "objectMeta"])
+_RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-cache-control": "Cache-Control",
+    "response-content-encoding": "Content-Encoding",
+    "response-content-disposition": "Content-Disposition",
+    "response-expires": "Expires",
+}
+_PRESIGN_PARAMS = frozenset(["OSSAccessKeyId", "Expires", "Signature"])
+
+
+@dataclass(frozen=True)
+class Credential:
+    """An access key pair the server accepts; frozen so a running server's key set cannot drift."""
+
+    access_key_id: str
+    access_key_secret: str = field(repr=False)
+
+
+class _OssError(Exception):
+    """An OSS error answer: HTTP status, OSS error code, message and extra ``<Error>`` elements."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+def _invalid_argument(message: str, name: str = "", value: str = "") -> _OssError:
+    extra = {"ArgumentName": name, "ArgumentValue": value} if name else {}
+    return _OssError(400, "InvalidArgument", message, **extra)
+
+
+def _not_implemented(what: str) -> _OssError:
+    return _OssError(400, "NotImplemented", f"{what} is not implemented by the local OSS server.")
+
+
+def _method_not_allowed(method: str) -> _OssError:
+    return _OssError(405, "MethodNotAllowed", f"The specified method {method} is not allowed against this resource.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers: XML, time, ETag, keys
+# --------------------------------------------------------------------------------------------------
+
+
+def _xml_text(value: str) -> str:
+    return escape(value)
+
+
+def _url_encode(value: str) -> str:
+    """Encode a key the way oss2 undoes it (``urllib.parse.unquote``): ``%XX`` for everything unsafe."""
+    return quote(value, safe="/")
+
+
+def _iso8601(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
+
+
+def _etag(st: os.stat_result) -> str:
+    digest = hashlib.md5(f"{st.st_size}:{st.st_mtime_ns}".encode(), usedforsecurity=False)
+    return '"' + digest.hexdigest().upper() + '"'
+
+
+def _is_reserved_name(name: str) -> bool:
+    return name == DIR_MARKER_NAME or name.startswith(TEMP_PREFIX)
+
+
+def _segment_ok(name: str) -> bool:
+    """Whether a directory entry's name can be part of a key (listing silently skips the rest)."""
+    if not name or name in (".", "..") or "\\" in name or _is_reserved_name(name):
+        return False
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes on disk (surrogate escapes): not a valid key
+        return False
+    return len(encoded) <= _NAME_MAX_BYTES
+
+
+def _validate_key(key: str) -> tuple[list[str], bool]:
+    """Split a key into path segments, refusing anything that could leave the bucket folder.
+
+    Returns ``(segments, is_folder_marker)``.
+    """
+    if "\x00" in key:
+        raise _invalid_argument("The object key must not contain NUL.", "key", key.replace("\x00", "\\0"))
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise _OssError(400, "InvalidObjectName", f"The object key is longer than {MAX_KEY_BYTES} bytes.")
+    if "\\" in key:
+        raise _invalid_argument("The local OSS server does not accept backslashes in object keys.", "key", key)
+    if key.startswith("/"):
+        raise _invalid_argument("The object key must not start with '/'.", "key", key)
+    is_marker = key.endswith("/")
+    segments = key.split("/")
+    if is_marker:
+        segments = segments[:-1]
+    for seg in segments:
+        if seg in ("", ".", ".."):
+            raise _invalid_argument(
+                "The object key must not contain empty, '.' or '..' path segments.", "key", key
+            )
+        if _is_reserved_name(seg):
+            raise _invalid_argument(
+                f"Path segments named {DIR_MARKER_NAME!r} or starting with {TEMP_PREFIX!r} are reserved "
+                "by the local OSS server.",
+                "key",
+                key,
+            )
+        if len(seg.encode("utf-8")) > _NAME_MAX_BYTES:
+            raise _invalid_argument(
+                f"A path segment of the key is longer than {_NAME_MAX_BYTES} bytes (file system limit).", "key", key
+            )
+    return segments, is_marker
+
+
+def _is_within(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+# --------------------------------------------------------------------------------------------------
+# Listing
+# --------------------------------------------------------------------------------------------------
+
+
+class _WalkState:
+    """Mutable state shared between the tree walk and its consumer (rolled-up prefix to skip)."""
+
+    __slots__ = ("skip",)
+
+    def __init__(self) -> None:
+        self.skip: str | None = None
+
+
+def _walk(
+    dir_path: str, key_prefix: str, prefix: str, after: str, bucket_dir: str, state: _WalkState
+) -> Iterator[tuple[str, str]]:
+    """Yield ``(key, file_path)`` for objects under ``dir_path`` in UTF-8 key order.
+
+    Only keys starting with ``prefix`` and sorting after ``after`` are produced; whole subtrees that
+    cannot contain such keys (or that start with ``state.skip``) are never scanned.
+    """
+    items: list[tuple[str, bool, str]] = []
+    has_marker = False
+    try:
+        scanner = os.scandir(dir_path)
+    except OSError:
+        return
+    with scanner:
+        for entry in scanner:
+            name = entry.name
+            if name == DIR_MARKER_NAME:
+                has_marker = True
+                continue
+            base = key_prefix + name
+            # Cheap string tests first. They hold whatever the entry's type: if ``base`` is out of the
+            # prefix, or sorts before ``after`` without being a prefix of it, so does ``base + "/..."``.
+            if not (base.startswith(prefix) or prefix.startswith(base)):
+                continue
+            if base < after and not after.startswith(base):
+                continue
+            if not _segment_ok(name):
+                continue
+            try:
+                if entry.is_symlink():
+                    # Files linked from inside the bucket are objects; directory links are never followed.
+                    target = os.path.realpath(entry.path)
+                    if not (_is_within(target, bucket_dir) and os.path.isfile(target)):
+                        continue
+                    is_dir = False
+                else:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    if not is_dir and not entry.is_file(follow_symlinks=False):
+                        continue
+            except OSError:
+                continue
+            if is_dir:
+                sort_key = base + "/"
+                if not (sort_key.startswith(prefix) or prefix.startswith(sort_key)):
+                    continue
+                if sort_key <= after and not after.startswith(sort_key):
+                    continue
+            else:
+                sort_key = base
+                if not sort_key.startswith(prefix) or sort_key <= after:
+                    continue
+            items.append((sort_key, is_dir, entry.path))
+    if has_marker and key_prefix and key_prefix > after and key_prefix.startswith(prefix):
+        yield key_prefix, os.path.join(dir_path, DIR_MARKER_NAME)
+    # A heap, not a sort: a page usually stops after max-keys + 1 entries of a huge folder.
+    heapq.heapify(items)
+    while items:
+        sort_key, is_dir, path = heapq.heappop(items)
+        if state.skip is not None and sort_key.startswith(state.skip):
+            continue
+        if is_dir:
+            yield from _walk(path, sort_key, prefix, after, bucket_dir, state)
+        else:
+            yield sort_key, path
+
+
+@dataclass
+class _ListedObject:
+    key: str
+    size: int
+    mtime: float
+    etag: str
+
+
+@dataclass
+class _ListPage:
+    objects: list[_ListedObject]
+    prefixes: list[str]
+    truncated: bool
+    last: str | None
+
+
+def _list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_keys: int) -> _ListPage:
+    """Collect one page: at most ``max_keys`` objects plus common prefixes, and whether more follow."""
+    start_dir, key_prefix = bucket_dir, ""
+    if "/" in prefix:
+        segments = prefix.split("/")[:-1]
+        if not all(_segment_ok(seg) for seg in segments):
+            return _ListPage([], [], False, None)  # no stored key can contain such a segment
+        start_dir = os.path.join(bucket_dir, *segments)
+        # The walk never follows directory symlinks; jumping to the prefix's folder must not either.
+        if os.path.realpath(start_dir) != start_dir or not os.path.isdir(start_dir):
+            return _ListPage([], [], False, None)
+        key_prefix = "/".join(segments) + "/"
+
+    state = _WalkState()
+    objects: list[_ListedObject] = []
+    prefixes: list[str] = []
+    count = 0
+    truncated = False
+    last: str | None = None
+    walker = _walk(start_dir, key_prefix, prefix, after, bucket_dir, state)
+    try:
+        for key, path in walker:
+            if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+                continue
+            common: str | None = None
+            if delimiter:
+                idx = key.find(delimiter, len(prefix))
+                if idx >= 0:
+                    common = key[: idx + len(delimiter)]
+            if common is not None:
+                state.skip = common
+                if common <= after:
+                    continue  # this prefix was returned by an earlier page
+                if count >= max_keys:
+                    truncated = True
+                    break
+                prefixes.append(common)
+                count += 1
+                last = common
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # deleted while we listed
+            if count >= max_keys:
+                truncated = True
+                break
+            objects.append(_ListedObject(key, st.st_size, st.st_mtime, _etag(st)))
+            count += 1
+            last = key
+    finally:
+        walker.close()
+    return _ListPage(objects, prefixes, truncated, last)
+
+
+# --------------------------------------------------------------------------------------------------
+# Signatures
+# --------------------------------------------------------------------------------------------------
+
+
+def _v1_canonical_resource(bucket: str, key: str, params: Mapping[str, str]) -> str:
+    resource = f"/{bucket}/{key}" if bucket else "/"
+    subresources = sorted((k, v) for k, v in params.items() if k in _V1_SUBRESOURCES)
+    if subresources:
+        resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in subresources)
+    return resource
+
+
+def _v1_string_to_sign(
+    method: str, headers: Mapping[str, str], bucket: str, key: str, params: Mapping[str, str], date: str
+) -> bytes:
+    oss_headers = sorted((k.lower(), v) for k, v in headers.items() if k.lower().startswith("x-oss-"))
+    canon_headers = "".join(f"{k}:{v}\n" for k, v in oss_headers)
+    return "\n".join(
+        [
+            method,
+            headers.get("content-md5", ""),
+            headers.get("content-type", ""),
+            date,
+            canon_headers + _v1_canonical_resource(bucket, key, params),
+        ]
+    ).encode("utf-8")
+
+
+def _v4_uri_encode(text: str, keep_slash: bool) -> str:
+    safe = "-_.~/" if keep_slash else "-_.~"
+    return quote(text.encode("utf-8"), safe=safe)
+
+
+def _v4_canonical_request(
+    method: str,
+    headers: Mapping[str, str],
+    bucket: str,
+    key: str,
+    params: Mapping[str, str],
+    additional: Sequence[str],
+) -> str:
+    uri = _v4_uri_encode(f"/{bucket}/{key}" if bucket else "/", keep_slash=True)
+    encoded = sorted((_v4_uri_encode(k, False), _v4_uri_encode(v, False)) for k, v in params.items())
+    query = "&".join(f"{k}={v}" if v else k for k, v in encoded)
+    extra = {h.lower() for h in additional}
+    signed = sorted(
+        (k.lower(), v)
+        for k, v in headers.items()
+        if k.lower().startswith("x-oss-") or k.lower() in ("content-type", "content-md5") or k.lower() in extra
+    )
+    canon_headers = "".join(f"{k}:{v}\n" for k, v in signed)
+    return "\n".join(
+        [
+            method,
+            uri,
+            query,
+            canon_headers,
+            ";".join(sorted(extra)),
+            headers.get("x-oss-content-sha256", "UNSIGNED-PAYLOAD"),
+        ]
+    )
+
+
+def _same_signature(expected: str, provided: str) -> bool:
+    """Constant-time comparison that also copes with non-ASCII garbage in the provided value."""
+    return hmac.compare_digest(expected.encode("ascii"), provided.encode("utf-8", "surrogateescape"))
+
+
+def _v4_signing_key(secret: str, date: str, region: str, product: str) -> bytes:
+    k = hmac.new(("aliyun_v4" + secret).encode(), date.encode(), hashlib.sha256).digest()
+    k = hmac.new(k, region.encode(), hashlib.sha256).digest()
+    k = hmac.new(k, product.encode(), hashlib.sha256).digest()
+    return hmac.new(k, b"aliyun_v4_request", hashlib.sha256).digest()
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP server and handler
+# --------------------------------------------------------------------------------------------------
+
+
+class _OssHttpServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer carrying the OSS configuration and the open connections (to cut on stop)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        root: str,
+        secrets_by_id: Mapping[str, str],
+        latency_s: float,
+    ) -> None:
+        self.root = root
+        self.secrets_by_id = dict(secrets_by_id)
+        self.latency_s = latency_s
+        self._conn_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        super().__init__(address, _OssRequestHandler)
+
+    def track(self, conn: socket.socket, alive: bool) -> None:
+        with self._conn_lock:
+            if alive:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def close_connections(self) -> None:
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _OssRequestHandler(BaseHTTPRequestHandler):
+    """Answers one connection's requests (keep-alive, HTTP/1.1) the way OSS answers oss2."""
+
+    server: _OssHttpServer
+    protocol_version = "HTTP/1.1"
+    server_version = "AliyunOSS"
+    sys_version = ""
+    timeout = 120  # idle keep-alive connections are dropped after this many seconds
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        """Silence BaseHTTPRequestHandler's stderr log; requests are logged at DEBUG by _dispatch."""
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_HEAD = do_PUT = do_DELETE = do_POST = do_OPTIONS = do_PATCH = do_TRACE = do_CONNECT = do_GET
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Protocol-level errors (bad request line, unknown method, ...) as OSS XML too."""
+        oss_code = {
+            400: "InvalidRequest",
+            408: "RequestTimeout",
+            414: "RequestURITooLong",
+            431: "RequestHeaderTooLarge",
+            501: "MethodNotAllowed",
+        }.get(code, "InvalidRequest")
+        status = 405 if code == 501 else code
+        self._request_id = secrets.token_hex(12).upper()
+        self._headers_sent = False
+        self._body_pending = True  # the request's framing is unknown: close the connection
+        self._send_error(_OssError(status, oss_code, message or "Invalid request."), bucket="", drain=False)
+
+    # -- request entry point ------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        self._request_id = secrets.token_hex(12).upper()
+        self._headers_sent = False
+        self._status = 0
+        self._body_pending = self._request_has_body()
+        started = time.monotonic()
+        bucket = key = ""
+        try:
+            if self.server.latency_s > 0:
+                time.sleep(self.server.latency_s)
+            bucket, key, params = self._parse_target()
+            self._route(bucket, key, params)
+        except _OssError as err:
+            self._send_error(err, bucket=bucket)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:  # pragma: no cover - a bug; answer like OSS would and keep serving
+            logger.exception("local OSS: internal error on %s %s", self.command, bucket)
+            if self._headers_sent:
+                self.close_connection = True
+            else:
+                self._send_error(_OssError(500, "InternalError", "We encountered an internal error."), bucket=bucket)
+        finally:
+            logger.debug(
+                "%s /%s/%s -> %s in %.1f ms (request id %s)",
+                self.command,
+                bucket,
+                key,
+                self._status,
+                (time.monotonic() - started) * 1000,
+                self._request_id,
+            )
+
+    def _parse_target(self) -> tuple[str, str, dict[str, str]]:
+        raw_path, _, query = self.path.partition("?")
+        if not raw_path.startswith("/"):
+            raise _OssError(400, "InvalidURI", "Only origin-form request targets (/bucket/key) are accepted.")
+        bucket_raw, _, key_raw = raw_path[1:].partition("/")
+        try:
+            bucket = unquote(bucket_raw, errors="strict")
+            key = unquote(key_raw, errors="strict")
+            params: dict[str, str] = {}
+            for name, value in parse_qsl(query, keep_blank_values=True, errors="strict"):
+                params.setdefault(name, value)
+        except UnicodeDecodeError as exc:
+            raise _OssError(400, "InvalidURI", "The request URI is not valid percent-encoded UTF-8.") from exc
+        if bucket and not _BUCKET_RE.match(bucket):
+            raise _OssError(400, "InvalidBucketName", "The specified bucket is not valid.", BucketName=bucket)
+        return bucket, key, params
+
+    def _route(self, bucket: str, key: str, params: dict[str, str]) -> None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self._authenticate(bucket, key, params, headers)
+        method = self.command
+        if not bucket:
+            raise _not_implemented("Service-level operations (ListBuckets)")
+        bucket_dir = self._bucket_dir(bucket, must_exist=not (method == "PUT" and not key))
+        if not key:
+            self._check_subresources(params, allowed={"continuation-token", "security-token"})
+            if method == "GET":
+                self._list_objects(bucket, bucket_dir, params)
+            elif method == "PUT":
+                self._put_bucket(bucket, bucket_dir)
+            else:
+                raise _method_not_allowed(method)
+            return
+        self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | set(_RESPONSE_OVERRIDES))
+        if method in ("GET", "HEAD"):
+            self._get_object(bucket_dir, key, params, headers, head=method == "HEAD")
+        elif method == "PUT":
+            self._put_object(bucket_dir, key, headers)
+        elif method == "DELETE":
+            self._delete_object(bucket_dir, key)
+        else:
+            raise _method_not_allowed(method)
+
+    @staticmethod
+    def _check_subresources(params: Mapping[str, str], allowed: set[str]) -> None:
+        for name in params:
+            if name in _V1_SUBRESOURCES and name not in allowed:
+                raise _not_implemented(f"The '{name}' sub-resource")
+
+    # -- authentication -----------------------------------------------------------------------------
+
+    def _authenticate(self, bucket: str, key: str, params: dict[str, str], headers: dict[str, str]) -> None:
+        authorization = headers.get("authorization", "")
+        if not authorization:
+            if "Signature" in params and "OSSAccessKeyId" in params:
+                self._check_presigned_v1(bucket, key, params, headers)
+                return
+            if "x-oss-signature" in params or "x-oss-signature-version" in params:
+                raise _OssError(403, "AccessDenied", "The local OSS server accepts V1 pre-signed URLs only.")
+            raise _OssError(
+                403, "AccessDenied", "You have no right to access this object: the request is not signed."
+            )
+        scheme, _, rest = authorization.partition(" ")
+        if scheme == "OSS":
+            access_key_id, sep, signature = rest.strip().rpartition(":")
+            if not sep or not access_key_id:
+                raise _OssError(400, "InvalidArgument", "Authorization header is invalid.")
+            secret = self._secret_for(access_key_id)
+            self._check_security_token(headers)
+            date = headers.get("x-oss-date") or headers.get("date", "")
+            to_sign = _v1_string_to_sign(self.command, headers, bucket, key, params, date)
+            expected = base64.b64encode(hmac.new(secret.encode(), to_sign, hashlib.sha1).digest()).decode()
+            if not _same_signature(expected, signature):
+                raise self._signature_mismatch(access_key_id, signature, to_sign)
+        elif scheme == _V4_ALGORITHM:
+            self._check_v4(bucket, key, params, headers, rest)
+        elif scheme == "OSS2":
+            raise _OssError(403, "AccessDenied", "The local OSS server supports signature V1 and V4, not V2.")
+        else:
+            raise _OssError(400, "InvalidArgument", "Authorization header is invalid.")
+
+    def _secret_for(self, access_key_id: str) -> str:
+        secret = self.server.secrets_by_id.get(access_key_id)
+        if secret is None:
+            raise _OssError(
+                403,
+                "AccessDenied",
+                "The OSS Access Key Id you provided does not exist in our records.",
+                OSSAccessKeyId=access_key_id,
+            )
+        return secret
+
+    @staticmethod
+    def _check_security_token(headers: Mapping[str, str]) -> None:
+        # STS: the token is accepted, not validated (documented); an empty one is a client bug.
+        if "x-oss-security-token" in headers and not headers["x-oss-security-token"].strip():
+            raise _OssError(403, "InvalidSecurityToken", "The security token you provided is empty.")
+
+    def _signature_mismatch(self, access_key_id: str, provided: str, to_sign: bytes, **extra: str) -> _OssError:
+        return _OssError(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your key and signing method.",
+            StringToSign=to_sign.decode("utf-8", "replace"),
+            SignatureProvided=provided,
+            OSSAccessKeyId=access_key_id,
+            **extra,
+        )
+
+    def _check_presigned_v1(self, bucket: str, key: str, params: dict[str, str], headers: dict[str, str]) -> None:
+        access_key_id = params["OSSAccessKeyId"]
+        secret = self._secret_for(access_key_id)
+        expires = params.get("Expires", "")
+        if not expires.isdigit():
+            raise _invalid_argument("Expires is not a number.", "Expires", expires)
+        if int(expires) < time.time():
+            raise _OssError(403, "AccessDenied", "Request has expired.", Expires=expires)
+        signed_params = {k: v for k, v in params.items() if k not in _PRESIGN_PARAMS}
+        if "security-token" in signed_params and not signed_params["security-token"]:
+            raise _OssError(403, "InvalidSecurityToken", "The security token you provided is empty.")
+        to_sign = _v1_string_to_sign(self.command, headers, bucket, key, signed_params, expires)
+        expected = base64.b64encode(hmac.new(secret.encode(), to_sign, hashlib.sha1).digest()).decode()
+        if not _same_signature(expected, params["Signature"]):
+            raise self._signature_mismatch(access_key_id, params["Signature"], to_sign)
+
+    def _check_v4(self, bucket: str, key: str, params: dict[str, str], headers: dict[str, str], rest: str) -> None:
+        fields: dict[str, str] = {}
+        for part in rest.split(","):
+            name, sep, value = part.strip().partition("=")
+            if sep:
+                fields[name.strip()] = value.strip()
+        credential = fields.get("Credential", "")
+        provided = fields.get("Signature", "")
+        scope_parts = credential.split("/")
+        if len(scope_parts) != 5 or scope_parts[4] != "aliyun_v4_request" or not provided:
+            raise _OssError(400, "InvalidArgument", "Authorization header (V4) is invalid.")
+        access_key_id, scope_date, region, product = scope_parts[:4]
+        secret = self._secret_for(access_key_id)
+        self._check_security_token(headers)
+        date_time = headers.get("x-oss-date", "")
+        if not date_time.startswith(scope_date):
+            raise _OssError(403, "AccessDenied", "The x-oss-date header does not match the credential scope date.")
+        additional = [h for h in fields.get("AdditionalHeaders", "").split(";") if h]
+        canonical = _v4_canonical_request(self.command, headers, bucket, key, params, additional)
+        scope = "/".join(scope_parts[1:])
+        to_sign = "\n".join(
+            [_V4_ALGORITHM, date_time, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()]
+        ).encode("utf-8")
+        signing_key = _v4_signing_key(secret, scope_date, region, product)
+        expected = hmac.new(signing_key, to_sign, hashlib.sha256).hexdigest()
+        if not _same_signature(expected, provided):
+            raise self._signature_mismatch(access_key_id, provided, to_sign, CanonicalRequest=canonical)
+
+    # -- paths --------------------------------------------------------------------------------------
+
+    def _bucket_dir(self, bucket: str, must_exist: bool = True) -> str:
+        path = os.path.realpath(os.path.join(self.server.root, bucket))
+        if not _is_within(path, self.server.root):
+            raise _OssError(403, "AccessDenied", "The bucket folder resolves outside the server root.")
+        if must_exist and not os.path.isdir(path):
+            raise _OssError(404, "NoSuchBucket", "The specified bucket does not exist.", BucketName=bucket)
+        return path
+
+    @staticmethod
+    def _object_path(bucket_dir: str, key: str) -> str:
+        segments, is_marker = _validate_key(key)
+        path = os.path.join(bucket_dir, *segments)
+        if is_marker:
+            path = os.path.join(path, DIR_MARKER_NAME)
+        if not _is_within(os.path.realpath(path), bucket_dir):
+            raise _OssError(403, "AccessDenied", "The object key resolves outside the bucket.", Key=key)
+        return path
+
+    # -- operations ---------------------------------------------------------------------------------
+
+    def _list_objects(self, bucket: str, bucket_dir: str, params: Mapping[str, str]) -> None:
+        v2 = params.get("list-type") == "2"
+        prefix = params.get("prefix", "")
+        delimiter = params.get("delimiter", "")
+        encoding = params.get("encoding-type", "")
+        if encoding not in ("", "url"):
+            raise _invalid_argument("The encoding-type must be 'url'.", "encoding-type", encoding)
+        raw_max = params.get("max-keys", "") or str(MAX_KEYS_DEFAULT)
+        if not raw_max.isdigit() or not 1 <= int(raw_max) <= MAX_KEYS_LIMIT:
+            raise _invalid_argument(
+                f"max-keys must be an integer between 1 and {MAX_KEYS_LIMIT}.", "max-keys", raw_max
+            )
+        max_keys = int(raw_max)
+        url = encoding == "url"
+
+        def enc(value: str) -> str:
+            return _xml_text(_url_encode(value) if url else value)
+
+        if v2:
+            token = params.get("continuation-token", "")
+            start_after = params.get("start-after", "")
+            after = start_after
+            if token:
+                try:
+                    after = max(after, base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8"))
+                except (ValueError, binascii.Error, UnicodeError) as exc:
+                    raise _invalid_argument(
+                        "The continuation token is not valid.", "continuation-token", token
+                    ) from exc
+        else:
+            after = params.get("marker", "")
+
+        page = _list_bucket(bucket_dir, prefix, delimiter, after, max_keys)
+
+        root_tag = "ListBucketResult"
+        parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{root_tag}>']
+        parts.append(f"<Name>{_xml_text(bucket)}</Name>")
+        parts.append(f"<Prefix>{enc(prefix)}</Prefix>")
+        if v2:
+            if params.get("start-after"):
+                parts.append(f"<StartAfter>{enc(params['start-after'])}</StartAfter>")
+            if params.get("continuation-token"):
+                parts.append(f"<ContinuationToken>{enc(params['continuation-token'])}</ContinuationToken>")
+        else:
+            parts.append(f"<Marker>{enc(after)}</Marker>")
+        parts.append(f"<MaxKeys>{max_keys}</MaxKeys>")
+        parts.append(f"<Delimiter>{enc(delimiter)}</Delimiter>")
+        if url:
+            parts.append("<EncodingType>url</EncodingType>")
+        parts.append(f"<IsTruncated>{'true' if page.truncated else 'false'}</IsTruncated>")
+        if page.truncated and page.last is not None:
+            if v2:
+                token = base64.urlsafe_b64encode(page.last.encode("utf-8")).decode("ascii")
+                parts.append(f"<NextContinuationToken>{enc(token)}</NextContinuationToken>")
+            else:
+                parts.append(f"<NextMarker>{enc(page.last)}</NextMarker>")
+        if v2:
+            parts.append(f"<KeyCount>{len(page.objects) + len(page.prefixes)}</KeyCount>")
+        with_owner = not v2 or params.get("fetch-owner", "").lower() == "true"
+        owner = f"<Owner><ID>{_OWNER_ID}</ID><DisplayName>{_OWNER_ID}</DisplayName></Owner>" if with_owner else ""
+        for obj in page.objects:
+            parts.append(
+                f"<Contents><Key>{enc(obj.key)}</Key><LastModified>{_iso8601(obj.mtime)}</LastModified>"
+                f"<ETag>{obj.etag}</ETag><Type>Normal</Type><Size>{obj.size}</Size>"
+                f"<StorageClass>Standard</StorageClass>{owner}</Contents>"
+            )
+        for common in page.prefixes:
+            parts.append(f"<CommonPrefixes><Prefix>{enc(common)}</Prefix></CommonPrefixes>")
+        parts.append(f"</{root_tag}>")
+        self._send(200, {"Content-Type": "application/xml"}, "".join(parts).encode("utf-8"))
+
+    def _put_bucket(self, bucket: str, bucket_dir: str) -> None:
+        self._drain_body()
+        try:
+            os.makedirs(bucket_dir, exist_ok=True)
+        except FileExistsError as exc:  # a plain file has the bucket's name
+            raise _OssError(409, "BucketAlreadyExists", "A file with the bucket's name exists.") from exc
+        self._send(200, {"Location": "/" + bucket})
+
+    def _get_object(
+        self, bucket_dir: str, key: str, params: Mapping[str, str], headers: Mapping[str, str], head: bool
+    ) -> None:
+        path = self._object_path(bucket_dir, key)
+        no_such_key = _OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
+        try:
+            # O_NONBLOCK: a FIFO dropped into the folder must not hang the handler.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+            raise no_such_key from exc
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise no_such_key
+            size = st.st_size
+            out = {
+                "Content-Type": mimetypes.guess_type(key)[0] or "application/octet-stream",
+                "ETag": _etag(st),
+                "Last-Modified": formatdate(st.st_mtime, usegmt=True),
+                "Accept-Ranges": "bytes",
+                "x-oss-object-type": "Normal",
+                "x-oss-storage-class": "Standard",
+            }
+            if head:
+                if "objectMeta" in params:  # GetObjectMeta answers only the basic metadata
+                    out = {k: out[k] for k in ("ETag", "Last-Modified")}
+                self._send(200, {**out, "Content-Length": str(size)}, b"")
+                return
+            for param, header in _RESPONSE_OVERRIDES.items():
+                if params.get(param):
+                    out[header] = params[param]
+            status, start, length = 200, 0, size
+            range_header = headers.get("range", "")
+            if range_header:
+                standard = headers.get("x-oss-range-behavior", "").lower() == "standard"
+                chosen = self._parse_range(range_header, size, standard)
+                if chosen is not None:
+                    start, end = chosen
+                    status, length = 206, end - start + 1
+                    out["Content-Range"] = f"bytes {start}-{end}/{size}"
+            out["Content-Length"] = str(length)
+            self._send(status, out, None)
+            if length:
+                self.connection.sendfile(handle, offset=start, count=length)
+
+    @staticmethod
+    def _parse_range(header: str, size: int, standard: bool) -> tuple[int, int] | None:
+        """Return the inclusive byte range to send, ``None`` for the whole object, or raise 416.
+
+        OSS semantics: only the first range counts; without ``x-oss-range-behavior: standard`` any
+        invalid or out-of-bounds range is ignored (200, whole object).
+        """
+        unit, sep, ranges = header.partition("=")
+        match = _RANGE_RE.match(ranges.split(",", 1)[0]) if sep and unit.strip().lower() == "bytes" else None
+        if match is None or (not match.group(1) and not match.group(2)):
+            return None  # malformed: OSS ignores it
+        unsatisfiable = _OssError(416, "InvalidRange", "The requested range cannot be satisfied.")
+        unsatisfiable.headers["Content-Range"] = f"bytes */{size}"
+        if match.group(1):
+            start = int(match.group(1))
+            end = int(match.group(2)) if match.group(2) else size - 1
+            if match.group(2) and end < start:
+                return None  # syntactically invalid: ignored
+            if start >= size:
+                if standard:
+                    raise unsatisfiable
+                return None
+            if end >= size:
+                if not standard:
+                    return None
+                end = size - 1
+            return start, end
+        suffix = int(match.group(2))
+        if suffix == 0 or size == 0:
+            if standard:
+                raise unsatisfiable
+            return None
+        if suffix > size:
+            if not standard:
+                return None
+            suffix = size
+        return size - suffix, size - 1
+
+    def _put_object(self, bucket_dir: str, key: str, headers: Mapping[str, str]) -> None:
+        if "x-oss-copy-source" in headers:
+            raise _not_implemented("CopyObject")
+        path = self._object_path(bucket_dir, key)
+        parent = os.path.dirname(path)
+        conflict = _OssError(
+            409,
+            "KeyConflict",
+            "The local OSS server stores keys as files: a key cannot be both an object and a folder "
+            "(e.g. 'a' and 'a/b').",
+            Key=key,
+        )
+        if os.path.isdir(path):
+            raise conflict
+        expected_md5 = headers.get("content-md5", "")
+        digest = hashlib.md5(usedforsecurity=False)
+        tmp_path = ""
+        for _attempt in range(5):  # a concurrent DeleteObject may prune the empty parent in between
+            try:
+                os.makedirs(parent, exist_ok=True)
+                tmp_path = os.path.join(parent, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+                handle = open(tmp_path, "xb")
+                break
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise conflict from exc
+            except FileNotFoundError:
+                continue
+        else:
+            raise _OssError(500, "InternalError", "Could not create the object's folder.")
+        try:
+            with handle:
+                for chunk in self._body_chunks():
+                    digest.update(chunk)
+                    handle.write(chunk)
+            md5_b64 = base64.b64encode(digest.digest()).decode()
+            if expected_md5 and expected_md5 != md5_b64:
+                raise _OssError(
+                    400,
+                    "InvalidDigest",
+                    "The Content-MD5 you specified did not match what we received.",
+                    CalculatedDigest=md5_b64,
+                    ExpectedDigest=expected_md5,
+                )
+            try:
+                os.replace(tmp_path, path)
+            except (IsADirectoryError, NotADirectoryError) as exc:
+                raise conflict from exc
+            tmp_path = ""
+        finally:
+            if tmp_path:
+                try:
+                    os.unlink(tmp_path)
+                except OSError:
+                    pass
+        st = os.stat(path)
+        self._send(200, {"ETag": _etag(st), "Content-MD5": md5_b64})
+
+    def _delete_object(self, bucket_dir: str, key: str) -> None:
+        path = self._object_path(bucket_dir, key)
+        self._drain_body()
+        try:
+            if not os.path.isdir(path):
+                os.remove(path)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        # Folders exist on OSS only through their objects: prune the ones this delete emptied.
+        directory = os.path.dirname(path)
+        while _is_within(directory, bucket_dir):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+            directory = os.path.dirname(directory)
+        self._send(204, {})
+
+    # -- bodies and responses -----------------------------------------------------------------------
+
+    def _request_has_body(self) -> bool:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return True
+        length = self.headers.get("Content-Length", "0").strip()
+        return not length.isdigit() or int(length) > 0
+
+    def _body_chunks(self) -> Iterator[bytes]:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                line = self.rfile.readline(65537)
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError as exc:
+                    raise _OssError(400, "InvalidRequest", "Malformed chunked request body.") from exc
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                yield from self._read_exact(size)
+                self.rfile.readline(3)
+        else:
+            length = self.headers.get("Content-Length")
+            if length is None:
+                raise _OssError(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
+            if not length.strip().isdigit():
+                raise _invalid_argument("Content-Length is not a number.", "Content-Length", length)
+            yield from self._read_exact(int(length))
+        self._body_pending = False
+
+    def _read_exact(self, count: int) -> Iterator[bytes]:
+        while count > 0:
+            data = self.rfile.read(min(count, _CHUNK))
+            if not data:
+                raise ConnectionResetError("client closed the connection mid-body")
+            count -= len(data)
+            yield data
+
+    def _discard_small_body(self) -> None:
+        """Read and drop a refused request's body if it is small, so the client sees our answer.
+
+        A client still sending a large body to a closed socket gets a reset instead of the error
+        document; bigger bodies are not worth reading, and the connection is closed instead.
+        """
+        if not getattr(self, "_body_pending", False) or self.command is None:
+            return
+        length = (self.headers.get("Content-Length") or "").strip()
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        if chunked or (length.isdigit() and int(length) <= _DISCARD_LIMIT):
+            try:
+                self._drain_body()
+            except (_OssError, OSError):
+                self._body_pending = True
+
+    def _drain_body(self) -> None:
+        if self._body_pending:
+            for _ in self._body_chunks():
+                pass
+
+    def _send(self, status: int, headers: Mapping[str, str], body: bytes | None = b"") -> None:
+        """Send status and headers (with x-oss-request-id), then ``body`` unless it is None or HEAD."""
+        self._status = status
+        self.send_response(status)
+        self.send_header("x-oss-request-id", self._request_id)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if body is not None and "Content-Length" not in headers:
+            self.send_header("Content-Length", str(len(body)))
+        if self._body_pending:  # we answer without having read the request body: do not reuse
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self._headers_sent = True
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_error(self, err: _OssError, bucket: str, drain: bool = True) -> None:
+        if getattr(self, "_headers_sent", False):
+            self.close_connection = True
+            return
+        if drain:
+            self._discard_small_body()
+        host = f"{bucket}.oss-local" if bucket else "oss-local"
+        parts = [
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error>',
+            f"<Code>{_xml_text(err.code)}</Code>",
+            f"<Message>{_xml_text(err.message)}</Message>",
+            f"<RequestId>{self._request_id}</RequestId>",
+            f"<HostId>{_xml_text(host)}</HostId>",
+        ]
+        parts.extend(f"<{name}>{_xml_text(value)}</{name}>" for name, value in err.extra.items())
+        parts.append("</Error>")
+        body = "".join(parts).encode("utf-8")
+        headers = {"Content-Type": "application/xml", **err.headers}
+        if self.command == "HEAD":
+            # HEAD answers carry no body; OSS puts the error document, base64-encoded, in x-oss-err,
+            # which is how oss2 tells NoSuchKey from NoSuchBucket on HEAD.
+            headers["x-oss-err"] = base64.b64encode(body).decode("ascii")
+            headers["Content-Length"] = "0"
+            self._send(err.status, headers, b"")
+        else:
+            self._send(err.status, headers, body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+
+class LocalOssServer:
+    """An OSS-protocol HTTP server over ``root`` (bucket = sub-folder), for tests and local runs.
+
+    Use as a context manager, or call :meth:`start` / :meth:`stop`. The port is chosen when the server
+    starts (``port=0`` picks a free one); read it from :attr:`endpoint`.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        credentials: Sequence[Credential],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_s: float = 0.0,
+    ) -> None:
+        """Check the configuration now, so a bad root or key set fails before anything listens.
+
+        ``latency_s`` is slept before each request is answered (to rehearse slow networks).
+        """
+        real_root = os.path.realpath(os.fspath(root))
+        if not os.path.isdir(real_root):
+            raise FileNotFoundError(f"OSS root folder does not exist: {root}")
+        if not credentials:
+            raise ValueError("at least one Credential is required: the server refuses unsigned requests")
+        secrets_by_id: dict[str, str] = {}
+        for cred in credentials:
+            if not cred.access_key_id or not cred.access_key_secret:
+                raise ValueError("credentials need a non-empty access key id and secret")
+            known = secrets_by_id.setdefault(cred.access_key_id, cred.access_key_secret)
+            if known != cred.access_key_secret:
+                raise ValueError(f"access key id {cred.access_key_id!r} is configured twice with different secrets")
+        if host == "localhost":
+            host = "127.0.0.1"
+        try:
+            loopback = ipaddress.IPv4Address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"the local OSS server binds to IPv4 loopback addresses only, not {host!r}")
+        if latency_s < 0:
+            raise ValueError("latency_s must be >= 0")
+        self._root = real_root
+        self._secrets = secrets_by_id
+        self._host = host
+        self._port = port
+        self._latency_s = float(latency_s)
+        self._httpd: _OssHttpServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "LocalOssServer":
+        """Bind and serve in a daemon thread, so tests can talk to it from the calling thread."""
+        if self._httpd is not None:
+            raise RuntimeError("server already started")
+        self._httpd = _OssHttpServer((self._host, self._port), self._root, self._secrets, self._latency_s)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-oss-server", daemon=True
+        )
+        self._thread.start()
+        logger.debug("local OSS server serving %s at %s", self._root, self.endpoint)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cut kept-alive connections and release the port; safe to call twice."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.close_connections()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def endpoint(self) -> str:
+        """``http://127.0.0.1:PORT``: pass it to ``oss2.Bucket`` (an IP endpoint means path-style URLs)."""
+        if self._httpd is None:
+            raise RuntimeError("server not started: the port is chosen at start()")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def root(self) -> str:
+        """The resolved root folder (buckets are its sub-folders)."""
+        return self._root
+
+    def __enter__(self) -> "LocalOssServer":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server in the foreground until SIGTERM/SIGINT (for docker-less local runs and tests).
+
+    The secret may come from ``LOCAL_OSS_ACCESS_KEY_SECRET`` instead of the command line, where any
+    local user could read it in the process list.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.local.oss_server", description="Serve a local folder over the OSS protocol."
+    )
+    parser.add_argument("--root", required=True, help="folder whose sub-folders are buckets")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free one)")
+    parser.add_argument("--access-key-id", default=os.environ.get("LOCAL_OSS_ACCESS_KEY_ID"))
+    parser.add_argument("--access-key-secret", default=os.environ.get("LOCAL_OSS_ACCESS_KEY_SECRET"))
+    parser.add_argument("--pidfile", help="write the process id here once listening; removed on exit")
+    parser.add_argument("--latency-s", type=float, default=0.0, help="sleep this long before each answer")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    if not args.access_key_id or not args.access_key_secret:
+        parser.error("--access-key-id and --access-key-secret (or LOCAL_OSS_ACCESS_KEY_* variables) are required")
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    logger.setLevel(args.log_level)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        logger.info("local OSS server: received signal %d, stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = LocalOssServer(
+        args.root, [Credential(args.access_key_id, args.access_key_secret)], port=args.port, latency_s=args.latency_s
+    )
+    try:
+        with server:
+            if args.pidfile:
+                with open(args.pidfile, "w", encoding="ascii") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            logger.info("local OSS server listening on %s (root %s)", server.endpoint, server.root)
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if args.pidfile:
+            try:
+                with open(args.pidfile, encoding="ascii") as fh:
+                    mine = fh.read().strip() == str(os.getpid())
+                if mine:
+                    os.remove(args.pidfile)
+            except OSError:
+                pass
+    logger.info("local OSS server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
