@@ -1,0 +1,82 @@
+"""Load the pipeline's SQL files (``<repo>/sql/<name>.sql``) and fill in their placeholders.
+
+The same files run on MaxCompute and on DuckDB, so they are plain text with ``{table}``, ``{ds}`` and
+``{lifecycle}`` placeholders. Values are spliced into SQL text (MaxCompute DDL has no bind parameters),
+so every value is validated strictly before it goes in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pipeline.schema import validate_ds
+
+SQL_DIR_ENV = "PIPELINE_SQL_DIR"
+# The package is installed editable, so the repo's sql/ sits next to the package directory.
+_DEFAULT_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
+_PLACEHOLDER_RE = re.compile(r"\{(table|ds|lifecycle)\}")
+_PARAMS = ("table", "ds", "lifecycle")
+
+
+def validate_table_name(table: str) -> str:
+    """Return ``table`` if it is a plain identifier (no project prefix, no quoting needed)."""
+    if not isinstance(table, str) or not _TABLE_RE.match(table):
+        raise ValueError(
+            f"table name must match {_TABLE_RE.pattern} (letters, digits, underscore; "
+            f"no project prefix), got {table!r}"
+        )
+    return table
+
+
+def validate_lifecycle(lifecycle: int) -> int:
+    """Return ``lifecycle`` if it is a positive number of days."""
+    # bool is an int subclass; True days is certainly a mistake.
+    if isinstance(lifecycle, bool) or not isinstance(lifecycle, int) or lifecycle <= 0:
+        raise ValueError(f"lifecycle must be a positive number of days, got {lifecycle!r}")
+    return lifecycle
+
+
+def sql_dir() -> Path:
+    """The directory holding the .sql files: ``$PIPELINE_SQL_DIR`` if set, else the repo's sql/."""
+    override = os.environ.get(SQL_DIR_ENV)
+    return Path(override) if override else _DEFAULT_SQL_DIR
+
+
+def load_sql(name: str, **params: str | int) -> str:
+    """Read ``sql/<name>.sql`` and substitute ``{table}``, ``{ds}``, ``{lifecycle}``.
+
+    Only those three placeholders exist; each value is validated first. A placeholder used by the
+    file but not given raises ValueError, so no half-filled statement ever reaches a warehouse.
+    """
+    if not _NAME_RE.match(name):
+        raise ValueError(f"SQL file name must be a bare name like 'partition_stats', got {name!r}")
+    unknown = sorted(set(params) - set(_PARAMS))
+    if unknown:
+        raise TypeError(f"load_sql({name!r}) got unknown parameters {unknown}; accepted: {list(_PARAMS)}")
+
+    values: dict[str, str] = {}
+    if "table" in params:
+        values["table"] = validate_table_name(params["table"])  # type: ignore[arg-type]
+    if "ds" in params:
+        values["ds"] = validate_ds(params["ds"])  # type: ignore[arg-type]
+    if "lifecycle" in params:
+        values["lifecycle"] = str(validate_lifecycle(params["lifecycle"]))  # type: ignore[arg-type]
+
+    path = sql_dir() / f"{name}.sql"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"SQL file {path} not found (set {SQL_DIR_ENV} to the directory holding the .sql files)"
+        ) from None
+
+    missing = sorted({m.group(1) for m in _PLACEHOLDER_RE.finditer(text)} - set(values))
+    if missing:
+        raise ValueError(f"{path} needs parameters {missing} that were not given")
+    # One regex pass: a substituted value is never re-scanned for placeholders.
+    return _PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], text)

@@ -1,0 +1,33 @@
+"""The warehouse interface: one catalog table partitioned by ``ds``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import pyarrow as pa
+
+from pipeline.schema import PartitionStats
+
+
+class Warehouse(Protocol):
+    """A partitioned catalog table.
+
+    ``write_partition`` consumes ``batches`` (each matching ``CATALOG_SCHEMA``) and replaces partition
+    ``ds`` with exactly those rows, atomically: if the iterable raises, or anything fails before the
+    commit, the partition keeps its previous content (or stays absent) and no reader ever sees a mix.
+    """
+
+    table: str
+
+    def ensure_table(self) -> None:
+        """Create the table if missing; raise SchemaMismatchError if it exists with another schema."""
+
+    def write_partition(self, ds: str, batches: Iterable[pa.RecordBatch]) -> int:
+        """Replace partition ``ds`` with ``batches``; return the number of rows committed."""
+
+    def partition_stats(self, ds: str) -> PartitionStats:
+        """Rows, distinct ids, rows per category and duplicate-id examples of partition ``ds``."""
+
+    def partitions(self) -> list[str]:
+        """The ``ds`` values of existing partitions, sorted ascending."""

@@ -1,0 +1,350 @@
+"""The embedded warehouse: Hive-partitioned Parquet on local disk, queried with DuckDB.
+
+It stands in for MaxCompute when no cloud is reachable. Layout::
+
+    <root>/<table>/_table.json                  columns, partition column, lifecycle
+    <root>/<table>/ds=<YYYYMMDD>/data.parquet   exactly one file per partition
+
+One file per partition makes replacing a partition a single ``os.replace``: readers open either the
+old file or the new one, never a mix, and a failed write leaves the old file untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import PipelineError, SchemaMismatchError, WarehouseError
+from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, PartitionStats, validate_ds
+from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "data.parquet"
+TABLE_META = "_table.json"
+_PARTITION_DIR_RE = re.compile(rf"^{PARTITION_COLUMN}=(\d{{8}})$")
+_ROW_GROUP_ROWS = 64 * 1024  # rows buffered per Parquet row group: a few MiB for catalog rows
+
+
+def conform_batch(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+    """Return ``batch`` as a RecordBatch with exactly ``CATALOG_SCHEMA`` (column order, types, no nulls).
+
+    Columns are matched by name and cast safely (e.g. int32 ids widen to int64; lossy casts fail).
+    Raises WarehouseError naming the offending columns.
+    """
+    if isinstance(batch, pa.Table):  # accepted for convenience; one batch per table
+        batch = pa.record_batch([c.combine_chunks() for c in batch.columns], names=batch.column_names)
+    if not isinstance(batch, pa.RecordBatch):
+        raise WarehouseError(f"expected a pyarrow RecordBatch, got {type(batch).__name__}")
+
+    expected = CATALOG_SCHEMA.names
+    actual = batch.schema.names
+    missing = [n for n in expected if n not in actual]
+    unexpected = [n for n in actual if n not in expected]
+    if missing or unexpected or len(set(actual)) != len(actual):
+        raise WarehouseError(
+            f"batch columns {actual} do not match the catalog schema {expected}: "
+            f"missing {missing}, unexpected {unexpected}"
+        )
+
+    arrays: list[pa.Array] = []
+    for field in CATALOG_SCHEMA:
+        column = batch.column(field.name)
+        if not column.type.equals(field.type):
+            try:
+                column = column.cast(field.type, safe=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise WarehouseError(
+                    f"column {field.name!r} has type {column.type}, which does not cast to {field.type}: {exc}"
+                ) from exc
+        if not field.nullable and column.null_count:
+            raise WarehouseError(f"column {field.name!r} has {column.null_count} null values; it must have none")
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=CATALOG_SCHEMA)
+
+
+def iter_source(batches: Iterable[pa.RecordBatch], what: str) -> Iterator[pa.RecordBatch]:
+    """Iterate ``batches``; a non-pipeline error raised by the source becomes a WarehouseError.
+
+    PipelineErrors (e.g. a CatalogError from the producer) pass through unchanged so the caller sees
+    the real reason; anything else is wrapped so the message says the source, not the warehouse, failed.
+    """
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise WarehouseError(
+                f"{what}: the batch source raised {type(exc).__name__}: {exc}; nothing was committed"
+            ) from exc
+        yield batch
+
+
+def _schema_description() -> dict[str, Any]:
+    return {
+        "columns": [{"name": f.name, "type": str(f.type)} for f in CATALOG_SCHEMA],
+        "partition_columns": [{"name": PARTITION_COLUMN, "type": "string"}],
+    }
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable. Not possible on every platform (Windows): best effort."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sql_string(value: str) -> str:
+    """A SQL string literal (DuckDB): single quotes doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LocalWarehouse:
+    """A catalog table as Parquet files under ``root``; see the module docstring for the layout."""
+
+    def __init__(self, root: str | Path, table: str, lifecycle_days: int = 30) -> None:
+        self.root = Path(root)
+        self.table = validate_table_name(table)
+        self.lifecycle_days = validate_lifecycle(lifecycle_days)
+
+    def __repr__(self) -> str:
+        return f"LocalWarehouse(root={str(self.root)!r}, table={self.table!r})"
+
+    @property
+    def table_dir(self) -> Path:
+        return self.root / self.table
+
+    def partition_file(self, ds: str) -> Path:
+        """Path of the single data file of partition ``ds`` (it may not exist)."""
+        return self.table_dir / f"{PARTITION_COLUMN}={validate_ds(ds)}" / DATA_FILE
+
+    # -- table ------------------------------------------------------------------------------------
+
+    def ensure_table(self) -> None:
+        """Create ``<root>/<table>/`` and its ``_table.json``; refuse a table with another schema."""
+        meta_path = self.table_dir / TABLE_META
+        wanted = _schema_description()
+        if meta_path.exists():
+            try:
+                existing = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise WarehouseError(f"cannot read {meta_path}: {exc}") from exc
+            actual = {k: existing.get(k) for k in wanted}
+            if actual != wanted:
+                raise SchemaMismatchError(
+                    f"local table {self.table!r} at {self.table_dir} has columns {actual['columns']} "
+                    f"partitioned by {actual['partition_columns']}, but the catalog needs columns "
+                    f"{wanted['columns']} partitioned by {wanted['partition_columns']}; "
+                    "the pipeline never alters a table: move that directory away or use another table name"
+                )
+            if existing.get("lifecycle_days") != self.lifecycle_days:
+                log.warning(
+                    "local table %s keeps lifecycle_days=%s from %s (configured: %s)",
+                    self.table, existing.get("lifecycle_days"), meta_path, self.lifecycle_days,
+                )
+            return
+
+        try:
+            self.table_dir.mkdir(parents=True, exist_ok=True)
+            # Atomic create, so a concurrent ensure_table never reads a half-written file.
+            tmp = self.table_dir / f".{TABLE_META}-{uuid.uuid4().hex}.tmp"
+            tmp.write_text(
+                json.dumps({"table": self.table, **wanted, "lifecycle_days": self.lifecycle_days}, indent=2),
+                encoding="utf-8",
+            )
+            os.replace(tmp, meta_path)
+        except OSError as exc:
+            raise WarehouseError(f"cannot create local table {self.table!r} under {self.root}: {exc}") from exc
+        log.info("created local table %s at %s", self.table, self.table_dir)
+
+    def _require_table(self) -> None:
+        if not (self.table_dir / TABLE_META).exists():
+            raise WarehouseError(
+                f"local table {self.table!r} does not exist under {self.root}; run ensure_table() first"
+            )
+
+    # -- partitions -------------------------------------------------------------------------------
+
+    def partitions(self) -> list[str]:
+        """Sorted ``ds`` values that have a complete data file."""
+        if not self.table_dir.is_dir():
+            return []
+        found = []
+        for entry in self.table_dir.iterdir():
+            match = _PARTITION_DIR_RE.match(entry.name)
+            if match and (entry / DATA_FILE).is_file():
+                found.append(match.group(1))
+        return sorted(found)
+
+    def write_partition(self, ds: str, batches: Iterable[pa.RecordBatch]) -> int:
+        """Stream ``batches`` into a hidden temp file, then atomically replace the partition's file.
+
+        Batches are written as they come (never all in memory). On any error the temp file is removed
+        and the previous partition, if any, stays exactly as it was.
+        """
+        ds = validate_ds(ds)
+        self._require_table()
+        final = self.partition_file(ds)
+        part_dir = final.parent
+        what = f"writing partition {PARTITION_COLUMN}={ds} of local table {self.table!r}"
+        created_dir = not part_dir.exists()
+        tmp = part_dir / f".data-{uuid.uuid4().hex}.parquet.tmp"
+        rows = 0
+        try:
+            part_dir.mkdir(exist_ok=True)
+            with pq.ParquetWriter(str(tmp), CATALOG_SCHEMA) as writer:
+                # Every write makes at least one row group; gather small batches (bounded) so an
+                # OSS listing's 1000-key pages do not turn into thousands of tiny row groups.
+                pending: list[pa.RecordBatch] = []
+                pending_rows = 0
+                for batch in iter_source(batches, what):
+                    conformed = conform_batch(batch)
+                    pending.append(conformed)
+                    pending_rows += conformed.num_rows
+                    rows += conformed.num_rows
+                    if pending_rows >= _ROW_GROUP_ROWS:
+                        writer.write_table(pa.Table.from_batches(pending, CATALOG_SCHEMA))
+                        pending, pending_rows = [], 0
+                if pending_rows:
+                    writer.write_table(pa.Table.from_batches(pending, CATALOG_SCHEMA))
+            # Data must be on disk before the rename makes it visible, or a crash could expose a
+            # truncated file under the final name.
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            _fsync_dir(part_dir)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if created_dir:
+                try:
+                    part_dir.rmdir()  # only succeeds if empty: never removes a concurrent writer's data
+                except OSError:
+                    pass
+            if isinstance(exc, PipelineError) or not isinstance(exc, Exception):
+                raise
+            raise WarehouseError(
+                f"{what} failed after {rows} rows ({type(exc).__name__}: {exc}); the previous partition is unchanged"
+            ) from exc
+        log.info("wrote %s rows to local table %s partition %s=%s", rows, self.table, PARTITION_COLUMN, ds)
+        return rows
+
+    def _open_partition(self, ds: str) -> BinaryIO:
+        """Open the partition's file. Reading only through this handle pins one version of it."""
+        path = self.partition_file(ds)
+        try:
+            return open(path, "rb")  # the caller closes it
+        except FileNotFoundError:
+            raise WarehouseError(
+                f"partition {PARTITION_COLUMN}={ds} of local table {self.table!r} does not exist "
+                f"(no {path}); latest partitions: {self.partitions()[-5:]}"
+            ) from None
+        except OSError as exc:
+            raise WarehouseError(f"cannot open {path}: {exc}") from exc
+
+    def read_partition(self, ds: str) -> pa.Table:
+        """The rows of partition ``ds`` as an Arrow table with ``CATALOG_SCHEMA``."""
+        ds = validate_ds(ds)
+        with self._open_partition(ds) as handle:
+            try:
+                return pq.read_table(handle, schema=CATALOG_SCHEMA)
+            except (OSError, pa.ArrowException) as exc:
+                raise WarehouseError(
+                    f"cannot read partition {PARTITION_COLUMN}={ds} of {self.table!r}: {exc}"
+                ) from exc
+
+    def partition_stats(self, ds: str) -> PartitionStats:
+        """Run the sql/ stats queries with DuckDB against a view over this partition's rows only.
+
+        DuckDB's read_parquet(path) opens the path more than once per query (metadata at bind time,
+        data at execution), so a concurrent os.replace could pair one version's footer with another's
+        bytes. Instead every query streams the batches of ONE open handle: one version, never a mix,
+        and never more than a row group in memory.
+        """
+        ds = validate_ds(ds)
+        with self._open_partition(ds) as handle:
+            con = duckdb.connect(":memory:")
+            try:
+                parquet = pq.ParquetFile(handle)
+
+                def run(name: str) -> list[tuple[Any, ...]]:
+                    # A RecordBatchReader is consumed by one scan: give each query a fresh one.
+                    rows = pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, parquet.iter_batches())
+                    con.register("_partition_rows", rows)
+                    return con.execute(load_sql(name, table=self.table, ds=ds)).fetchall()
+
+                # The view binds to the name; run() swaps a fresh reader in under it per query.
+                con.register("_partition_rows", pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, iter(())))
+                con.execute(
+                    f"CREATE VIEW {self.table} AS "
+                    f"SELECT *, {_sql_string(ds)} AS {PARTITION_COLUMN} FROM _partition_rows"
+                )
+                ((row_count, distinct_ids),) = run("partition_stats")
+                per_category = run("rows_per_category")
+                duplicates = run("duplicate_ids")
+            except (duckdb.Error, OSError, pa.ArrowException) as exc:
+                raise WarehouseError(
+                    f"stats query on partition {PARTITION_COLUMN}={ds} of local table {self.table!r} failed: {exc}"
+                ) from exc
+            finally:
+                con.close()
+        return PartitionStats(
+            ds=ds,
+            rows=int(row_count),
+            distinct_ids=int(distinct_ids),
+            rows_per_category={int(cate): int(n) for cate, n in per_category},
+            duplicate_ids=[int(i) for i, _ in duplicates],
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def expire_partitions(self, today_ds: str) -> list[str]:
+        """Delete partitions whose date is more than ``lifecycle_days`` before ``today_ds``.
+
+        MaxCompute expires by last modification time; here the partition date decides, which is
+        deterministic and what a daily full rebuild amounts to. Returns the expired ``ds`` values.
+        """
+        today = dt.datetime.strptime(validate_ds(today_ds), "%Y%m%d").date()
+        cutoff = (today - dt.timedelta(days=self.lifecycle_days)).strftime("%Y%m%d")
+        expired = [ds for ds in self.partitions() if ds < cutoff]
+        for ds in expired:
+            part_dir = self.partition_file(ds).parent
+            # Rename first so the partition disappears atomically; readers holding the file keep it.
+            trash = self.table_dir / f".expired-{ds}-{uuid.uuid4().hex}"
+            try:
+                os.replace(part_dir, trash)
+            except FileNotFoundError:
+                continue  # expired concurrently
+            except OSError as exc:
+                raise WarehouseError(
+                    f"cannot expire partition {PARTITION_COLUMN}={ds} of {self.table!r}: {exc}"
+                ) from exc
+            shutil.rmtree(trash, ignore_errors=True)
+            log.info("expired local table %s partition %s=%s (older than %s days)",
+                     self.table, PARTITION_COLUMN, ds, self.lifecycle_days)
+        return expired

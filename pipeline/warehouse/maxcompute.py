@@ -1,0 +1,205 @@
+"""The catalog table in MaxCompute (ODPS), through pyodps.
+
+Writes go through one Table Tunnel upload session per partition with ``overwrite=True``: blocks are
+uploaded as the batches stream in, and the partition is replaced only by the final ``commit``. Nothing
+is committed if the batches (or an upload) fail, so the old partition keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import requests
+from odps import errors as odps_errors
+from odps.tunnel import TableTunnel
+
+from pipeline.errors import (
+    ConnectionConfigError,
+    PipelineError,
+    SchemaMismatchError,
+    TransientWarehouseError,
+    WarehouseError,
+)
+from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, PartitionStats, validate_ds
+from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
+from pipeline.warehouse.local import conform_batch, iter_source
+
+if TYPE_CHECKING:
+    from odps import ODPS
+
+log = logging.getLogger(__name__)
+
+# Arrow type of each catalog column -> the MaxCompute type the DDL in sql/ declares.
+_ODPS_TYPES: dict[pa.DataType, str] = {pa.int64(): "BIGINT", pa.string(): "STRING"}
+EXPECTED_COLUMNS: list[tuple[str, str]] = [(f.name, _ODPS_TYPES[f.type]) for f in CATALOG_SCHEMA]
+EXPECTED_PARTITION_COLUMNS: list[tuple[str, str]] = [(PARTITION_COLUMN, "STRING")]
+
+# Failures a bounded retry may cure: server-side 5xx, throttling, network trouble. Rewriting a
+# partition with overwrite=True is idempotent, so retrying a whole write is safe.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    odps_errors.InternalServerError,
+    odps_errors.RequestQuotaExceeded,
+    odps_errors.ConnectTimeout,
+    requests.ConnectionError,
+    requests.Timeout,
+)
+# What pyodps raises for service and transport problems (programming errors are left alone).
+_SERVICE_ERRORS: tuple[type[BaseException], ...] = (odps_errors.ODPSError, requests.RequestException)
+
+
+def _warehouse_error(message: str, cause: BaseException) -> WarehouseError:
+    kind = TransientWarehouseError if isinstance(cause, _TRANSIENT) else WarehouseError
+    return kind(f"{message}: {type(cause).__name__}: {cause}")
+
+
+class MaxComputeWarehouse:
+    """The catalog table ``table`` in the project of ``odps``."""
+
+    def __init__(self, odps: ODPS, table: str, lifecycle_days: int) -> None:
+        self._odps = odps
+        self.table = validate_table_name(table)
+        self.lifecycle_days = validate_lifecycle(lifecycle_days)
+
+    def __repr__(self) -> str:
+        return f"MaxComputeWarehouse(project={self.project!r}, table={self.table!r})"
+
+    @property
+    def project(self) -> str:
+        return str(self._odps.project)
+
+    @classmethod
+    def from_airflow(cls, conn_id: str, table: str, lifecycle_days: int) -> MaxComputeWarehouse:
+        """Build the ODPS entry from an Airflow ``maxcompute`` connection (extras ``access_key_id``,
+        ``access_key_secret``, ``project``, ``endpoint``) through the Alibaba provider's hook."""
+        # Airflow is only needed here; the warehouse itself stays importable without it.
+        from airflow.sdk.exceptions import AirflowNotFoundException
+        from airflow.providers.alibaba.cloud.exceptions import MaxComputeConfigurationException
+        from airflow.providers.alibaba.cloud.hooks.maxcompute import MaxComputeHook
+
+        try:
+            odps = MaxComputeHook(maxcompute_conn_id=conn_id).get_client()
+        except AirflowNotFoundException:
+            raise ConnectionConfigError(f"Airflow connection {conn_id!r} is not defined") from None
+        except (MaxComputeConfigurationException, ValueError) as exc:
+            # The provider's messages name the missing field, never its value.
+            raise ConnectionConfigError(
+                f"Airflow connection {conn_id!r} (type maxcompute) is incomplete: {exc} "
+                "(extras needed: access_key_id, access_key_secret, project, endpoint)"
+            ) from None
+        return cls(odps, table, lifecycle_days)
+
+    def _where(self, ds: str | None = None) -> str:
+        where = f"MaxCompute table {self.project}.{self.table}"
+        return f"{where} partition {PARTITION_COLUMN}={ds}" if ds else where
+
+    # -- table ------------------------------------------------------------------------------------
+
+    def ensure_table(self) -> None:
+        """Create the table with sql/create_catalog_table.sql if missing; else check its schema."""
+        try:
+            if not self._odps.exist_table(self.table):
+                self._odps.execute_sql(
+                    load_sql("create_catalog_table", table=self.table, lifecycle=self.lifecycle_days)
+                )
+                log.info("created %s (lifecycle %s days)", self._where(), self.lifecycle_days)
+                return
+            table = self._odps.get_table(self.table)
+            schema = table.table_schema
+            columns = [(c.name.lower(), str(c.type).upper()) for c in schema.simple_columns]
+            # an unpartitioned table has partitions None, not []
+            partition_columns = [(c.name.lower(), str(c.type).upper()) for c in schema.partitions or []]
+            lifecycle = getattr(table, "lifecycle", None)
+        except PipelineError:
+            raise
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"checking or creating {self._where()} failed", exc) from exc
+
+        if columns != EXPECTED_COLUMNS or partition_columns != EXPECTED_PARTITION_COLUMNS:
+            raise SchemaMismatchError(
+                f"{self._where()} exists with columns {columns} partitioned by {partition_columns}, "
+                f"but the catalog needs columns {EXPECTED_COLUMNS} partitioned by {EXPECTED_PARTITION_COLUMNS}; "
+                "the pipeline never alters a table: drop or rename it, or configure another table name"
+            )
+        if lifecycle is not None and lifecycle != self.lifecycle_days:
+            log.warning("%s has lifecycle %s days (configured: %s); left as it is",
+                        self._where(), lifecycle, self.lifecycle_days)
+
+    # -- partitions -------------------------------------------------------------------------------
+
+    def partitions(self) -> list[str]:
+        """``ds`` values of the table's partitions, sorted."""
+        try:
+            table = self._odps.get_table(self.table)
+            return sorted(str(p.partition_spec[PARTITION_COLUMN]) for p in table.iterate_partitions())
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"listing partitions of {self._where()} failed", exc) from exc
+
+    def write_partition(self, ds: str, batches: Iterable[pa.RecordBatch]) -> int:
+        """Replace partition ``ds`` with ``batches`` in one tunnel upload session; return rows committed.
+
+        The session is opened with ``overwrite=True, create_partition=True``; ``commit`` is called only
+        after the iterable is exhausted without error. Uncommitted blocks simply expire on the server.
+        """
+        ds = validate_ds(ds)
+        spec = f"{PARTITION_COLUMN}={ds}"
+        where = self._where(ds)
+        rows = 0
+        try:
+            session = TableTunnel(self._odps).create_upload_session(
+                self.table, partition_spec=spec, overwrite=True, create_partition=True
+            )
+            # The buffered writer (no block id) uploads a block per 20 MiB with retries; a fixed-block
+            # writer would hold one HTTP stream for the whole listing, which the server cuts off.
+            writer = session.open_arrow_writer()
+            with writer:  # on an exception pyodps leaves the writer unclosed: nothing more is sent
+                for batch in iter_source(batches, f"writing {where}"):
+                    conformed = conform_batch(batch)
+                    writer.write(conformed)
+                    rows += conformed.num_rows
+            session.commit(writer.get_blocks_written())
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise _warehouse_error(
+                f"writing {where} failed after {rows} rows; nothing was committed", exc
+            ) from exc
+        log.info("committed %s rows to %s", rows, where)
+        return rows
+
+    def _query(self, name: str, ds: str) -> list[Any]:
+        instance = self._odps.execute_sql(load_sql(name, table=self.table, ds=ds))
+        with instance.open_reader() as reader:
+            return list(reader)
+
+    def partition_stats(self, ds: str) -> PartitionStats:
+        """Run the sql/ stats queries on partition ``ds``; a missing partition is a WarehouseError."""
+        ds = validate_ds(ds)
+        where = self._where(ds)
+        try:
+            # An absent partition would just count 0 rows; say it is missing instead, like LocalWarehouse.
+            if not self._odps.get_table(self.table).exist_partition(f"{PARTITION_COLUMN}={ds}"):
+                raise WarehouseError(f"{where} does not exist")
+            (totals,) = self._query("partition_stats", ds)
+            per_category = self._query("rows_per_category", ds)
+            duplicates = self._query("duplicate_ids", ds)
+        except PipelineError:
+            raise
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"stats queries on {where} failed", exc) from exc
+        except ValueError as exc:  # unpacking: the count query did not return exactly one row
+            raise WarehouseError(f"stats query on {where} returned an unexpected result: {exc}") from exc
+        return PartitionStats(
+            ds=ds,
+            rows=int(totals["row_count"]),
+            distinct_ids=int(totals["distinct_ids"]),
+            rows_per_category={int(r["cate_id"]): int(r["row_count"]) for r in per_category},
+            duplicate_ids=[int(r["id"]) for r in duplicates],
+        )
+
+    def expire_partitions(self, today_ds: str) -> list[str]:
+        """Nothing to do: MaxCompute drops partitions itself per the table's LIFECYCLE."""
+        validate_ds(today_ds)
+        return []

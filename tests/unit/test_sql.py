@@ -1,0 +1,94 @@
+"""pipeline.sql: the loader validates every value it splices in, and the stats SQL runs on DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline.sql import SQL_DIR_ENV, load_sql, sql_dir
+
+STATS_QUERIES = ("partition_stats", "rows_per_category", "duplicate_ids")
+
+
+def test_default_dir_is_the_repo_sql_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SQL_DIR_ENV, raising=False)
+    assert sql_dir() == Path(__file__).resolve().parents[2] / "sql"
+    for name in ("create_catalog_table", *STATS_QUERIES):
+        assert (sql_dir() / f"{name}.sql").is_file()
+
+
+def test_ddl_is_filled_in() -> None:
+    ddl = load_sql("create_catalog_table", table="image_catalog", lifecycle=30)
+    assert "CREATE TABLE IF NOT EXISTS image_catalog (" in ddl
+    assert "LIFECYCLE 30;" in ddl
+    assert "PARTITIONED BY (ds STRING COMMENT 'partition date YYYYMMDD')" in ddl
+    assert "source_image STRING COMMENT 'OSS path of the image, / + key," in ddl
+    assert "{" not in ddl
+
+
+@pytest.mark.parametrize("name", STATS_QUERIES)
+def test_stats_queries_filter_one_partition(name: str) -> None:
+    sql = load_sql(name, table="image_catalog", ds="20261123")
+    assert "FROM image_catalog" in sql and "WHERE ds = '20261123'" in sql
+    if "ORDER BY" in sql:  # MaxCompute refuses ORDER BY without LIMIT
+        assert "LIMIT" in sql.split("ORDER BY", 1)[1]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"table": "t; DROP TABLE x", "ds": "20261123"},
+        {"table": "proj.table", "ds": "20261123"},
+        {"table": "1abc", "ds": "20261123"},
+        {"table": "a" * 129, "ds": "20261123"},
+        {"table": "t", "ds": "2026-11-23"},
+        {"table": "t", "ds": "20261123' OR '1'='1"},
+        {"table": "t", "ds": 20261123},
+    ],
+)
+def test_bad_values_are_refused(params: dict) -> None:
+    with pytest.raises(ValueError):
+        load_sql("partition_stats", **params)
+
+
+@pytest.mark.parametrize("lifecycle", [0, -1, True, "30", 1.5])
+def test_bad_lifecycle_is_refused(lifecycle: object) -> None:
+    with pytest.raises(ValueError, match="lifecycle"):
+        load_sql("create_catalog_table", table="t", lifecycle=lifecycle)
+
+
+def test_missing_and_unknown_parameters() -> None:
+    with pytest.raises(ValueError, match=r"\['ds'\]"):
+        load_sql("partition_stats", table="t")
+    with pytest.raises(TypeError, match="unknown"):
+        load_sql("partition_stats", table="t", ds="20261123", where="1=1")
+    with pytest.raises(ValueError, match="bare name"):
+        load_sql("../etc/passwd")
+
+
+def test_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "q.sql").write_text("SELECT * FROM {table} WHERE ds = '{ds}' AND x = '{ds}'")
+    monkeypatch.setenv(SQL_DIR_ENV, str(tmp_path))
+    assert load_sql("q", table="t", ds="20260101") == "SELECT * FROM t WHERE ds = '20260101' AND x = '20260101'"
+    with pytest.raises(FileNotFoundError, match=SQL_DIR_ENV):
+        load_sql("partition_stats", table="t", ds="20260101")
+
+
+def test_stats_queries_run_on_duckdb() -> None:
+    """The very files MaxCompute runs also run on DuckDB (the local warehouse relies on it)."""
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(
+            "CREATE TABLE image_catalog AS SELECT * FROM (VALUES "
+            "(1, '/a.png', 10, '20261123'), (2, '/b.png', 10, '20261123'), (2, '/b2.png', 11, '20261123'), "
+            "(3, '/c.png', 11, '20261123'), (3, '/c.png', 11, '20261123'), (3, '/c.png', 11, '20261123'), "
+            "(9, '/z.png', 99, '20261122')) AS t(id, source_image, cate_id, ds)"
+        )
+        q = {n: load_sql(n, table="image_catalog", ds="20261123") for n in STATS_QUERIES}
+        assert con.execute(q["partition_stats"]).fetchall() == [(6, 3)]
+        assert con.execute(q["rows_per_category"]).fetchall() == [(10, 2), (11, 4)]
+        assert con.execute(q["duplicate_ids"]).fetchall() == [(3, 3), (2, 2)]
+    finally:
+        con.close()
