@@ -1,0 +1,76 @@
+"""The demo bucket: a few hundred generated product images plus objects the filters must skip.
+
+Deterministic (seeded per key) so repeated demos and tests see the same bucket. Objects are written
+through oss2 against the local OSS server, exercising the same protocol the pipeline lists with.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import oss2
+
+CATEGORIES = {"shoes": 1, "bags": 2, "hats": 3, "watches": 4}
+
+
+@dataclass(frozen=True)
+class DemoObject:
+    key: str
+    data: bytes
+
+
+def _image(seed: int, fmt: str, size: int = 96) -> bytes:
+    """A small picture of random coloured shapes: distinct per seed, cheap to make."""
+    from PIL import Image, ImageDraw  # Pillow is needed only to make demo data
+
+    rng = random.Random(seed)
+    background = tuple(rng.randrange(256) for _ in range(3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(3, 7)):
+        x0, y0 = rng.randrange(size), rng.randrange(size)
+        x1, y1 = min(size, x0 + rng.randint(8, size // 2)), min(size, y0 + rng.randint(8, size // 2))
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        shape = rng.choice(("rectangle", "ellipse", "line"))
+        if shape == "line":
+            draw.line((x0, y0, x1, y1), fill=colour, width=rng.randint(2, 6))
+        else:
+            getattr(draw, shape)((x0, y0, x1, y1), fill=colour)
+    out = io.BytesIO()
+    image.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def demo_objects(per_category: int = 80, prefix: str = "catalog/") -> Iterator[DemoObject]:
+    """Images in four mapped categories, and the objects the demo config skips, by reason."""
+    for category, cate_id in CATEGORIES.items():
+        yield DemoObject(f"{prefix}{category}/", b"")  # a console-made folder marker
+        for i in range(1, per_category + 1):
+            image_id = cate_id * 10000 + i
+            if i % 10 == 0:  # some PNGs with upper-case extensions: matched case-insensitively
+                yield DemoObject(f"{prefix}{category}/{image_id}.PNG", _image(image_id, "PNG"))
+            else:
+                yield DemoObject(f"{prefix}{category}/{image_id}.jpg", _image(image_id, "JPEG"))
+    for i in range(1, 6):  # a category the mapping does not know: counted as unmapped_category
+        yield DemoObject(f"{prefix}misc/{90000 + i}.jpg", _image(90000 + i, "JPEG"))
+    yield DemoObject(f"{prefix}shoes/README.txt", b"Product shots, 96x96, generated for the demo.\n")
+    yield DemoObject(f"{prefix}bags/manifest.json", b'{"generated": true}\n')
+    yield DemoObject(f"{prefix}hats/30999.jpg", b"")  # zero bytes: an upload that never finished
+    yield DemoObject(f"{prefix}watches/40999.jpg", b"")
+    noise = random.Random(7).randbytes(300 * 1024)  # above the demo's 256 KiB max_size_bytes
+    yield DemoObject(f"{prefix}bags/29999.png", noise)
+    yield DemoObject(f"{prefix}shoes/cover-photo.jpg", _image(5, "JPEG"))  # no digits: bad_id
+
+
+def upload_demo_bucket(bucket: oss2.Bucket, per_category: int = 80) -> int:
+    """Put every demo object that is not there yet; return how many were written."""
+    existing = {obj.key for obj in oss2.ObjectIteratorV2(bucket, prefix="catalog/", max_keys=1000)}
+    written = 0
+    for obj in demo_objects(per_category):
+        if obj.key not in existing:
+            bucket.put_object(obj.key, obj.data)
+            written += 1
+    return written
