@@ -251,7 +251,9 @@ def verify_acs3_request(
 
     signed = set(auth.signed_headers)
     must_sign = set(_REQUIRED_SIGNED) | {n for n in norm if n.startswith("x-acs-")}
-    if "content-type" in norm:
+    if "content-type" in norm and body:
+        # Only a request with a body must sign its content type: the SDK's async path (aiohttp) adds an
+        # unsigned "Content-Type: application/octet-stream" to bodiless GETs and PUTs.
         must_sign.add("content-type")
     unsigned = sorted(must_sign - signed)
     if unsigned:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from pipeline.local.ha_query import (
+from pipeline.ha_query import (
     ERROR_CLUSTER_CLAUSE,
     ERROR_CONFIG_CLAUSE_FETCH_SUMMARY_TYPE,
     ERROR_CONFIG_CLAUSE_HIT_VALUE,

@@ -1,0 +1,675 @@
+"""A local OpenSearch Retrieval Engine Edition: the management API and the HA query API over HTTP.
+
+Why: the pipeline drives OpenSearch only through the real SDKs (alibabacloud-searchengine20211025 for
+management, alibabacloud-ha3engine for queries), so the offline stand-in must speak their wire
+protocols exactly; the behaviour behind them is :class:`~pipeline.local.engine.LocalEngine`.
+
+Management API (ROA, JSON; every request must carry a valid ACS3-HMAC-SHA256 signature, checked by
+:func:`pipeline.local.acs3.verify_acs3_request`; path ids arrive ``quote(id, safe='')``-encoded)::
+
+    GET  /openapi/ha3/instances/{iid}                                  GetInstance
+    GET  /openapi/ha3/instances/{iid}/tables                           ListTables
+    GET  /openapi/ha3/instances/{iid}/tables/{t}                       GetTable
+    POST /openapi/ha3/instances/{iid}/tables/{t}/reindex               Reindex {partition, dataTimeSec}
+    GET  /openapi/ha3/instances/{iid}/tables/{t}/index_versions        ListTableGenerations
+    GET  /openapi/ha3/instances/{iid}/tables/{t}/index_versions/{gen}  GetTableGeneration
+    GET  /openapi/ha3/instances/{iid}/tasks?start=&end=                ListTasks (epoch seconds)
+    GET  /openapi/ha3/instances/{iid}/data-source-tasks                ListDataSourceTasks
+    GET  /openapi/ha3/instances/{iid}/pause-policies                   ListPausePolicys
+    PUT  /openapi/ha3/instances/{iid}/pause-policies                   ModifyPausePolicy {"body": {...}}
+    PUT  /openapi/ha3/instances/{iid}/force-switch/{fsmId}             ForceSwitch
+
+Success: 200 ``{"requestId", "result"}``. Errors: ``{"requestId", "code", "message"}`` with 4xx (the SDK
+raises ``ClientException``) or 5xx (``ServerException``); codes: the signature codes of acs3.py,
+``instance.NotFound`` (the vendor's documented example), ``table.NotFound``, ``generation.NotFound``,
+``task.NotFound`` (404), ``InvalidParameter`` (400), ``OperationDenied.BuildInProgress`` and
+``OperationDenied.TaskStatus`` (409), ``InvalidAction.NotFound`` (404, unknown path or method),
+``ServiceUnavailable`` (503), ``Throttling`` (429 + ``x-acs-retry-after``), ``InternalError`` (500).
+
+Query API (alibabacloud-ha3engine): ``GET /query?query=<HA string>`` or ``POST /query`` with
+``{"assemblyQuery": ...}``, HTTP Basic auth (the instance's query user and password). The answer is
+the HA JSON result. An HA error (bad syntax, unknown field, text query) answers **200** with
+``errors`` filled and an empty result, as Havenask's QRS reports query errors inside the result; the
+SDK returns the body and the caller must check ``errors``. Transport-level problems keep HTTP
+statuses (the SDK raises ``TeaException`` with ``code`` = status and ``data["errors"]`` = the body):
+401 wrong or missing Basic auth (error code 4003, OpenSearch's "signature verification failed"),
+404 unknown path, 405 method, 413 body too large, 500 an internal error of this server (10017).
+``/query?type=sql`` answers error 8000: the vendor supports no SQL for image retrieval. Request lines
+may be up to 16 MiB, since the SDK sends a Base64 image in the URL of a GET.
+
+Fault knobs (:class:`HttpFaults`): the next N management requests answer 503 ``ServiceUnavailable``,
+or N answer ``Throttling`` with ``x-acs-retry-after``. tea-openapi 0.4.x reads that header with
+``int()``, ignores values <= 0, and raises ``ThrottlingException(retry_after=<int>)``; its own retry
+policy sleeps ``retry_after`` *milliseconds* (darabonba ``sleep(ms)``), so the unit is not seconds
+as far as the SDK is concerned. The value is sent verbatim.
+
+The server binds to loopback only and never logs secrets, Authorization headers or query content
+beyond a short prefix (a query holds a Base64 image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hmac
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from pipeline.local.acs3 import Acs3SignatureError, AcsCredential, verify_acs3_request
+from pipeline.local.engine import EngineError, EngineFaults, LocalEngine, TableSource
+from pipeline.ha_query import ERROR_EMPTY_QUERY_STRING, ERROR_PARSE_SYNTAX, HaQueryError, parse_ha_query
+from pipeline.local.ha_search import ERROR_INTERNAL, ERROR_SQL_NOT_SUPPORTED, error_result
+from pipeline.local.table_schema import DEMO_SCHEMA, load_table_schema, load_table_schema_file
+
+__all__ = ["HttpFaults", "LocalOpenSearchServer", "describe_instance", "describe_table", "server_from_config", "main"]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_LINE = 16 * 1024 * 1024
+MAX_BODY = 64 * 1024 * 1024
+ERROR_UNAUTHORIZED = 4003  # OpenSearch's "signature verification failed" code, for a wrong Basic auth
+_IID = r"/openapi/ha3/instances/(?P<iid>[^/]+)"
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("GET", re.compile(_IID + r"\Z"), "GetInstance"),
+    ("GET", re.compile(_IID + r"/tables\Z"), "ListTables"),
+    ("GET", re.compile(_IID + r"/tables/(?P<table>[^/]+)\Z"), "GetTable"),
+    ("POST", re.compile(_IID + r"/tables/(?P<table>[^/]+)/reindex\Z"), "Reindex"),
+    ("GET", re.compile(_IID + r"/tables/(?P<table>[^/]+)/index_versions\Z"), "ListTableGenerations"),
+    ("GET", re.compile(_IID + r"/tables/(?P<table>[^/]+)/index_versions/(?P<gen>[^/]+)\Z"), "GetTableGeneration"),
+    ("GET", re.compile(_IID + r"/tasks\Z"), "ListTasks"),
+    ("GET", re.compile(_IID + r"/data-source-tasks\Z"), "ListDataSourceTasks"),
+    ("GET", re.compile(_IID + r"/pause-policies\Z"), "ListPausePolicys"),
+    ("PUT", re.compile(_IID + r"/pause-policies\Z"), "ModifyPausePolicy"),
+    ("PUT", re.compile(_IID + r"/force-switch/(?P<fsm>[^/]+)\Z"), "ForceSwitch"),
+]
+
+
+@dataclass
+class HttpFaults:
+    """Fault injection for the management API; counters are consumed one request at a time."""
+
+    unavailable_next: int = 0  # next N requests: 503 ServiceUnavailable
+    throttle_next: int = 0  # next N requests: Throttling with x-acs-retry-after
+    throttle_status: int = 429
+    throttle_retry_after: int = 1000  # the header value, verbatim: milliseconds, as the SDK reads it
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def take(self) -> str | None:
+        with self._lock:
+            if self.unavailable_next > 0:
+                self.unavailable_next -= 1
+                return "unavailable"
+            if self.throttle_next > 0:
+                self.throttle_next -= 1
+                return "throttle"
+            return None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+def describe_table(engine: LocalEngine, table: str) -> dict[str, Any]:
+    """GetTable's result, camelCase as GetTableResponseBodyResult.from_map reads it (no secrets)."""
+    source = engine.source(table)
+    schema = source.schema
+    last = engine.latest_ready(table)
+    image = schema.field(schema.image_field)
+    return {
+        "name": table,
+        "status": "IN_USE",
+        "primaryKey": schema.primary_key,
+        "partitionCount": 1,
+        "dataProcessorCount": 2,
+        "fieldSchema": {f.name: f.type for f in schema.fields},
+        "rawSchema": json.dumps(schema.to_dict(), sort_keys=True),
+        "vectorIndex": [{
+            "indexName": schema.vector_index.index_name, "vectorField": schema.vector_field,
+            "dimension": str(schema.vector_index.dimension), "distanceType": schema.vector_index.distance_type,
+            "vectorIndexType": schema.vector_index.index_type,
+        }],
+        "dataSource": {
+            "type": "odps", "autoBuildIndex": False,
+            "config": {"project": "local", "table": source.warehouse_table,
+                       "partition": last["partition"] if last else ""},
+        },
+        "dataProcessConfig": [{
+            "srcField": schema.image_field, "dstField": schema.vector_field, "operator": "vectorize",
+            "params": {"vectorModal": "image", "vectorModel": schema.vector_model, "srcFieldConfig": {
+                "ossBucket": schema.oss_bucket, "ossEndpoint": schema.oss_endpoint,
+                "uid": str(image.user_defined_param.get("uid", "")) if image else "",
+            }},
+        }],
+    }
+
+
+def describe_instance(engine: LocalEngine, endpoint: str, user_name: str) -> dict[str, Any]:
+    """GetInstance's result."""
+    resource = {"category": "local", "cpu": os.cpu_count() or 1, "disk": 0, "mem": 0, "nodeCount": 1}
+    return {
+        "instanceId": engine.instance_id, "status": "READY", "edition": "engine",
+        "description": "local stand-in for OpenSearch Retrieval Engine Edition (pipeline.local)",
+        "createTime": engine.created, "updateTime": engine.created, "expiredTime": "",
+        "chargeType": "POSTPAY", "commodityCode": "opensearch_local", "inDebt": False, "lockMode": "Unlock",
+        "resourceGroupId": "", "userName": user_name, "version": "local-1", "bsVersion": "local-1",
+        "zoneCount": 1, "noQrs": False, "newMode": True, "tags": [],
+        "network": {"endpoint": endpoint, "publicEndpoint": "", "vpcId": "", "vSwitchId": "", "allow": ""},
+        "spec": {"qrsResource": dict(resource), "searchResource": dict(resource)},
+    }
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: LocalOpenSearchServer) -> None:
+        self.app = app
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HttpServer
+    protocol_version = "HTTP/1.1"
+    timeout = 120
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def handle_one_request(self) -> None:
+        """The stdlib's, with a 16 MiB request line: a GET query carries a Base64 image."""
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            if len(self.raw_requestline) > MAX_REQUEST_LINE:
+                self.requestline, self.request_version, self.command = "", "", ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            if self.command not in ("GET", "POST", "PUT", "DELETE", "HEAD"):
+                self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"unsupported method {self.command[:20]!r}")
+                return
+            self._dispatch()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), _short(format % args))
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.debug("%s %s -> %s", self.command, _short(getattr(self, "path", "")), code)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        self._send_json(code, {"errors": [{"code": int(code), "message": message or HTTPStatus(code).phrase}]})
+
+    def _send_json(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json;charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _read_body(self) -> bytes | None:
+        """The request body; None after answering 411/413 (the connection is then closed)."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            self.send_error(HTTPStatus.LENGTH_REQUIRED, "chunked bodies are not supported; send Content-Length")
+            return None
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            self.close_connection = True
+            self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body must be 0..{MAX_BODY} bytes")
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _dispatch(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        path = self.path.split("?", 1)[0]
+        try:
+            if path.startswith("/openapi/"):
+                self._management(path, body)
+            elif path in ("/query", "/network/active"):
+                self._query(path, body)
+            else:
+                self.send_error(HTTPStatus.NOT_FOUND, f"no such path {_short(path, 80)!r}")
+        except Exception:  # never crash on input: log and answer
+            log.exception("internal error answering %s %s", self.command, _short(path))
+            if path.startswith("/openapi/"):
+                self._send_json(500, {"requestId": str(uuid.uuid4()).upper(), "code": "InternalError",
+                                      "message": "The request processing has failed due to some unknown error."})
+            else:
+                self._send_json(500, error_result([{"code": ERROR_INTERNAL,
+                                                    "message": "ERROR_QRS_PROCESSOR_EXCEPTION: internal error"}]))
+
+    # -- management ---------------------------------------------------------------------------------
+
+    def _management(self, path: str, body: bytes) -> None:
+        app = self.server.app
+        request_id = str(uuid.uuid4()).upper()
+        headers = {"x-acs-request-id": request_id}
+
+        def fail(status: int, code: str, message: str, extra: Mapping[str, str] | None = None) -> None:
+            body = {"requestId": request_id, "code": code, "message": message}
+            self._send_json(status, body, {**headers, **(extra or {})})
+
+        fault = app.http_faults.take()
+        if fault == "unavailable":
+            fail(503, "ServiceUnavailable", "The request has failed due to a temporary failure of the server.")
+            return
+        if fault == "throttle":
+            faults = app.http_faults
+            fail(faults.throttle_status, "Throttling", "Request was denied due to request throttling.",
+                 {"x-acs-retry-after": str(faults.throttle_retry_after)})
+            return
+        try:
+            credential = verify_acs3_request(self.command, self.path, None, list(self.headers.items()), body,
+                                             app.credentials, seen_nonces=app.nonces())
+        except Acs3SignatureError as exc:
+            log.warning("management request refused: %s %s", exc.code, _short(exc.message, 200))
+            if exc.canonical_request:
+                log.debug("server canonical request:\n%s", exc.canonical_request)
+            self._send_json(exc.http_status, exc.to_response_body(request_id), headers)
+            return
+        for method, pattern, action in _ROUTES:
+            match = pattern.match(path)
+            if match and method == self.command:
+                break
+        else:
+            fail(404, "InvalidAction.NotFound", f"Specified api is not found, please check your url and method: "
+                 f"{self.command} {_short(path, 100)}")
+            return
+        params = {k: unquote(v) for k, v in match.groupdict().items()}
+        if params["iid"] != app.engine.instance_id:
+            fail(404, "instance.NotFound", f"Instance not found: {params['iid'][:80]!r}")
+            return
+        try:
+            result = self._run_action(action, params, body, credential)
+        except EngineError as exc:
+            log.info("%s refused: %s %s", action, exc.code, exc.message)
+            fail(exc.http_status, exc.code, exc.message)
+            return
+        self._send_json(200, {"requestId": request_id, "result": result}, headers)
+
+
+    def _json_body(self, body: bytes) -> dict[str, Any]:
+        if not body:
+            return {}
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise EngineError("InvalidParameter", f"the request body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise EngineError("InvalidParameter", "the request body must be a JSON object")
+        return data
+
+    def _run_action(self, action: str, params: Mapping[str, str], body: bytes, credential: AcsCredential) -> Any:
+        app = self.server.app
+        engine = app.engine
+        query = dict(parse_qsl(self.path.partition("?")[2], keep_blank_values=True))
+        if action == "GetInstance":
+            return describe_instance(engine, app.endpoint, app.query_user)
+        if action == "ListTables":
+            return [{"name": t, "status": "IN_USE", "indexStatus": "IN_USE"} for t in engine.tables]
+        if action == "GetTable":
+            return describe_table(engine, params["table"])
+        if action == "Reindex":
+            data = self._json_body(body)
+            if data.get("ossDataPath") and not data.get("partition"):
+                raise EngineError("InvalidParameter", "ossDataPath is not supported: this table's data source is "
+                                  "a MaxCompute-style warehouse; give partition=ds=YYYYMMDD")
+            seconds = data.get("dataTimeSec")
+            if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
+                raise EngineError("InvalidParameter", f"dataTimeSec must be an integer, got {seconds!r}")
+            engine.reindex(params["table"], data.get("partition"), seconds, user=credential.access_key_id)
+            return {}
+        if action == "ListTableGenerations":
+            return [{"generationId": g["generationId"]} for g in engine.list_generations(params["table"])]
+        if action == "GetTableGeneration":
+            return engine.get_generation(params["table"], params["gen"])
+        if action == "ListTasks":
+            bounds: dict[str, int | None] = {}
+            for key in ("start", "end"):
+                text = query.get(key)
+                if text is not None and not re.fullmatch(r"-?\d{1,12}", text):
+                    raise EngineError("InvalidParameter", f"{key} must be epoch seconds, got {text[:40]!r}")
+                bounds[key] = int(text) if text is not None else None
+            return engine.list_tasks(bounds["start"], bounds["end"])
+        if action == "ListDataSourceTasks":
+            return engine.list_tasks()
+        if action == "ListPausePolicys":
+            return engine.pause_policies()
+        if action == "ModifyPausePolicy":
+            engine.modify_pause_policy(self._json_body(body))
+            return {}
+        if action == "ForceSwitch":
+            engine.force_switch(params["fsm"])
+            return {}
+        raise AssertionError(action)
+
+    # -- queries ------------------------------------------------------------------------------------
+
+    def _authorized(self) -> bool:
+        app = self.server.app
+        scheme, _, token = (self.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() != "basic" or not token:
+            return False
+        try:
+            user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        ok_user = hmac.compare_digest(user.encode(), app.query_user.encode())
+        ok_password = hmac.compare_digest(password.encode(), app.query_password.encode())
+        return bool(sep) and ok_user and ok_password
+
+    def _query(self, path: str, body: bytes) -> None:
+        if not self._authorized():
+            log.warning("query refused: wrong or missing Basic auth from %s", self.address_string())
+            self._send_json(401, error_result([{"code": ERROR_UNAUTHORIZED, "message":
+                            "Unauthorized: wrong or missing Basic credentials (the instance's query user name "
+                            "and password)"}]), {"WWW-Authenticate": 'Basic realm="opensearch"'})
+            return
+        if path == "/network/active":
+            self._send_json(200, {"result": {}, "errors": []})
+            return
+        params = dict(parse_qsl(self.path.partition("?")[2], keep_blank_values=True))
+        if params.get("type") == "sql":
+            self._ha_error(ERROR_SQL_NOT_SUPPORTED, "ERROR_SQL_INIT_REQUEST: SQL is not supported for vectorized "
+                           "image retrieval (vendor constraint); use HA syntax")
+            return
+        if self.command == "GET":
+            text = params.get("query", "")
+        elif self.command == "POST":
+            try:
+                data = json.loads(body or b"{}")
+            except ValueError as exc:
+                self._ha_error(ERROR_PARSE_SYNTAX, f"ERROR_PARSE_SYNTAX: the body is not JSON: {exc}")
+                return
+            text = data.get("assemblyQuery", "") if isinstance(data, dict) else ""
+        else:
+            self.send_error(HTTPStatus.METHOD_NOT_ALLOWED, "use GET /query?query=... or POST /query")
+            return
+        if not isinstance(text, str) or not text.strip():
+            self._ha_error(ERROR_EMPTY_QUERY_STRING, "ERROR_EMPTY_QUERY_STRING: no query: send query=<HA string> or "
+                           '{"assemblyQuery": "<HA string>"}')
+            return
+        engine = self.server.app.engine
+        try:
+            query = parse_ha_query(text)
+            table = engine.resolve_cluster(query.cluster or query.config.extra.get("cluster"))
+            answer = engine.search(table, query)
+        except HaQueryError as exc:
+            log.info("query error %s: %s", exc.code, _short(exc.message, 200))
+            self._send_json(200, error_result([exc.to_error_dict()]))
+            return
+        log.debug("query on %s: %s hits", table, answer["result"]["totalHits"])
+        self._send_json(200, answer)
+
+    def _ha_error(self, code: int, message: str) -> None:
+        self._send_json(200, error_result([{"code": code, "message": message}]))
+
+
+class LocalOpenSearchServer:
+    """The management and query APIs of one local instance, on 127.0.0.1. Owns the engine's lifetime.
+
+    ``endpoint`` is ``127.0.0.1:PORT`` (searchengine SDK: ``Config(endpoint=..., protocol='http')``;
+    ha3engine SDK: ``Config(endpoint=..., protocol='http')``); ``url`` is ``http://127.0.0.1:PORT``.
+    """
+
+    def __init__(
+        self,
+        engine: LocalEngine,
+        credentials: Sequence[AcsCredential],
+        query_user: str,
+        query_password: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        http_faults: HttpFaults | None = None,
+    ) -> None:
+        if host == "localhost":
+            host = "127.0.0.1"
+        if not host.startswith("127."):
+            raise ValueError(f"the local OpenSearch server binds to loopback only, not {host!r}")
+        if not credentials:
+            raise ValueError("at least one AccessKey pair is required: management requests must be signed")
+        if not query_user or not query_password:
+            raise ValueError("query_user and query_password are required (HTTP Basic auth of the query API)")
+        self.engine = engine
+        self.credentials: dict[str, AcsCredential] = {}
+        for cred in credentials:
+            known = self.credentials.setdefault(cred.access_key_id, cred)
+            if known.access_key_secret != cred.access_key_secret:
+                raise ValueError(f"AccessKey ID {cred.access_key_id!r} is configured twice with different secrets")
+        self.query_user = query_user
+        self.query_password = query_password
+        self.http_faults = http_faults or HttpFaults()
+        self._host, self._port = host, port
+        self._httpd: _HttpServer | None = None
+        self._thread: threading.Thread | None = None
+        self._nonces: set[str] = set()
+
+    def nonces(self) -> set[str]:
+        """Signature nonces seen (replay protection), bounded so a long run does not grow forever."""
+        if len(self._nonces) > 100_000:
+            self._nonces.clear()
+        return self._nonces
+
+    def start(self) -> LocalOpenSearchServer:
+        if self._httpd is not None:
+            raise RuntimeError("server already started")
+        self._httpd = _HttpServer((self._host, self._port), self)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="local-opensearch-server", daemon=True)
+        self._thread.start()
+        log.debug("local OpenSearch server for %s at %s", self.engine.instance_id, self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, cut kept-alive connections, close the engine (stalled builds end); idempotent."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            with httpd.connections_lock:
+                for conn in list(httpd.connections):
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+            httpd.server_close()
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+                self._thread = None
+        self.engine.close()
+
+    @property
+    def endpoint(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("server not started: the port is chosen at start()")
+        host, port = self._httpd.server_address[:2]
+        return f"{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def __enter__(self) -> LocalOpenSearchServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+# --- configuration file and CLI -----------------------------------------------------------------------
+
+
+def _setting(obj: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> Any:
+    """``obj[key]``, or the environment variable named by ``obj[key + "_env"]`` (for secrets)."""
+    if key in obj:
+        return obj[key]
+    env_name = obj.get(f"{key}_env")
+    if env_name:
+        if env_name not in os.environ:
+            raise ValueError(f"{where}: {key}_env names {env_name!r}, which is not set in the environment")
+        return os.environ[env_name]
+    if required:
+        raise ValueError(f"{where}: {key} (or {key}_env) is required")
+    return None
+
+
+ENGINE_FAULT_KNOBS = ("fail_next_build", "stall_next_build", "stop_next_generation", "phase_delay_s")
+HTTP_FAULT_KNOBS = ("unavailable_next", "throttle_next", "throttle_status", "throttle_retry_after")
+
+
+def _knobs(value: Any, allowed: Sequence[str], where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or set(value) - set(allowed):
+        raise ValueError(f"{where}: must be an object with keys among {list(allowed)}, got {value!r}")
+    return dict(value)
+
+
+def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> LocalOpenSearchServer:
+    """Build an unstarted server (and its engine) from the JSON config; relative paths are from ``base_dir``."""
+    base = Path(base_dir)
+    where = "opensearch server config"
+
+    def path(value: str) -> Path:
+        return (base / value).resolve() if not os.path.isabs(value) else Path(value)
+
+    tables: dict[str, TableSource] = {}
+    for name, spec in dict(_setting(config, "tables", where)).items():
+        here = f"{where}: tables.{name}"
+        schema_spec = spec.get("schema", "demo")
+        if schema_spec == "demo":
+            schema = load_table_schema(DEMO_SCHEMA, "DEMO_SCHEMA")
+        elif isinstance(schema_spec, str):
+            schema = load_table_schema_file(path(schema_spec))
+        else:
+            schema = load_table_schema(schema_spec, f"{here}.schema")
+        warehouse, oss = spec.get("warehouse") or {}, spec.get("oss") or {}
+        tables[name] = TableSource(
+            schema=schema,
+            warehouse_root=path(_setting(warehouse, "root", f"{here}.warehouse")),
+            warehouse_table=_setting(warehouse, "table", f"{here}.warehouse"),
+            oss_endpoint=_setting(oss, "endpoint", f"{here}.oss"),
+            oss_access_key_id=_setting(oss, "access_key_id", f"{here}.oss"),
+            oss_access_key_secret=_setting(oss, "access_key_secret", f"{here}.oss"),
+        )
+    faults = EngineFaults(**_knobs(config.get("faults"), ENGINE_FAULT_KNOBS, f"{where}: faults"))
+    engine = LocalEngine(
+        path(_setting(config, "state_dir", where)), _setting(config, "instance_id", where), tables,
+        max_decode_failure_fraction=float(config.get("max_decode_failure_fraction", 0.05)),
+        fetch_workers=int(config.get("fetch_workers", 8)), faults=faults, default_table=config.get("default_table"),
+    )
+    credentials = [
+        AcsCredential(_setting(c, "access_key_id", f"{where}: credentials"),
+                      _setting(c, "access_key_secret", f"{where}: credentials"))
+        for c in _setting(config, "credentials", where)
+    ]
+    return LocalOpenSearchServer(
+        engine, credentials, _setting(config, "query_user", where), _setting(config, "query_password", where),
+        host=config.get("host", "127.0.0.1"), port=int(config.get("port", 0)),
+        http_faults=HttpFaults(**_knobs(config.get("http_faults"), HTTP_FAULT_KNOBS, f"{where}: http_faults")),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.local.opensearch_server --config FILE``: serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local.opensearch_server",
+                                     description="Serve a local OpenSearch Retrieval Engine Edition instance.")
+    parser.add_argument("--config", required=True, help="JSON config (see the module docstring of the engine/server)")
+    parser.add_argument("--port", type=int, help="override the config's port (0 = pick a free one)")
+    parser.add_argument("--pidfile", help="write the process id here once listening; removed on exit")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--phase-delay-s", type=float, help="fault: sleep this long before each build phase")
+    parser.add_argument("--fail-next-build", metavar="MESSAGE", help="fault: the next build fails with MESSAGE")
+    parser.add_argument("--stall-next-build", action="store_true", help="fault: the next build stalls")
+    parser.add_argument("--stop-next-generation", action="store_true", help="fault: the next build ends stopped")
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config_path = Path(args.config)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if args.port is not None:
+        config["port"] = args.port
+    server = server_from_config(config, config_path.parent)
+    faults = server.engine.faults
+    faults.phase_delay_s = args.phase_delay_s if args.phase_delay_s is not None else faults.phase_delay_s
+    faults.fail_next_build = args.fail_next_build or faults.fail_next_build
+    faults.stall_next_build = args.stall_next_build or faults.stall_next_build
+    faults.stop_next_generation = args.stop_next_generation or faults.stop_next_generation
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("local OpenSearch server: signal %d, stopping", signum)
+        stop.set()
+
+    previous: dict[int, Callable[..., Any] | int | None] = {
+        sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        with server:
+            if args.pidfile:
+                Path(args.pidfile).write_text(f"{os.getpid()}\n", encoding="ascii")
+            log.info("local OpenSearch server listening on %s (instance %s, tables %s)",
+                     server.endpoint, server.engine.instance_id, ", ".join(server.engine.tables))
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        if args.pidfile:
+            try:
+                if Path(args.pidfile).read_text(encoding="ascii").strip() == str(os.getpid()):
+                    os.remove(args.pidfile)
+            except OSError:
+                pass
+    log.info("local OpenSearch server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
