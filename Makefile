@@ -38,3 +38,15 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(LOCAL)
+
+# Benchmarks (bench/, written up in BENCHMARKS.md): one JSON line per result on stdout.
+# BENCH_MODE=quick (default: CI-sized, a few minutes) or full (the issue's sizes, about half an hour).
+BENCH_MODE ?= quick
+
+.PHONY: bench bench-full
+
+bench: $(STAMP)
+	@$(PY) -m bench.run --mode $(BENCH_MODE)
+
+bench-full: $(STAMP)
+	@$(PY) -m bench.run --mode full

@@ -69,6 +69,19 @@ Authentication
     Unknown access key ids answer ``AccessDenied`` (real OSS says ``InvalidAccessKeyId``, which oss2 has
     no class for); unsigned requests answer ``AccessDenied``.
 
+Realism knobs (benchmarks)
+    ``latency_s`` delays every answer; ``jitter_s`` adds a uniform random ``[0, jitter_s]`` to it, drawn
+    from a generator seeded with ``seed``. A :class:`GeneratedBucket` serves millions of computed keys
+    (``p037/000123456.jpg``) read-only, with no file per key: ListObjects v1/v2 (prefix, delimiter,
+    marker / start-after / continuation-token, max-keys, encoding-type), HeadObject and GetObject
+    (a deterministic body of the listed size); a page costs O(page size + folders), not O(bucket).
+    PutObject and DeleteObject on it answer ``AccessDenied``.
+
+Fault knobs (reliability tests)
+    ``faults`` (:class:`~pipeline.local.oss_faults.OssFaults`, also ``server.faults`` at runtime and the
+    ``--fault-*`` CLI flags): 503 SlowDown bursts, connections reset mid-response, slow ListObjects
+    pages, a page that fails once. See :mod:`pipeline.local.oss_faults`.
+
 Safety
     The server binds to a loopback address only. Bucket names are checked against the OSS rules; keys
     with empty, ``.`` or ``..`` segments, NUL, backslashes, a leading ``/``, reserved names, or more than
@@ -81,6 +94,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import bisect
 import hashlib
 import heapq
 import hmac
@@ -88,6 +102,7 @@ import ipaddress
 import logging
 import mimetypes
 import os
+import random
 import re
 import secrets
 import signal
@@ -104,10 +119,14 @@ from typing import Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl, quote, unquote
 from xml.sax.saxutils import escape
 
+from pipeline.local import oss_faults  # fault knobs (issue 5): kept in their own module
+from pipeline.local.oss_faults import OssFaults
+
 __all__ = [
     "DIR_MARKER_NAME",
     "TEMP_PREFIX",
     "Credential",
+    "GeneratedBucket",
     "LocalOssServer",
     "main",
 ]
@@ -273,6 +292,16 @@ def _validate_key(key: str) -> tuple[list[str], bool]:
     return segments, is_marker
 
 
+def _file_in_the_way(bucket_dir: str, folder: str) -> bool:
+    """Whether something other than a folder sits at ``folder`` or one of its parents in the bucket."""
+    path = folder
+    while _is_within(path, bucket_dir):
+        if os.path.lexists(path) and not os.path.isdir(path):
+            return True
+        path = os.path.dirname(path)
+    return False
+
+
 def _is_within(path: str, directory: str) -> bool:
     return path.startswith(directory.rstrip(os.sep) + os.sep)
 
@@ -430,6 +459,214 @@ def _list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_k
 
 
 # --------------------------------------------------------------------------------------------------
+# Generated buckets: millions of keys without one file per key
+# --------------------------------------------------------------------------------------------------
+
+_GOLDEN = 0x9E3779B97F4A7C15  # multiplier of a cheap, deterministic integer hash (Fibonacci hashing)
+_BODY_BLOCK = hashlib.sha256(b"local-oss-generated-body").digest() * 128  # 4 KiB repeated in bodies
+
+
+@dataclass(frozen=True)
+class _KeyGroup:
+    """Keys ``prefix + f"{first + i:0{digits}d}" + suffix`` for ``i`` in ``range(count)``, in key order."""
+
+    prefix: str
+    first: int
+    count: int
+    digits: int
+    suffix: str
+
+    def key(self, i: int) -> str:
+        return f"{self.prefix}{self.first + i:0{self.digits}d}{self.suffix}"
+
+    def span_with_prefix(self, prefix: str) -> tuple[int, int]:
+        """The index range ``[lo, hi)`` of this group's keys that start with ``prefix`` (arithmetic)."""
+        if self.prefix.startswith(prefix):
+            return 0, self.count
+        if not prefix.startswith(self.prefix):
+            return 0, 0
+        rest = prefix[len(self.prefix) :]
+        head, tail = rest[: self.digits], rest[self.digits :]
+        if not (head.isascii() and head.isdigit()) or not self.suffix.startswith(tail):
+            return 0, 0
+        scale = 10 ** (self.digits - len(head))
+        lo, hi = int(head) * scale - self.first, (int(head) + 1) * scale - self.first
+        return max(lo, 0), min(hi, self.count)
+
+    def index_of(self, key: str) -> int | None:
+        """The index of ``key`` in this group, or None when the group does not hold it."""
+        if not key.startswith(self.prefix) or not key.endswith(self.suffix):
+            return None
+        number = key[len(self.prefix) : len(key) - len(self.suffix)]
+        if len(number) != self.digits or not (number.isascii() and number.isdigit()):
+            return None
+        index = int(number) - self.first
+        return index if 0 <= index < self.count else None
+
+
+def _after_prefix(common: str) -> str:
+    """The smallest string greater than every string starting with ``common`` (non-empty)."""
+    return common[:-1] + chr(ord(common[-1]) + 1)
+
+
+@dataclass(frozen=True)
+class GeneratedBucket:
+    """A read-only bucket whose keys are computed, not stored: large listings on a small machine.
+
+    Layout: ``prefixes`` folders named ``prefix_format.format(i)`` (``p000/`` ...) holding
+    ``keys_per_prefix`` keys each, plus ``flat_keys`` keys directly under ``flat_prefix`` (``flat/``).
+    Keys look like ``p037/000123456.jpg``; the numbers are unique across the bucket, so a
+    ``filename_digits`` id rule gives distinct ids. Sizes, ETags and bodies derive from the key's number
+    and ``seed``; every object has the same modification time. A listing page is computed by
+    arithmetic and bisection over the sorted key space: O(page size + folders), never O(bucket).
+    """
+
+    name: str
+    prefixes: int = 64
+    keys_per_prefix: int = 1000
+    flat_keys: int = 0
+    prefix_format: str = "p{:03d}/"
+    flat_prefix: str = "flat/"
+    digits: int = 9
+    extension: str = "jpg"
+    min_size: int = 1024
+    max_size: int = 256 * 1024
+    seed: int = 0
+    mtime: float = 1767225600.0  # 2026-01-01T00:00:00Z
+
+    def __post_init__(self) -> None:
+        if not _BUCKET_RE.match(self.name):
+            raise ValueError(f"generated bucket name {self.name!r} breaks the OSS bucket naming rules")
+        if min(self.prefixes, self.keys_per_prefix, self.flat_keys) < 0 or not 1 <= self.digits <= 18:
+            raise ValueError("generated bucket: counts must be >= 0 and digits 1..18")
+        if not 0 <= self.min_size <= self.max_size:
+            raise ValueError("generated bucket: need 0 <= min_size <= max_size")
+        if self.prefixes * self.keys_per_prefix + self.flat_keys > 10**self.digits:
+            raise ValueError(f"generated bucket: {self.digits} digits cannot number that many keys")
+        names = [group.prefix for group in self.groups]
+        for a in names:
+            for b in names:
+                if a != b and b.startswith(a):
+                    raise ValueError(f"generated bucket: folder {b!r} lies inside folder {a!r}")
+        if len(set(names)) != len(names):
+            raise ValueError("generated bucket: folder names repeat")
+
+    @classmethod
+    def parse(cls, spec: str) -> GeneratedBucket:
+        """``name=bench,prefixes=64,keys_per_prefix=15625,flat_keys=200000`` (the CLI's --generated)."""
+        fields: dict[str, object] = {}
+        ints = {"prefixes", "keys_per_prefix", "flat_keys", "digits", "min_size", "max_size", "seed"}
+        for part in spec.split(","):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            if not sep or name not in cls.__dataclass_fields__:
+                raise ValueError(f"generated bucket spec {spec!r}: {part!r} is not one of name=value "
+                                 f"with name in {sorted(cls.__dataclass_fields__)}")
+            fields[name] = int(value) if name in ints else float(value) if name == "mtime" else value.strip()
+        if "name" not in fields:
+            raise ValueError(f"generated bucket spec {spec!r} needs name=<bucket>")
+        return cls(**fields)  # type: ignore[arg-type]
+
+    @property
+    def total_keys(self) -> int:
+        return self.prefixes * self.keys_per_prefix + self.flat_keys
+
+    @property
+    def groups(self) -> list[_KeyGroup]:
+        """The key groups in key order (cached: the dataclass is frozen)."""
+        cached = self.__dict__.get("_groups")
+        if cached is None:
+            suffix = "." + self.extension if self.extension else ""
+            groups = [
+                _KeyGroup(self.prefix_format.format(i), i * self.keys_per_prefix, self.keys_per_prefix, self.digits, suffix)
+                for i in range(self.prefixes)
+                if self.keys_per_prefix
+            ]
+            if self.flat_keys:
+                groups.append(_KeyGroup(self.flat_prefix, self.prefixes * self.keys_per_prefix, self.flat_keys, self.digits, suffix))
+            cached = sorted(groups, key=lambda g: g.prefix)
+            object.__setattr__(self, "_groups", cached)
+        return cached
+
+    def keys(self) -> Iterator[str]:
+        """Every key in listing order (for tests and small buckets)."""
+        for group in self.groups:
+            for i in range(group.count):
+                yield group.key(i)
+
+    def size_of(self, number: int) -> int:
+        span = self.max_size - self.min_size + 1
+        return self.min_size + ((number * _GOLDEN + self.seed) >> 16) % span
+
+    def etag_of(self, number: int) -> str:
+        return '"%032X"' % (((number + self.seed) * _GOLDEN * _GOLDEN) & ((1 << 128) - 1))
+
+    def lookup(self, key: str) -> tuple[int, int] | None:
+        """``(number, size)`` of ``key``, or None when the bucket has no such key."""
+        for group in self.groups:
+            index = group.index_of(key)
+            if index is not None:
+                number = group.first + index
+                return number, self.size_of(number)
+        return None
+
+    def body(self, number: int, start: int, length: int) -> Iterator[bytes]:
+        """``length`` bytes of the object's content from ``start``: a seeded block, rotated per key."""
+        block = _BODY_BLOCK
+        offset = (start + number * 7) % len(block)
+        while length > 0:
+            chunk = block[offset : offset + length]
+            length -= len(chunk)
+            offset = 0
+            yield chunk
+
+    def list_page(self, prefix: str, delimiter: str, after: str, max_keys: int) -> _ListPage:
+        """One ListObjects page, with the same semantics as a folder bucket's."""
+        objects: list[_ListedObject] = []
+        prefixes: list[str] = []
+        count = 0
+        truncated = False
+        last: str | None = None
+        rolled: str | None = None  # the common prefix just returned: its other keys are skipped
+        for group in self.groups:
+            lo, hi = group.span_with_prefix(prefix)
+            if after and lo < hi:
+                lo = bisect.bisect_right(range(group.count), after, lo, hi, key=group.key)
+            i = lo
+            while i < hi:
+                key = group.key(i)
+                common: str | None = None
+                if delimiter:
+                    idx = key.find(delimiter, len(prefix))
+                    if idx >= 0:
+                        common = key[: idx + len(delimiter)]
+                if common is not None:
+                    if common == rolled or common <= after:
+                        # Jump over the rest of this common prefix inside the group.
+                        i = bisect.bisect_left(range(group.count), _after_prefix(common), i + 1, hi, key=group.key)
+                        continue
+                    if count >= max_keys:
+                        truncated = True
+                        break
+                    prefixes.append(common)
+                    rolled = last = common
+                    count += 1
+                    i = bisect.bisect_left(range(group.count), _after_prefix(common), i + 1, hi, key=group.key)
+                    continue
+                if count >= max_keys:
+                    truncated = True
+                    break
+                number = group.first + i
+                objects.append(_ListedObject(key, self.size_of(number), self.mtime, self.etag_of(number)))
+                last = key
+                count += 1
+                i += 1
+            if truncated:
+                break
+        return _ListPage(objects, prefixes, truncated, last)
+
+
+# --------------------------------------------------------------------------------------------------
 # Signatures
 # --------------------------------------------------------------------------------------------------
 
@@ -522,13 +759,29 @@ class _OssHttpServer(ThreadingHTTPServer):
         root: str,
         secrets_by_id: Mapping[str, str],
         latency_s: float,
+        jitter_s: float = 0.0,
+        seed: int | None = None,
+        generated: Mapping[str, GeneratedBucket] | None = None,
+        faults: OssFaults | None = None,
     ) -> None:
         self.root = root
+        self.faults = faults if faults is not None else OssFaults()
         self.secrets_by_id = dict(secrets_by_id)
         self.latency_s = latency_s
+        self.jitter_s = jitter_s
+        self.generated = dict(generated or {})
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
         self._conn_lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         super().__init__(address, _OssRequestHandler)
+
+    def delay_s(self) -> float:
+        """This request's latency: ``latency_s`` plus uniform jitter in ``[0, jitter_s]`` (seeded)."""
+        if self.jitter_s <= 0:
+            return self.latency_s
+        with self._rng_lock:
+            return self.latency_s + self._rng.uniform(0.0, self.jitter_s)
 
     def track(self, conn: socket.socket, alive: bool) -> None:
         with self._conn_lock:
@@ -606,9 +859,18 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         started = time.monotonic()
         bucket = key = ""
         try:
-            if self.server.latency_s > 0:
-                time.sleep(self.server.latency_s)
+            delay = self.server.delay_s()
+            if delay > 0:
+                time.sleep(delay)
             bucket, key, params = self._parse_target()
+            # -- fault knobs (oss_faults.py) --
+            fault = self.server.faults.on_request(self.command, bucket, key, params)
+            if fault.delay_s > 0:
+                time.sleep(fault.delay_s)
+            if fault.error is not None:
+                raise _OssError(*fault.error, "Please reduce your request rate.")
+            self._reset_mid_body = fault.reset
+            # -- end of fault knobs --
             self._route(bucket, key, params)
         except _OssError as err:
             self._send_error(err, bucket=bucket)
@@ -654,6 +916,10 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         method = self.command
         if not bucket:
             raise _not_implemented("Service-level operations (ListBuckets)")
+        generated = self.server.generated.get(bucket)
+        if generated is not None:
+            self._route_generated(generated, key, params, headers)
+            return
         bucket_dir = self._bucket_dir(bucket, must_exist=not (method == "PUT" and not key))
         if not key:
             self._check_subresources(params, allowed={"continuation-token", "security-token"})
@@ -671,6 +937,29 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             self._put_object(bucket_dir, key, headers)
         elif method == "DELETE":
             self._delete_object(bucket_dir, key)
+        else:
+            raise _method_not_allowed(method)
+
+    def _route_generated(
+        self, generated: GeneratedBucket, key: str, params: dict[str, str], headers: dict[str, str]
+    ) -> None:
+        """Generated buckets are read-only: listings and reads are answered, writes refused."""
+        method = self.command
+        if not key:
+            self._check_subresources(params, allowed={"continuation-token", "security-token"})
+            if method == "GET":
+                self._list_objects(generated.name, "", params, generated=generated)
+            elif method == "PUT":
+                raise _OssError(409, "BucketAlreadyExists", "The generated bucket already exists.", BucketName=generated.name)
+            else:
+                raise _method_not_allowed(method)
+            return
+        self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | set(_RESPONSE_OVERRIDES))
+        if method in ("GET", "HEAD"):
+            self._get_generated(generated, key, params, headers, head=method == "HEAD")
+        elif method in ("PUT", "DELETE", "POST"):
+            self._drain_body()
+            raise _OssError(403, "AccessDenied", "Generated buckets of the local OSS server are read-only.", Key=key)
         else:
             raise _method_not_allowed(method)
 
@@ -807,7 +1096,9 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
 
     # -- operations ---------------------------------------------------------------------------------
 
-    def _list_objects(self, bucket: str, bucket_dir: str, params: Mapping[str, str]) -> None:
+    def _list_objects(
+        self, bucket: str, bucket_dir: str, params: Mapping[str, str], generated: GeneratedBucket | None = None
+    ) -> None:
         v2 = params.get("list-type") == "2"
         prefix = params.get("prefix", "")
         delimiter = params.get("delimiter", "")
@@ -839,7 +1130,10 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         else:
             after = params.get("marker", "")
 
-        page = _list_bucket(bucket_dir, prefix, delimiter, after, max_keys)
+        if generated is not None:
+            page = generated.list_page(prefix, delimiter, after, max_keys)
+        else:
+            page = _list_bucket(bucket_dir, prefix, delimiter, after, max_keys)
 
         root_tag = "ListBucketResult"
         parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{root_tag}>']
@@ -867,9 +1161,13 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             parts.append(f"<KeyCount>{len(page.objects) + len(page.prefixes)}</KeyCount>")
         with_owner = not v2 or params.get("fetch-owner", "").lower() == "true"
         owner = f"<Owner><ID>{_OWNER_ID}</ID><DisplayName>{_OWNER_ID}</DisplayName></Owner>" if with_owner else ""
+        stamps: dict[float, str] = {}  # one strftime per distinct mtime, not per object
         for obj in page.objects:
+            stamp = stamps.get(obj.mtime)
+            if stamp is None:
+                stamp = stamps[obj.mtime] = _iso8601(obj.mtime)
             parts.append(
-                f"<Contents><Key>{enc(obj.key)}</Key><LastModified>{_iso8601(obj.mtime)}</LastModified>"
+                f"<Contents><Key>{enc(obj.key)}</Key><LastModified>{stamp}</LastModified>"
                 f"<ETag>{obj.etag}</ETag><Type>Normal</Type><Size>{obj.size}</Size>"
                 f"<StorageClass>Standard</StorageClass>{owner}</Contents>"
             )
@@ -930,6 +1228,43 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             self._send(status, out, None)
             if length:
                 self.connection.sendfile(handle, offset=start, count=length)
+
+    def _get_generated(
+        self, generated: GeneratedBucket, key: str, params: Mapping[str, str], headers: Mapping[str, str], head: bool
+    ) -> None:
+        found = generated.lookup(key)
+        if found is None:
+            raise _OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
+        number, size = found
+        out = {
+            "Content-Type": mimetypes.guess_type(key)[0] or "application/octet-stream",
+            "ETag": generated.etag_of(number),
+            "Last-Modified": formatdate(generated.mtime, usegmt=True),
+            "Accept-Ranges": "bytes",
+            "x-oss-object-type": "Normal",
+            "x-oss-storage-class": "Standard",
+        }
+        if head:
+            if "objectMeta" in params:
+                out = {k: out[k] for k in ("ETag", "Last-Modified")}
+            self._send(200, {**out, "Content-Length": str(size)}, b"")
+            return
+        for param, header in _RESPONSE_OVERRIDES.items():
+            if params.get(param):
+                out[header] = params[param]
+        status, start, length = 200, 0, size
+        range_header = headers.get("range", "")
+        if range_header:
+            standard = headers.get("x-oss-range-behavior", "").lower() == "standard"
+            chosen = self._parse_range(range_header, size, standard)
+            if chosen is not None:
+                start, end = chosen
+                status, length = 206, end - start + 1
+                out["Content-Range"] = f"bytes {start}-{end}/{size}"
+        out["Content-Length"] = str(length)
+        self._send(status, out, None)
+        for chunk in generated.body(number, start, length):
+            self.wfile.write(chunk)
 
     @staticmethod
     def _parse_range(header: str, size: int, standard: bool) -> tuple[int, int] | None:
@@ -993,7 +1328,9 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
                 handle = open(tmp_path, "xb")
                 break
             except (FileExistsError, NotADirectoryError) as exc:
-                raise conflict from exc
+                if _file_in_the_way(bucket_dir, parent):
+                    raise conflict from exc
+                continue  # makedirs lost a race with a DeleteObject pruning the folder: try again
             except FileNotFoundError:
                 continue
         else:
@@ -1118,6 +1455,13 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self._headers_sent = True
+        if getattr(self, "_reset_mid_body", False):  # fault knob: half the body, then a TCP RST
+            self._reset_mid_body = False
+            if body and self.command != "HEAD":
+                self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            oss_faults.abort_connection(self.connection)
+            raise ConnectionResetError("local OSS fault: connection reset mid-response")
         if body and self.command != "HEAD":
             self.wfile.write(body)
 
@@ -1168,10 +1512,18 @@ class LocalOssServer:
         host: str = "127.0.0.1",
         port: int = 0,
         latency_s: float = 0.0,
+        *,
+        jitter_s: float = 0.0,
+        seed: int | None = None,
+        generated: Sequence[GeneratedBucket] = (),
+        faults: OssFaults | None = None,
     ) -> None:
         """Check the configuration now, so a bad root or key set fails before anything listens.
 
-        ``latency_s`` is slept before each request is answered (to rehearse slow networks).
+        ``latency_s`` is slept before each request is answered (to rehearse slow networks), plus a
+        uniform random ``[0, jitter_s]`` drawn from a generator seeded with ``seed`` (None: unseeded).
+        ``generated`` buckets are served read-only next to the folder buckets under ``root``, and take
+        precedence over a folder of the same name.
         """
         real_root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real_root):
@@ -1193,13 +1545,20 @@ class LocalOssServer:
             loopback = False
         if not loopback:
             raise ValueError(f"the local OSS server binds to IPv4 loopback addresses only, not {host!r}")
-        if latency_s < 0:
-            raise ValueError("latency_s must be >= 0")
+        if latency_s < 0 or jitter_s < 0:
+            raise ValueError("latency_s and jitter_s must be >= 0")
+        by_name = {bucket.name: bucket for bucket in generated}
+        if len(by_name) != len(generated):
+            raise ValueError("generated buckets need distinct names")
         self._root = real_root
         self._secrets = secrets_by_id
         self._host = host
         self._port = port
         self._latency_s = float(latency_s)
+        self._jitter_s = float(jitter_s)
+        self._seed = seed
+        self._generated = by_name
+        self._faults = faults if faults is not None else OssFaults()
         self._httpd: _OssHttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -1207,7 +1566,16 @@ class LocalOssServer:
         """Bind and serve in a daemon thread, so tests can talk to it from the calling thread."""
         if self._httpd is not None:
             raise RuntimeError("server already started")
-        self._httpd = _OssHttpServer((self._host, self._port), self._root, self._secrets, self._latency_s)
+        self._httpd = _OssHttpServer(
+            (self._host, self._port),
+            self._root,
+            self._secrets,
+            self._latency_s,
+            jitter_s=self._jitter_s,
+            seed=self._seed,
+            generated=self._generated,
+            faults=self._faults,
+        )
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-oss-server", daemon=True
         )
@@ -1240,6 +1608,11 @@ class LocalOssServer:
         """The resolved root folder (buckets are its sub-folders)."""
         return self._root
 
+    @property
+    def faults(self) -> OssFaults:
+        """The fault knobs (see :mod:`pipeline.local.oss_faults`); change them while the server runs."""
+        return self._faults
+
     def __enter__(self) -> "LocalOssServer":
         return self.start()
 
@@ -1267,7 +1640,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-key-secret", default=os.environ.get("LOCAL_OSS_ACCESS_KEY_SECRET"))
     parser.add_argument("--pidfile", help="write the process id here once listening; removed on exit")
     parser.add_argument("--latency-s", type=float, default=0.0, help="sleep this long before each answer")
+    parser.add_argument(
+        "--jitter-s", type=float, default=0.0, help="add a uniform random delay in [0, JITTER_S] to each answer"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the jitter (default: unseeded)")
+    parser.add_argument(
+        "--generated",
+        action="append",
+        default=[],
+        type=GeneratedBucket.parse,
+        metavar="SPEC",
+        help="serve a generated read-only bucket, e.g. name=bench,prefixes=64,keys_per_prefix=15625,"
+        "flat_keys=200000 (repeatable; see GeneratedBucket)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    oss_faults.add_cli_arguments(parser)
     args = parser.parse_args(argv)
     if not args.access_key_id or not args.access_key_secret:
         parser.error("--access-key-id and --access-key-secret (or LOCAL_OSS_ACCESS_KEY_* variables) are required")
@@ -1286,7 +1673,14 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     server = LocalOssServer(
-        args.root, [Credential(args.access_key_id, args.access_key_secret)], port=args.port, latency_s=args.latency_s
+        args.root,
+        [Credential(args.access_key_id, args.access_key_secret)],
+        port=args.port,
+        latency_s=args.latency_s,
+        jitter_s=args.jitter_s,
+        seed=args.seed,
+        generated=args.generated,
+        faults=oss_faults.from_cli_arguments(args),
     )
     try:
         with server:

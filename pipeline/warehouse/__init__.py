@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from pipeline.connections import extras, get_connection
 from pipeline.errors import ConnectionConfigError
 from pipeline.warehouse.base import Warehouse
 from pipeline.warehouse.local import LocalWarehouse
@@ -38,18 +39,7 @@ def open_warehouse(conn_id: str, table: str, lifecycle_days: int) -> Warehouse:
     ``maxcompute``: extras ``access_key_id``, ``access_key_secret``, ``project``, ``endpoint``.
     ``fs`` (Airflow's "File (path)" type): extra ``path`` (or ``host``) is the LocalWarehouse root.
     """
-    # Task-SDK API: works inside a task (via the supervisor) and outside one (env vars, secrets backends).
-    from airflow.sdk.exceptions import AirflowNotFoundException
-    from airflow.sdk import BaseHook
-
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        raise ConnectionConfigError(
-            f"Airflow connection {conn_id!r} is not defined; create it with conn_type one of "
-            f"{list(ACCEPTED_CONN_TYPES)}"
-        ) from None
-
+    conn = get_connection(conn_id, f"conn_type one of {list(ACCEPTED_CONN_TYPES)}")
     conn_type = (conn.conn_type or "").lower()
     if conn_type == "maxcompute":
         from pipeline.warehouse.maxcompute import MaxComputeWarehouse
@@ -57,7 +47,7 @@ def open_warehouse(conn_id: str, table: str, lifecycle_days: int) -> Warehouse:
         log.info("warehouse: MaxCompute table %s via connection %s", table, conn_id)
         return MaxComputeWarehouse.from_airflow(conn_id, table, lifecycle_days)
     if conn_type == "fs":
-        path = conn.extra_dejson.get("path") or conn.host
+        path = extras(conn, conn_id).get("path") or conn.host
         if not path:
             raise ConnectionConfigError(
                 f"Airflow connection {conn_id!r} (type fs) has neither extra.path nor host; "

@@ -1,0 +1,422 @@
+"""Parallel listing through oss2 against the local OSS server: same objects as a sequential listing,
+whatever the layout and wherever ranges are split; retries, errors, early stops and progress lines.
+
+Behaviour only: nothing here measures time (see bench/ for that).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import oss2
+import pytest
+from oss2 import xml_utils
+from oss2.models import ListObjectsV2Result
+
+from pipeline.catalog import CatalogBuilder, ListedObject
+from pipeline.config import CategoryRule, IdRule, SourceConfig
+from pipeline.errors import TransientSourceError
+from pipeline.listing import ParallelLister, guess_split_points
+from pipeline.local.oss_server import DIR_MARKER_NAME, Credential, GeneratedBucket, LocalOssServer
+from pipeline.oss import KeyRange, OssConnection, OssLister, parse_listing_page
+from pipeline.progress import ListingProgress
+from pipeline.retry import RetryPolicy
+
+CREDENTIAL = Credential("LTAIparallel", "parallel-secret")
+NO_SLEEP = RetryPolicy(attempts=4, sleep=lambda _s: None)
+
+# Nested folders, a flat folder, folder markers, objects next to folders (including names that sort
+# between a folder and its siblings: '-' < '.' < '/' < '0'), unicode, and keys at likely split points.
+DISK_KEYS = (
+    [f"flat/{i:05d}.jpg" for i in range(1500)]
+    + [f"nested/{a}/{b}/{i:03d}.png" for a in "abc" for b in ("x", "y") for i in range(40)]
+    + ["nested/", "nested/a/", "nested/b/x/", "nested/top.jpg", "nested/zz.jpg"]
+    + [f"mixed/{name}" for name in ("a-b.jpg", "a.b.jpg", "a/1.jpg", "a/2.jpg", "a0.jpg", "b.old/3.jpg", "b/4.jpg", "c.jpg")]
+    + [f"deep/{'/'.join('d' * (i + 1) for i in range(depth))}/k{depth}.jpg" for depth in range(1, 8)]
+    + [f"uni/猫/{i}.jpg" for i in range(30)] + ["uni/\ue000.jpg", "uni/\U0001f600.jpg", "uni/a b+c%20.jpg"]
+    + ["edge-a", "edge.jpg", "edge/", "edge/0/0", "edge/1", "edge0"]
+)
+GENERATED = GeneratedBucket("gen-imgs", prefixes=12, keys_per_prefix=130, flat_keys=2100, digits=6)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("oss")
+    bucket = root / "disk-imgs"
+    for key in DISK_KEYS:
+        path = bucket / key / DIR_MARKER_NAME if key.endswith("/") else bucket / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * (len(key) % 5 + 1))
+    (root / "empty-imgs").mkdir()
+    with LocalOssServer(root, [CREDENTIAL], generated=[GENERATED]) as srv:
+        yield srv
+
+
+def connection(server: LocalOssServer) -> OssConnection:
+    extra = {"access_key_id": CREDENTIAL.access_key_id, "access_key_secret": CREDENTIAL.access_key_secret, "endpoint": server.endpoint}
+    return OssConnection.from_extras("oss_parallel", extra)
+
+
+def sequential(server: LocalOssServer, bucket: str, prefixes: list[str]) -> list[ListedObject]:
+    lister = OssLister.connect(connection(server), bucket, retry=NO_SLEEP)
+    return [obj for page in lister.iter_objects(prefixes) for obj in page]
+
+
+def parallel(lister: ParallelLister, prefixes: list[str]) -> list[ListedObject]:
+    listed = [obj for page in lister.iter_objects(prefixes) for obj in page]
+    assert len(listed) == len(set(listed)), "an object was listed twice"
+    return listed
+
+
+class Records(logging.Handler):
+    """Records of one logger, whatever handlers and propagation Airflow's logging set up."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.INFO)
+        self.logger = logging.getLogger(name)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> Records:
+        self.logger.addHandler(self)
+        self._level, self.logger.level = self.logger.level, logging.INFO
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+        self.logger.level = self._level
+
+
+def listing_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("oss-list-")]
+
+
+def make(server: LocalOssServer, bucket: str, *, concurrency: int, page_size: int, **kwargs) -> ParallelLister:
+    conn = connection(server)
+    lister = OssLister(conn, conn.bucket(bucket, pool_size=concurrency, lean_listing=True), page_size=page_size, retry=NO_SLEEP)
+    return ParallelLister(lister, concurrency=concurrency, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("bucket", "prefixes"),
+    [
+        ("disk-imgs", [""]),
+        ("disk-imgs", ["flat/", "nested/", "mixed/", "deep/", "uni/", "missing/"]),
+        ("disk-imgs", ["edge", "mixed/a", "nested/b/"]),
+        ("gen-imgs", [""]),
+        ("gen-imgs", ["flat/", "p003/", "p01", "nothing/"]),
+        ("empty-imgs", [""]),
+    ],
+)
+@pytest.mark.parametrize(("concurrency", "page_size"), [(1, 1000), (3, 9), (8, 25)])
+def test_parallel_lists_the_same_objects_as_sequential(
+    server: LocalOssServer, bucket: str, prefixes: list[str], concurrency: int, page_size: int
+) -> None:
+    expected = sequential(server, bucket, prefixes)
+    lister = make(server, bucket, concurrency=concurrency, page_size=page_size, min_split_keys=1)
+    assert sorted(parallel(lister, prefixes)) == sorted(expected)
+    assert lister.keys_listed == len(expected)
+    assert not listing_threads()
+
+
+def test_keys_directly_under_a_prefix_are_listed_once_with_its_folders(server: LocalOssServer) -> None:
+    lister = make(server, "disk-imgs", concurrency=4, page_size=2, min_split_keys=1)
+    listed = sorted(obj.key for obj in parallel(lister, ["mixed/"]))
+    assert listed == sorted(k for k in DISK_KEYS if k.startswith("mixed/"))
+
+
+class KeySplitter:
+    """Split points taken from the bucket's own keys: exactly at keys, just after them (key + NUL),
+    and between them, so that keys sit on the edges of ranges."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = sorted(keys)
+        self.used: list[str] = []
+
+    def __call__(self, page: list[str], hi: str | None, ahead: int, min_keys: int, pieces: int) -> list[str]:
+        import bisect
+
+        i = bisect.bisect_right(self.keys, page[-1])
+        candidates = [self.keys[i + 1] if i + 1 < len(self.keys) else None, self.keys[i + 3] + "\x00" if i + 3 < len(self.keys) else None]
+        candidates.append(self.keys[i + 5][:-1] if i + 5 < len(self.keys) else None)  # between keys
+        points: list[str] = []
+        for point in candidates:
+            if point is not None and point > (points[-1] if points else page[-1]) and (hi is None or point < hi):
+                points.append(point)
+        self.used += points
+        return points[:pieces]
+
+
+@pytest.mark.parametrize("bucket", ["disk-imgs", "gen-imgs"])
+def test_ranges_split_exactly_at_keys_lose_and_repeat_nothing(server: LocalOssServer, bucket: str) -> None:
+    expected = sequential(server, bucket, [""])
+    splitter = KeySplitter([obj.key for obj in expected])
+    lister = make(server, bucket, concurrency=6, page_size=12, min_split_keys=1, split_points=splitter)
+    assert sorted(parallel(lister, [""])) == sorted(expected)
+    assert lister.ranges_split > 10 and set(splitter.used) & {obj.key for obj in expected}
+
+
+class FlakyBucket:
+    """Delegates to a real oss2 Bucket; listing calls whose number is in ``fail_on`` answer 503 once.
+
+    Thread-safe: the parallel lister calls it from several workers.
+    """
+
+    def __init__(self, bucket: oss2.Bucket, fail_on: set[int] | None = None, fail_from: int | None = None) -> None:
+        self._bucket = bucket
+        self._fail_on = fail_on or set()
+        self._fail_from = fail_from
+        self._lock = threading.Lock()
+        self.calls: list[dict] = []
+        self.failed: list[dict] = []
+        self.bucket_name = bucket.bucket_name
+
+    def list_objects_v2(self, **kwargs):
+        with self._lock:
+            self.calls.append(kwargs)
+            number = len(self.calls)
+            fail = number in self._fail_on or (self._fail_from is not None and number >= self._fail_from)
+            if fail:
+                self.failed.append(kwargs)
+        if fail:
+            raise oss2.exceptions.ServerError(503, {}, b"", {"Code": "SlowDown", "Message": "Please reduce your request rate."})
+        return self._bucket.list_objects_v2(**kwargs)
+
+
+@pytest.mark.parametrize("fail_on", [{1}, {2}, {5}, {9, 10}, {17}])
+def test_a_page_failing_mid_fan_out_is_retried(server: LocalOssServer, fail_on: set[int]) -> None:
+    expected = sequential(server, "disk-imgs", [""])
+    conn = connection(server)
+    flaky = FlakyBucket(conn.bucket("disk-imgs", lean_listing=True), fail_on=fail_on)
+    lister = ParallelLister(OssLister(conn, flaky, page_size=20, retry=NO_SLEEP), concurrency=4, min_split_keys=1)  # type: ignore[arg-type]
+    assert sorted(parallel(lister, [""])) == sorted(expected)
+    assert flaky.failed  # the failure happened...
+    for failed in flaky.failed:  # ...and the very same request was made again
+        assert sum(call == failed for call in flaky.calls) >= 2
+    assert len(flaky.calls) == lister.pages_listed + len(flaky.failed)
+
+
+def test_the_first_error_reaches_the_consumer_and_stops_every_worker(server: LocalOssServer) -> None:
+    conn = connection(server)
+    flaky = FlakyBucket(conn.bucket("gen-imgs", lean_listing=True), fail_from=6)
+    lister = ParallelLister(OssLister(conn, flaky, page_size=10, retry=NO_SLEEP), concurrency=4, min_split_keys=1)  # type: ignore[arg-type]
+    with pytest.raises(TransientSourceError, match="503 SlowDown"):
+        for _ in lister.iter_objects([""]):
+            pass
+    assert not listing_threads()
+
+
+def test_a_consumer_stopping_early_leaves_no_thread_behind(server: LocalOssServer) -> None:
+    lister = make(server, "gen-imgs", concurrency=8, page_size=10, pages_in_flight=1, min_split_keys=1)
+    pages = lister.iter_objects([""])
+    first = next(pages)
+    assert first and listing_threads()
+    pages.close()
+    assert not listing_threads()
+    # ... and the same on an exception raised in the consumer
+    with pytest.raises(RuntimeError, match="consumer broke"):
+        for _ in lister.iter_objects([""]):
+            raise RuntimeError("consumer broke")
+    assert not listing_threads()
+
+
+def test_pages_in_flight_are_bounded(server: LocalOssServer) -> None:
+    concurrency, in_flight, taken = 4, 2, 3
+    lister = make(server, "gen-imgs", concurrency=concurrency, page_size=10, pages_in_flight=in_flight, min_split_keys=10**9)
+    pages = lister.iter_objects(["flat/"])  # one flat folder, never split: every request yields a page
+    for _ in range(taken):
+        next(pages)
+    time.sleep(0.3)  # let workers run ahead if they could; the bound must hold at any moment
+    assert lister.pages_listed <= taken + in_flight + concurrency
+    pages.close()
+    assert not listing_threads()
+
+
+def test_progress_is_logged_at_a_steady_interval() -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 4.0  # every reading is 4 s later: a line every third page at a 10 s interval
+        return now[0]
+
+    source = SourceConfig(oss_conn_id="c", bucket="bkt", prefixes=["p/"], extensions=["jpg"])
+    builder = CatalogBuilder(source, IdRule(kind="filename_digits"), CategoryRule(kind="path_segment", segment=1))
+    progress = ListingProgress("demo ds=20260101", builder.counts, interval_s=10.0, clock=clock)
+    pages = [[ListedObject(f"p/{j % 3}/{j}.jpg", 5), ListedObject(f"p/x/{j}.txt", 5)] for j in range(12)]
+    with Records("pipeline.progress") as records:
+        batches = list(builder.batches(progress.track(pages)))
+    assert sum(b.num_rows for b in batches) == 12
+    lines = records.messages
+    steady = [line for line in lines if "done" not in line]
+    assert len(steady) == progress.lines >= 3
+    assert "keys listed" in steady[0] and "rows kept" in steady[0] and "skipped" in steady[0] and "keys/s" in steady[0]
+    assert lines[-1].startswith("listing demo ds=20260101 done: 24 keys listed, 12 rows kept, 12 skipped")
+
+
+def test_load_partition_logs_listing_progress(demo_stack) -> None:
+    from pipeline.stages import load_partition, open_lister
+
+    _, _, config = demo_stack
+    assert isinstance(open_lister(config), ParallelLister)  # list_concurrency defaults to 16
+    with Records("pipeline.progress") as records:
+        result = load_partition(config, "20261120", dry_run=True)
+    done = records.messages
+    assert done and f"{result.counts['listed']} keys listed, {result.counts['kept']} rows kept" in done[-1]
+
+
+def test_open_lister_sizes_the_connection_pool_to_the_concurrency(demo_stack) -> None:
+    from pipeline.stages import open_lister
+
+    _, _, config = demo_stack
+    one = config.model_copy(update={"source": config.source.model_copy(update={"list_concurrency": 1})})
+    assert type(open_lister(one)) is OssLister
+    many = config.model_copy(update={"source": config.source.model_copy(update={"list_concurrency": 24})})
+    lister = open_lister(many, page_size=100)
+    assert isinstance(lister, ParallelLister) and lister.concurrency == 24
+    adapter = lister._lister._bucket.session.session.get_adapter("http://")  # noqa: SLF001 - the shared session
+    assert adapter._pool_maxsize == 24  # noqa: SLF001
+
+
+# -- the lean ListObjectsV2 parse ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delimiter", ["", "/"])
+@pytest.mark.parametrize("bucket_name", ["disk-imgs", "gen-imgs"])
+def test_lean_parse_reads_pages_exactly_like_oss2(server: LocalOssServer, bucket_name: str, delimiter: str) -> None:
+    conn = connection(server)
+    plain, lean = conn.bucket(bucket_name), conn.bucket(bucket_name, lean_listing=True)
+    token, pages, size = "", 0, 2 if delimiter else 101
+    while True:
+        a = plain.list_objects_v2(delimiter=delimiter, continuation_token=token, max_keys=size)
+        b = lean.list_objects_v2(delimiter=delimiter, continuation_token=token, max_keys=size)
+        assert [(o.key, o.size) for o in a.object_list] == list(b.object_list)
+        assert (a.prefix_list, a.is_truncated, a.next_continuation_token) == (b.prefix_list, b.is_truncated, b.next_continuation_token)
+        pages += 1
+        if not a.is_truncated:
+            break
+        token = a.next_continuation_token
+    assert pages > 3
+
+
+class _Response:
+    status, headers, request_id = 200, {}, "test"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Not URL-encoded, with an entity in the key: oss2's own parser takes over.
+        b'<?xml version="1.0"?><ListBucketResult><IsTruncated>false</IsTruncated>'
+        b"<Contents><Key>a&amp;b.jpg</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"X\"</ETag>"
+        b"<Type>Normal</Type><Size>5</Size><StorageClass>Standard</StorageClass></Contents></ListBucketResult>",
+        # Pretty-printed, URL-encoded, with a common prefix and a token.
+        b'<?xml version="1.0"?>\n<ListBucketResult>\n  <EncodingType>url</EncodingType>\n  <IsTruncated>true</IsTruncated>\n'
+        b"  <NextContinuationToken>t%2Bk</NextContinuationToken>\n  <Contents>\n    <Key>%E7%8C%AB/a%20b.jpg</Key>\n"
+        b"    <LastModified>2026-01-01T00:00:00.000Z</LastModified>\n    <ETag>\"X\"</ETag>\n    <Type>Normal</Type>\n"
+        b"    <Size>12</Size>\n    <StorageClass>Standard</StorageClass>\n  </Contents>\n"
+        b"  <CommonPrefixes>\n    <Prefix>d%2F/</Prefix>\n  </CommonPrefixes>\n</ListBucketResult>",
+        # CDATA: fallback.
+        b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key><![CDATA[c.jpg]]></Key>"
+        b"<LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>X</ETag><Type>Normal</Type><Size>1</Size>"
+        b"<StorageClass>Standard</StorageClass></Contents></ListBucketResult>",
+    ],
+)
+def test_lean_parse_agrees_with_oss2_on_unusual_documents(body: bytes) -> None:
+    full, lean = ListObjectsV2Result(_Response()), ListObjectsV2Result(_Response())
+    xml_utils.parse_list_objects_v2(full, body)
+    parse_listing_page(lean, body)
+    assert [(o.key, o.size) for o in full.object_list] == [(o.key, o.size) for o in lean.object_list]
+    assert (full.prefix_list, full.is_truncated, full.next_continuation_token) == (
+        lean.prefix_list,
+        lean.is_truncated,
+        lean.next_continuation_token,
+    )
+
+
+# -- split points -------------------------------------------------------------------------------------
+
+
+def test_guessed_split_points_lie_strictly_inside_the_rest() -> None:
+    page = [f"flat/{i:09d}.jpg" for i in range(1000, 2000)]
+    for hi in (None, "flat/000200000.jpg", "p000/", "flat/0000030"):
+        for ahead in (8000, 64000):
+            points = guess_split_points(page, hi, ahead, 2000, 5)
+            assert points == sorted(points) and len(points) <= 5
+            assert all(p > page[-1] and (hi is None or p < hi) for p in points)
+    assert len(guess_split_points(page, None, 8000, 2000, 3)) == 3  # an open end is worth splitting
+    assert guess_split_points(page, "flat/0000021", 8000, 2000, 3) == []  # ~100 keys left: not worth it
+    assert guess_split_points(page[:1], None, 8000, 1, 3) == []
+
+
+def test_key_range_start_after_resumes_at_a_split(server: LocalOssServer) -> None:
+    # The seam the parallel lister stands on: a range that starts right after a split key.
+    lister = OssLister.connect(connection(server), "gen-imgs", retry=NO_SLEEP)
+    keys = [obj.key for page in lister.iter_pages(KeyRange("flat/", "flat/001599.jpg")) for obj in page]
+    assert keys[0] == "flat/001600.jpg" and len(keys) == 2100 - 40
+
+
+
+# -- catalog rows of listed pages: the vectorised path is the reference loop, faster -----------------
+
+
+def test_vectorised_rows_equal_the_reference_loop_on_random_pages() -> None:
+    import random
+
+    from pipeline.catalog import re2_equivalent
+    from pipeline.errors import CatalogError
+
+    rnd = random.Random(11)
+    names = ["123.jpg", "45.PNG", "a.jpg", "1.2.jpg", "9.jpeg", "x.txt", "noext", "12.JpG", ".jpg", "5.jpg.bak",
+             "1234567890123456789.jpg", "9223372036854775808.jpg", "0009.gif", "sku-42_front.jpg"]
+    folders = ["p1", "p2", "7", "12", "shoes", "x", "", "0", "99999999999999999999", "007"]
+
+    def key() -> str:
+        if rnd.random() < 0.7:
+            return "/".join([rnd.choice(folders) for _ in range(rnd.randint(1, 3))] + [rnd.choice(names)])
+        return "".join(rnd.choice("ab09._-/ xJPG") for _ in range(rnd.randint(1, 12)))
+
+    source = SourceConfig(oss_conn_id="c", bucket="bkt", prefixes=["p/"], extensions=["jpg", "png", "gif"], max_size_bytes=50)
+    id_rules = [IdRule(kind="hash"), IdRule(kind="filename_digits"), IdRule(kind="filename_digits", regex=r"^(\d+)\.[^.]+$"),
+                IdRule(kind="filename_digits", regex=r"(\d)+"), IdRule(kind="filename_digits", regex=r"(?<=\.)(\d+)"),
+                IdRule(kind="filename_digits", regex=r"(\d{,3})\."), IdRule(kind="filename_digits", regex=r"\b(\d+)\b")]
+    category_rules = [
+        CategoryRule(kind="path_segment", segment=1), CategoryRule(kind="path_segment", segment=-2),
+        CategoryRule(kind="path_segment", segment=0, mapping={"p1": 1, "shoes": 3, "": 9}),
+        CategoryRule(kind="path_segment", segment=0, mapping={"p1": 1}, unmapped="default", default_id=0),
+        CategoryRule(kind="regex", regex=r"/(\d+)/"), CategoryRule(kind="regex", regex=r"^p(\d)", unmapped="default", default_id=7),
+        CategoryRule(kind="regex", regex=r"(x|y)?/", mapping={"x": 5}), CategoryRule(kind="path_segment", segment=1, unmapped="fail"),
+    ]
+    assert re2_equivalent(r"(?<=\.)(\d+)") is None and re2_equivalent(r"a{,3}(x)") == "(?:a){0,3}(?P<g>x)"
+    vectorised = 0
+    for id_rule in id_rules:
+        for category_rule in category_rules:
+            for printable in (True, False):
+                objects = [ListedObject(key(), rnd.choice([0, 1, 5, 49, 50, 51])) for _ in range(150)]
+                if not printable:
+                    objects[rnd.randrange(150)] = ListedObject("p1/猫/7.jpg", 5)
+                probe = CatalogBuilder(source, id_rule, category_rule)
+                vectorised += probe._rows_vectorized(objects) is not None  # noqa: SLF001 - did the fast path take it?
+                fast, reference = CatalogBuilder(source, id_rule, category_rule), CatalogBuilder(source, id_rule, category_rule)
+                outcomes = []
+                for builder, method in ((fast, builder_rows), (reference, reference_rows)):
+                    try:
+                        outcomes.append(method(builder, objects).to_pylist())
+                    except CatalogError as exc:
+                        outcomes.append(str(exc))
+                assert outcomes[0] == outcomes[1], (id_rule, category_rule)
+                assert fast.counts.as_dict() == reference.counts.as_dict()
+                assert fast.counts.skipped == reference.counts.skipped
+                assert fast.counts.unmapped_categories == reference.counts.unmapped_categories
+    assert vectorised > 20  # the fast path really ran
+
+
+def builder_rows(builder: CatalogBuilder, objects: list[ListedObject]):
+    return builder.rows(objects)
+
+
+def reference_rows(builder: CatalogBuilder, objects: list[ListedObject]):
+    return builder._rows_per_object(objects)  # noqa: SLF001 - the reference implementation
