@@ -36,6 +36,14 @@ class SourceConfig(_Strict):
     )
     min_size_bytes: int = Field(default=1, ge=0)
     max_size_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    # Workers listing this index at once (1: one request at a time, as before). Each worker has one
+    # request in flight, so a listing sends at most list_concurrency / round-trip requests per second:
+    # 16 at 0.1-0.3 s per 1,000-key page is 50-160 requests/s, under a tenth of the ~2,000/s OSS
+    # sustains for sequential key names, leaving room for retries and for other indexes listing at
+    # the same time. Raise it when pages are slow (at 0.3 s, 48-64 workers stay near 200 requests/s);
+    # one process handles a page in ~3.6 ms of CPU under the GIL, so beyond ~250 pages/s more workers
+    # add requests, not speed. The oss2 connection pool is sized to match. See BENCHMARKS.md.
+    list_concurrency: int = Field(default=16, ge=1, le=128)
 
     @field_validator("prefixes")
     @classmethod
@@ -151,6 +159,56 @@ class WarehouseConfig(_Strict):
     lifecycle_days: int = Field(default=30, ge=1, le=37231)
 
 
+class GuardsConfig(_Strict):
+    """Bounds a partition must keep before it may replace the live index (see pipeline/guards.py)."""
+
+    max_shrink_fraction: float = Field(default=0.10, ge=0, le=1)  # against the partition that last went live
+    max_unmapped_fraction: float = Field(default=0.05, ge=0, le=1)  # of images: unmapped / (kept + unmapped)
+    max_skipped_fraction: float = Field(default=0.50, ge=0, le=1)  # of listed objects, for any reason
+
+
+class SmokeConfig(_Strict):
+    """Queries that prove the new index answers. The image query always runs; the text one if given."""
+
+    top_k: int = Field(default=5, ge=1, le=100)
+    samples: int = Field(default=1, ge=1, le=20)
+    text_query: str | None = None
+    text_min_hits: int = Field(default=1, ge=0)
+
+
+class OpenSearchConfig(_Strict):
+    """The OpenSearch table the catalog feeds, and how long a rebuild may take."""
+
+    conn_id: str = Field(min_length=1)
+    table: Annotated[str, Field(pattern=_TABLE_RE)]
+    pool: str | None = None  # default: opensearch_<conn_id>, one rebuild at a time per instance
+    primary_key: str = "id"
+    vector_index: str = "vector"
+    cluster: str = "general"
+    poll_interval_s: float = Field(default=60, ge=0.1, le=3600)
+    stall_timeout_minutes: float = Field(default=60, gt=0)
+    deadline_hours: float = Field(default=12, gt=0, le=72)
+    new_generation_timeout_minutes: float = Field(default=10, gt=0)
+    smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+
+    @property
+    def pool_name(self) -> str:
+        return self.pool or f"opensearch_{self.conn_id}"
+
+    @model_validator(mode="after")
+    def _times(self) -> OpenSearchConfig:
+        if self.stall_timeout_minutes * 60 < self.poll_interval_s:
+            raise ValueError(
+                f"stall_timeout_minutes ({self.stall_timeout_minutes}) is shorter than one poll_interval_s "
+                f"({self.poll_interval_s}): every wait would stall"
+            )
+        if self.deadline_hours * 60 < self.stall_timeout_minutes:
+            raise ValueError(
+                f"deadline_hours ({self.deadline_hours}) is shorter than stall_timeout_minutes ({self.stall_timeout_minutes})"
+            )
+        return self
+
+
 class IndexConfig(_Strict):
     """One OpenSearch image index fed from OSS through a partitioned catalog table."""
 
@@ -168,6 +226,8 @@ class IndexConfig(_Strict):
     id_rule: IdRule
     category_rule: CategoryRule
     warehouse: WarehouseConfig
+    opensearch: OpenSearchConfig | None = None  # without it the DAG stops after the partition check
+    guards: GuardsConfig = Field(default_factory=GuardsConfig)
 
     @field_validator("timezone")
     @classmethod

@@ -10,7 +10,16 @@
     │   ├── SchemaMismatchError    the existing table does not have the catalog schema
     │   └── TransientWarehouseError  5xx, throttling, network: the whole call may be repeated
     ├── CatalogError               a catalog rule refused an object (e.g. unmapped category, policy=fail)
-    └── PartitionCheckError        the written partition fails a check (no rows, duplicate ids)
+    ├── PartitionCheckError        the written partition fails a check (no rows, duplicate ids)
+    ├── OpenSearchError            the OpenSearch management or query API failed
+    │   ├── OpenSearchAccessError  credentials refused, instance or table unknown: fix config
+    │   └── TransientOpenSearchError  5xx, throttling (``retry_after_s``), unreachable
+    ├── RebuildError               a full rebuild did not make a new index live
+    │   ├── PreflightError         instance, table or pause policy forbids starting one
+    │   ├── RebuildFailedError     the new generation ended ``failed`` or ``stopped``
+    │   ├── RebuildStalledError    no progress for too long (names the fsmId and the remedy)
+    │   └── RebuildDeadlineError   the absolute deadline passed
+    └── SmokeQueryError            the live index did not answer a query as expected
 
 ``transient`` marks errors that a bounded retry may cure; everything else is terminal.
 """
@@ -66,3 +75,45 @@ class CatalogError(PipelineError):
 
 class PartitionCheckError(PipelineError):
     """The partition that was written is not fit to index (empty, duplicate ids, ...)."""
+
+
+class OpenSearchError(PipelineError):
+    """The OpenSearch management or query API refused a call or failed."""
+
+
+class OpenSearchAccessError(OpenSearchError):
+    """Credentials refused, or the instance / table does not exist: retrying will not help."""
+
+
+class TransientOpenSearchError(OpenSearchError):
+    """5xx, throttling or an unreachable endpoint. ``retry_after_s`` is the server's hint, if any."""
+
+    transient = True
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RebuildError(PipelineError):
+    """A full index rebuild did not make a new index live."""
+
+
+class PreflightError(RebuildError):
+    """The instance, the table or a pause policy forbids starting a rebuild now."""
+
+
+class RebuildFailedError(RebuildError):
+    """The new generation ended ``failed`` or ``stopped``."""
+
+
+class RebuildStalledError(RebuildError):
+    """The rebuild made no progress for longer than the configured stall timeout."""
+
+
+class RebuildDeadlineError(RebuildError):
+    """The absolute deadline for the rebuild passed before the new index went live."""
+
+
+class SmokeQueryError(PipelineError):
+    """The live index did not answer a smoke query as expected."""

@@ -47,3 +47,16 @@ class PartitionStats:
             "rows_per_category": {str(k): v for k, v in sorted(self.rows_per_category.items())},
             "duplicate_ids": self.duplicate_ids,
         }
+
+
+@dataclass(frozen=True)
+class IdChanges:
+    """How the ids of partition ``ds`` differ from those of ``previous_ds``."""
+
+    ds: str
+    previous_ds: str
+    added: int
+    removed: int
+
+    def as_dict(self) -> dict:
+        return {"previous_ds": self.previous_ds, "added": self.added, "removed": self.removed}

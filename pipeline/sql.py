@@ -19,8 +19,8 @@ _DEFAULT_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_PLACEHOLDER_RE = re.compile(r"\{(table|ds|lifecycle)\}")
-_PARAMS = ("table", "ds", "lifecycle")
+_PLACEHOLDER_RE = re.compile(r"\{(table|ds|previous_ds|lifecycle|limit)\}")
+_PARAMS = ("table", "ds", "previous_ds", "lifecycle", "limit")
 
 
 def validate_table_name(table: str) -> str:
@@ -48,9 +48,9 @@ def sql_dir() -> Path:
 
 
 def load_sql(name: str, **params: str | int) -> str:
-    """Read ``sql/<name>.sql`` and substitute ``{table}``, ``{ds}``, ``{lifecycle}``.
+    """Read ``sql/<name>.sql`` and substitute ``{table}``, ``{ds}``, ``{previous_ds}``, ``{lifecycle}``, ``{limit}``.
 
-    Only those three placeholders exist; each value is validated first. A placeholder used by the
+    Only those placeholders exist; each value is validated first. A placeholder used by the
     file but not given raises ValueError, so no half-filled statement ever reaches a warehouse.
     """
     if not _NAME_RE.match(name):
@@ -64,8 +64,15 @@ def load_sql(name: str, **params: str | int) -> str:
         values["table"] = validate_table_name(params["table"])  # type: ignore[arg-type]
     if "ds" in params:
         values["ds"] = validate_ds(params["ds"])  # type: ignore[arg-type]
+    if "previous_ds" in params:
+        values["previous_ds"] = validate_ds(params["previous_ds"])  # type: ignore[arg-type]
     if "lifecycle" in params:
         values["lifecycle"] = str(validate_lifecycle(params["lifecycle"]))  # type: ignore[arg-type]
+    if "limit" in params:
+        limit = params["limit"]
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1_000_000:
+            raise ValueError(f"limit must be an integer 1..1000000, got {limit!r}")
+        values["limit"] = str(limit)
 
     path = sql_dir() / f"{name}.sql"
     try:

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pipeline import guards
 from pipeline.catalog import CatalogBuilder
-from pipeline.config import IndexConfig
+from pipeline.config import GuardsConfig, IndexConfig
 from pipeline.errors import PartitionCheckError
-from pipeline.oss import OssConnection, OssLister
+from pipeline.guards import GuardResult
+from pipeline.listing import PageSource, ParallelLister
+from pipeline.oss import OssConnection, OssLister, read_object
+from pipeline.progress import ListingProgress
 from pipeline.schema import PartitionStats, validate_ds
 from pipeline.warehouse import Warehouse, open_warehouse
 
@@ -49,10 +54,18 @@ class LoadResult:
         }
 
 
-def open_lister(config: IndexConfig, **options) -> OssLister:
-    """The lister for an index, with credentials from its Airflow ``oss`` connection."""
+def open_lister(config: IndexConfig, **options) -> PageSource:
+    """The lister for an index, with credentials from its Airflow ``oss`` connection.
+
+    With ``source.list_concurrency`` above 1 it lists in parallel: that many workers over one oss2
+    session whose connection pool holds as many connections. ``options`` go to :class:`OssLister`.
+    """
     conn = OssConnection.from_airflow(config.source.oss_conn_id)
-    return OssLister.connect(conn, config.source.bucket, **options)
+    concurrency = config.source.list_concurrency
+    if concurrency <= 1:
+        return OssLister.connect(conn, config.source.bucket, **options)
+    lister = OssLister(conn, conn.bucket(config.source.bucket, pool_size=concurrency, lean_listing=True), **options)
+    return ParallelLister(lister, concurrency=concurrency)
 
 
 def open_index_warehouse(config: IndexConfig) -> Warehouse:
@@ -67,7 +80,7 @@ def load_partition(
     *,
     prefixes: list[str] | None = None,
     dry_run: bool = False,
-    lister: OssLister | None = None,
+    lister: PageSource | None = None,
     warehouse: Warehouse | None = None,
 ) -> LoadResult:
     """List the index's prefixes and replace partition ``ds`` with the rows (or only count: ``dry_run``)."""
@@ -76,7 +89,8 @@ def load_partition(
     started = time.monotonic()
     lister = lister or open_lister(config)
     builder = CatalogBuilder(config.source, config.id_rule, config.category_rule)
-    batches = builder.batches(lister.iter_objects(prefixes))
+    progress = ListingProgress(f"{config.name} ds={ds}", builder.counts)  # a line every 30 s
+    batches = builder.batches(progress.track(lister.iter_objects(prefixes)))
     rows_written: int | None
     if dry_run:
         rows_written = None
@@ -102,19 +116,93 @@ def load_partition(
     return result
 
 
-def check_partition(warehouse: Warehouse, ds: str, table: str | None = None) -> PartitionStats:
-    """Fail on an empty partition or duplicate ids, naming examples; return the partition's stats."""
+def check_partition(
+    warehouse: Warehouse,
+    ds: str,
+    table: str | None = None,
+    *,
+    load: dict | None = None,
+    limits: GuardsConfig | None = None,
+    baseline_ds: str | None = None,
+    overrides: Iterable[str] = (),
+    id_rule: str = "filename_digits",
+) -> tuple[PartitionStats, list[GuardResult]]:
+    """The partition's stats, judged by every guard; raise PartitionCheckError for a failed guard that
+    ``overrides`` does not name. ``baseline_ds`` is the partition that last went live (shrink guard)."""
     stats = warehouse.partition_stats(ds)
-    name = table or warehouse.table
-    if stats.rows == 0:
-        raise PartitionCheckError(
-            f"partition ds={ds} of {name} has no rows: check the prefixes and filters in the index config "
-            "(the load's skipped counts say why objects were left out)"
-        )
-    if stats.duplicate_ids or stats.distinct_ids != stats.rows:
-        raise PartitionCheckError(
-            f"partition ds={ds} of {name} has {stats.rows - stats.distinct_ids} duplicate id(s), e.g. "
-            f"{stats.duplicate_ids[:10]}: the id rule maps several keys to one id; narrow id_rule.regex "
-            "or use kind: hash"
-        )
-    return stats
+    baseline = None
+    if baseline_ds and baseline_ds != ds and baseline_ds in warehouse.partitions():
+        baseline = warehouse.partition_stats(baseline_ds)
+    results = guards.evaluate(
+        stats, load or {}, baseline, limits or GuardsConfig(), table=table or warehouse.table, id_rule=id_rule
+    )
+    return stats, guards.enforce(results, set(overrides))
+
+
+def compare_with_previous(warehouse: Warehouse, ds: str) -> dict | None:
+    """Ids added and removed against the newest partition before ``ds`` (None if there is none)."""
+    earlier = [p for p in warehouse.partitions() if p < ds]
+    if not earlier:
+        return None
+    return warehouse.id_changes(ds, earlier[-1]).as_dict()
+
+
+def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bool = False, force: bool = False) -> dict:
+    """Decide whether to rebuild from ``ds``; if so, preflight and start it. Returns a JSON-able summary
+    whose ``handle`` (None when not started) the wait consumes."""
+    from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
+    from pipeline.rebuild import preflight, rebuild_decision, settings_for, start_rebuild
+
+    assert config.opensearch is not None
+    started = time.monotonic()
+    if checked.get("dry_run"):
+        go, reason = False, "dry run: nothing was written, so nothing to rebuild from"
+    else:
+        go, reason = rebuild_decision(ds, checked.get("partitions") or [], skip=skip, force=force)
+    log.info("rebuild decision for ds=%s: %s", ds, reason)
+    if not go:
+        return {"started": False, "reason": reason, "handle": None}
+    mgmt = OpenSearchManagement(OpenSearchConnection.from_airflow(config.opensearch.conn_id))
+    seen = preflight(mgmt, config.opensearch.table)
+    handle = start_rebuild(mgmt, config.opensearch.table, ds, settings_for(config.opensearch))
+    return {
+        "started": True,
+        "reason": reason,
+        "preflight": seen,
+        "handle": handle.as_dict(),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def run_smoke_queries(config: IndexConfig, ds: str) -> list[dict]:
+    """Image-to-image queries with images sampled from partition ``ds`` (and the text query, if set)."""
+    from pipeline.opensearch import OpenSearchConnection, OpenSearchQuery
+    from pipeline.smoke import SAMPLE_POOL, image_smoke_query, pick_samples, text_smoke_query
+
+    assert config.opensearch is not None
+    settings = config.opensearch
+    rows = open_index_warehouse(config).sample_rows(ds, SAMPLE_POOL)
+    samples = pick_samples(rows, settings.smoke.samples, seed=f"{config.name}:{ds}")
+    if not samples:
+        raise PartitionCheckError(f"partition ds={ds} has no rows to sample a smoke query from")
+    query = OpenSearchQuery(OpenSearchConnection.from_airflow(settings.conn_id))
+    oss_conn = OssConnection.from_airflow(config.source.oss_conn_id)
+    bucket = oss_conn.bucket(config.source.bucket)
+    results = [
+        image_smoke_query(query, settings, row, lambda key: read_object(oss_conn, bucket, key)) for row in samples
+    ]
+    if settings.smoke.text_query:
+        results.append(text_smoke_query(query, settings))
+    for result in results:
+        log.info("smoke query %s: rank %s, top %s", result["kind"], result.get("rank"), result["top"][:3])
+    return results
+
+
+def write_run_report(config: IndexConfig, ds: str, pulled: dict) -> dict:
+    """Assemble, store and log the run report from the stages' results (missing ones are None)."""
+    from pipeline.report import build_report, summarize, write_report
+
+    report = build_report(config.name, ds, pulled)
+    path = write_report(config.name, ds, report)
+    log.info("run report %s\n%s", path, summarize(report))
+    return report

@@ -25,31 +25,29 @@ def airflow_db() -> Path:
     """A migrated SQLite metadata DB, for tests that run DAGs."""
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+    subprocess.run([sys.executable, "-m", "pipeline.airflow.pools"], check=True, capture_output=True, env=os.environ.copy())
     return Path(_AIRFLOW_HOME)
 
 
 @pytest.fixture(scope="session")
-def demo_stack(tmp_path_factory: pytest.TempPathFactory):
-    """The local OSS server holding the demo bucket, and the demo's connections as env vars."""
+def demo_stack(tmp_path_factory: pytest.TempPathFactory, airflow_db):
+    """The local stack (OSS with the demo bucket, warehouse, OpenSearch) and its connections as env vars."""
     from pipeline.config import load_index_config
-    from pipeline.local.demo import LocalPaths, connection_env, local_credential
+    from pipeline.local.demo import demo_stack as make_stack
     from pipeline.local.demo_data import upload_demo_bucket
-    from pipeline.local.oss_server import LocalOssServer
+    from pipeline.local.stack import LocalPaths
     from pipeline.oss import OssConnection
-    import json
 
     paths = LocalPaths(tmp_path_factory.mktemp("local"))
     config = load_index_config(REPO / "dags" / "indexes" / "demo.yaml")
-    credential = local_credential(paths)
-    (paths.oss / config.source.bucket).mkdir(parents=True)
-    with LocalOssServer(paths.oss, [credential]) as server:
-        env = connection_env(server.endpoint, credential, paths)
-        extra = json.loads(env["AIRFLOW_CONN_OSS_LOCAL"])["extra"]
-        upload_demo_bucket(OssConnection.from_extras("oss_local", extra).bucket(config.source.bucket))
+    with make_stack(paths) as stack:
+        oss = OssConnection.from_extras("oss_local", stack.connections()["oss_local"]["extra"])
+        upload_demo_bucket(oss.bucket(config.source.bucket))
+        env = stack.environment()
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            yield paths, server, config
+            yield paths, stack, config
         finally:
             for key, value in saved.items():
                 if value is None:

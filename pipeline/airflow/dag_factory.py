@@ -1,18 +1,26 @@
-"""Builds one Airflow DAG per index config. Wiring only: the work happens in ``pipeline.stages``.
+"""Builds one Airflow DAG per index config. Wiring only: the work happens in ``pipeline.*`` modules.
 
-Heavy imports (pyarrow, oss2, pyodps, duckdb) happen inside the tasks, so parsing the DAG file costs
-only the YAML and pydantic validation.
+    resolve_partition → load_partition → check_partition ─┬─ (no opensearch section) ────────────► report
+                                                          └► start_rebuild → wait_until_searchable
+                                                               → smoke_query ─────────────────► report
+
+Heavy imports (pyarrow, oss2, pyodps, duckdb, the SDKs) happen inside the tasks, so parsing the DAG
+file costs only the YAML and pydantic validation.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, get_current_context, task
 
+from pipeline.airflow.sensors import RebuildSensor
 from pipeline.config import IndexConfig
+from pipeline.guards import GUARD_NAMES
 
 DOC = """\
 ### Image index `{name}`
@@ -21,11 +29,19 @@ DOC = """\
 
 Lists `oss://{bucket}/` under {prefixes}, derives one catalog row per image (`id`, `source_image`,
 `cate_id`) and replaces partition `ds` of `{table}` (connection `{warehouse_conn}`) in one commit.
-
+{rebuild_doc}
 * **Partition date**: the `partition_date` Param, else the logical date in `{timezone}`
   (manual runs: the time the run was requested).
-* **Params**: `partition_date`, `prefixes` (override the config's list), `dry_run` (list and count only).
-* Config file: `{config_path}`.
+* **Params**: `partition_date`, `prefixes` (override the config's list), `dry_run` (list and count only),
+  `skip_rebuild`, `force_rebuild` (rebuild even from a partition older than the newest),
+  `override_guards` (pass named guards deliberately: empty, shrink, duplicates, unmapped, skipped).
+* Run reports: `<report dir>/{name}/<ds>.json`. Config file: `{config_path}`.
+"""
+
+REBUILD_DOC = """
+Then starts a full rebuild of OpenSearch table `{table}` (connection `{conn}`, pool `{pool}`) from that
+partition, waits in the triggerer until the new generation is live, and proves it with a smoke query.
+A partition older than the newest one is written but never rebuilt from unless `force_rebuild` is set.
 """
 
 
@@ -33,8 +49,27 @@ def dag_id_for(config: IndexConfig) -> str:
     return f"image_index_{config.name}"
 
 
+def _doc(config: IndexConfig, config_path: Path | str) -> str:
+    os_cfg = config.opensearch
+    rebuild_doc = (
+        REBUILD_DOC.format(table=os_cfg.table, conn=os_cfg.conn_id, pool=os_cfg.pool_name) if os_cfg else ""
+    )
+    return DOC.format(
+        name=config.name,
+        description=config.description,
+        bucket=config.source.bucket,
+        prefixes=", ".join(f"`{p}`" for p in config.source.prefixes),
+        table=config.warehouse.table,
+        warehouse_conn=config.warehouse.conn_id,
+        timezone=config.timezone,
+        config_path=config_path,
+        rebuild_doc=rebuild_doc,
+    )
+
+
 def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
-    """The DAG for one index: resolve ds → load partition → check partition."""
+    """The DAG for one index."""
+    os_cfg = config.opensearch
     with DAG(
         dag_id=dag_id_for(config),
         description=config.description or f"OSS images → {config.warehouse.table} partitions",
@@ -49,29 +84,24 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             "retry_exponential_backoff": True,
         },
         tags=sorted({"image-search", "opensearch", f"index:{config.name}", *config.tags}),
-        doc_md=DOC.format(
-            name=config.name,
-            description=config.description,
-            bucket=config.source.bucket,
-            prefixes=", ".join(f"`{p}`" for p in config.source.prefixes),
-            table=config.warehouse.table,
-            warehouse_conn=config.warehouse.conn_id,
-            timezone=config.timezone,
-            config_path=config_path,
-        ),
+        doc_md=_doc(config, config_path),
         params={
             "partition_date": Param(
-                None,
-                type=["null", "string"],
-                description="Partition to write, YYYY-MM-DD or YYYYMMDD. Empty: the run's date.",
+                None, type=["null", "string"], description="Partition to write, YYYY-MM-DD or YYYYMMDD. Empty: the run's date."
             ),
             "prefixes": Param(
-                None,
-                type=["null", "array"],
-                items={"type": "string"},
+                None, type=["null", "array"], items={"type": "string"},
                 description="List these OSS prefixes instead of the config's.",
             ),
             "dry_run": Param(False, type="boolean", description="List and count only; write nothing."),
+            "skip_rebuild": Param(False, type="boolean", description="Write the partition but do not rebuild the index."),
+            "force_rebuild": Param(
+                False, type="boolean", description="Rebuild even from a partition older than the newest one."
+            ),
+            "override_guards": Param(
+                [], type="array", items={"type": "string", "enum": list(GUARD_NAMES)},
+                description="Guards to pass deliberately: empty, shrink, duplicates, unmapped, skipped.",
+            ),
         },
     ) as dag:
 
@@ -82,10 +112,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             context = get_current_context()
             dag_run = context["dag_run"]
             return resolve_partition_date(
-                context["params"].get("partition_date"),
-                dag_run.logical_date,
-                dag_run.run_after,
-                config.timezone,
+                context["params"].get("partition_date"), dag_run.logical_date, dag_run.run_after, config.timezone
             )
 
         @task(pool=config.load_pool or "default_pool")
@@ -98,24 +125,85 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
         @task
         def check_partition(partition: str, load_result: dict) -> dict:
-            import logging
-
-            from pipeline.report import summarize, write_report
+            from pipeline.airflow.state import get_live_partition, set_live_partition
             from pipeline.stages import check_partition as check
-            from pipeline.stages import open_index_warehouse
+            from pipeline.stages import compare_with_previous, open_index_warehouse
 
-            report: dict = {"index": config.name, "ds": partition, "load": load_result}
             if load_result["dry_run"]:
-                logging.getLogger(__name__).info("dry run: nothing was written, so nothing to check")
-            else:
-                stats = check(open_index_warehouse(config), partition, config.warehouse.table)
-                report["partition"] = stats.as_dict()
-            path = write_report(config.name, partition, report)
-            logging.getLogger(__name__).info("run report %s\n%s", path, summarize(report))
-            return report
+                return {"dry_run": True}
+            started = time.monotonic()
+            warehouse = open_index_warehouse(config)
+            partitions = warehouse.partitions()
+            earlier = [p for p in partitions if p < partition]
+            baseline = get_live_partition(config.name) or (earlier[-1] if earlier else None)
+            stats, guards = check(
+                warehouse, partition, config.warehouse.table,
+                load=load_result, limits=config.guards, baseline_ds=baseline,
+                overrides=get_current_context()["params"].get("override_guards") or (),
+                id_rule=config.id_rule.kind,
+            )
+            if os_cfg is None:
+                set_live_partition(config.name, partition)  # no index to rebuild: the partition is the product
+            return {
+                "dry_run": False,
+                "stats": stats.as_dict(),
+                "guards": [g.as_dict() for g in guards],
+                "baseline_ds": baseline,
+                "id_changes": compare_with_previous(warehouse, partition),
+                "partitions": partitions,
+                "seconds": round(time.monotonic() - started, 3),
+            }
 
         # Named `partition`, not `ds`: Airflow reserves `ds` for its own (UTC) context value.
         partition = resolve_partition()
-        check_partition(partition, load_partition(partition))
+        loaded = load_partition(partition)
+        checked = check_partition(partition, loaded)
+
+        upstream: Any = checked
+        if os_cfg is not None:
+            settings = {
+                "poll_interval_s": os_cfg.poll_interval_s,
+                "stall_timeout_s": os_cfg.stall_timeout_minutes * 60,
+                "deadline_s": os_cfg.deadline_hours * 3600,
+                "new_generation_timeout_s": os_cfg.new_generation_timeout_minutes * 60,
+            }
+
+            @task(pool=os_cfg.pool_name)
+            def start_rebuild(partition: str, checked: dict) -> dict:
+                from pipeline.stages import start_index_rebuild
+
+                params = get_current_context()["params"]
+                return start_index_rebuild(
+                    config, partition, checked,
+                    skip=bool(params.get("skip_rebuild")), force=bool(params.get("force_rebuild")),
+                )
+
+            @task
+            def smoke_query(partition: str) -> list[dict]:
+                from pipeline.airflow.state import set_live_partition
+                from pipeline.stages import run_smoke_queries
+
+                results = run_smoke_queries(config, partition)
+                set_live_partition(config.name, partition)  # proven live: the next shrink guard's baseline
+                return results
+
+            started = start_rebuild(partition, checked)
+            waited = RebuildSensor(task_id="wait_until_searchable", handle=started["handle"], settings=settings)
+            smoked = smoke_query(partition)
+            started >> waited >> smoked
+            upstream = smoked
+
+        @task(trigger_rule="none_failed")
+        def report(partition: str) -> dict:
+            from pipeline.stages import write_run_report
+
+            ti = get_current_context()["ti"]
+            pulled = {
+                name: ti.xcom_pull(task_ids=name)
+                for name in ("load_partition", "check_partition", "start_rebuild", "wait_until_searchable", "smoke_query")
+            }
+            return write_run_report(config, partition, pulled)
+
+        upstream >> report(partition)
 
     return dag

@@ -66,8 +66,12 @@ def demo_objects(per_category: int = 80, prefix: str = "catalog/") -> Iterator[D
 
 
 def upload_demo_bucket(bucket: oss2.Bucket, per_category: int = 80) -> int:
-    """Put every demo object that is not there yet; return how many were written."""
-    existing = {obj.key for obj in oss2.ObjectIteratorV2(bucket, prefix="catalog/", max_keys=1000)}
+    """Create the bucket if needed and put every demo object not there yet; return how many were written."""
+    try:
+        existing = {obj.key for obj in oss2.ObjectIteratorV2(bucket, prefix="catalog/", max_keys=1000)}
+    except oss2.exceptions.NoSuchBucket:
+        bucket.create_bucket()
+        existing = set()
     written = 0
     for obj in demo_objects(per_category):
         if obj.key not in existing:

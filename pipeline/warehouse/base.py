@@ -7,7 +7,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from pipeline.schema import PartitionStats
+from pipeline.schema import IdChanges, PartitionStats
 
 
 class Warehouse(Protocol):
@@ -28,6 +28,12 @@ class Warehouse(Protocol):
 
     def partition_stats(self, ds: str) -> PartitionStats:
         """Rows, distinct ids, rows per category and duplicate-id examples of partition ``ds``."""
+
+    def id_changes(self, ds: str, previous_ds: str) -> IdChanges:
+        """How many ids ``ds`` added and removed against ``previous_ds`` (sql/id_changes.sql)."""
+
+    def sample_rows(self, ds: str, limit: int) -> list[dict]:
+        """Up to ``limit`` rows of ``ds`` (smallest ids first), as dicts of the catalog columns."""
 
     def partitions(self) -> list[str]:
         """The ``ds`` values of existing partitions, sorted ascending."""

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError, SchemaMismatchError, WarehouseError
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, PartitionStats, validate_ds
+from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, IdChanges, PartitionStats, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 
 log = logging.getLogger(__name__)
@@ -278,41 +278,63 @@ class LocalWarehouse:
                     f"cannot read partition {PARTITION_COLUMN}={ds} of {self.table!r}: {exc}"
                 ) from exc
 
-    def partition_stats(self, ds: str) -> PartitionStats:
-        """Run the sql/ stats queries with DuckDB against a view over this partition's rows only.
+    def _queries(
+        self, partitions: list[str], names: list[str], columns: list[str] | None = None, **params: Any
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run sql/ files with DuckDB against a view of ``self.table`` over ``partitions`` only.
 
         DuckDB's read_parquet(path) opens the path more than once per query (metadata at bind time,
         data at execution), so a concurrent os.replace could pair one version's footer with another's
-        bytes. Instead every query streams the batches of ONE open handle: one version, never a mix,
-        and never more than a row group in memory.
+        bytes. Instead every query streams the batches of ONE open handle per partition: one version,
+        never a mix, and never more than a row group per partition in memory.
+
+        Queries that scan the table more than once (a self-join) pass ``columns``: those columns are
+        then read into memory once per partition, since a stream can be scanned only once.
         """
-        ds = validate_ds(ds)
-        with self._open_partition(ds) as handle:
-            con = duckdb.connect(":memory:")
-            try:
-                parquet = pq.ParquetFile(handle)
-
-                def run(name: str) -> list[tuple[Any, ...]]:
-                    # A RecordBatchReader is consumed by one scan: give each query a fresh one.
-                    rows = pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, parquet.iter_batches())
-                    con.register("_partition_rows", rows)
-                    return con.execute(load_sql(name, table=self.table, ds=ds)).fetchall()
-
-                # The view binds to the name; run() swaps a fresh reader in under it per query.
-                con.register("_partition_rows", pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, iter(())))
-                con.execute(
-                    f"CREATE VIEW {self.table} AS "
-                    f"SELECT *, {_sql_string(ds)} AS {PARTITION_COLUMN} FROM _partition_rows"
+        partitions = list(dict.fromkeys(partitions))
+        handles = [self._open_partition(ds) for ds in partitions]
+        con = duckdb.connect(":memory:")
+        try:
+            files = [pq.ParquetFile(handle) for handle in handles]
+            for i in range(len(files)):
+                con.register(f"_partition_{i}", CATALOG_SCHEMA.empty_table())
+            # The view binds to the names; each query re-registers fresh readers under them, because a
+            # RecordBatchReader is consumed by one scan.
+            con.execute(
+                f"CREATE VIEW {self.table} AS "
+                + " UNION ALL ".join(
+                    f"SELECT *, {_sql_string(ds)} AS {PARTITION_COLUMN} FROM _partition_{i}"
+                    for i, ds in enumerate(partitions)
                 )
-                ((row_count, distinct_ids),) = run("partition_stats")
-                per_category = run("rows_per_category")
-                duplicates = run("duplicate_ids")
-            except (duckdb.Error, OSError, pa.ArrowException) as exc:
-                raise WarehouseError(
-                    f"stats query on partition {PARTITION_COLUMN}={ds} of local table {self.table!r} failed: {exc}"
-                ) from exc
-            finally:
-                con.close()
+            )
+            results = []
+            if columns is not None:
+                for i, parquet in enumerate(files):
+                    con.register(f"_partition_{i}", parquet.read(columns=columns))
+            for name in names:
+                if columns is None:
+                    for i, parquet in enumerate(files):
+                        con.register(
+                            f"_partition_{i}", pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, parquet.iter_batches())
+                        )
+                results.append(con.execute(load_sql(name, table=self.table, **params)).fetchall())
+            return results
+        except (duckdb.Error, OSError, pa.ArrowException) as exc:
+            raise WarehouseError(
+                f"query on partitions {partitions} of local table {self.table!r} failed: {exc}"
+            ) from exc
+        finally:
+            con.close()
+            for handle in handles:
+                handle.close()
+
+    def partition_stats(self, ds: str) -> PartitionStats:
+        """Rows, distinct ids, rows per category and duplicate ids, from the sql/ stats queries."""
+        ds = validate_ds(ds)
+        totals, per_category, duplicates = self._queries(
+            [ds], ["partition_stats", "rows_per_category", "duplicate_ids"], ds=ds
+        )
+        ((row_count, distinct_ids),) = totals
         return PartitionStats(
             ds=ds,
             rows=int(row_count),
@@ -320,6 +342,18 @@ class LocalWarehouse:
             rows_per_category={int(cate): int(n) for cate, n in per_category},
             duplicate_ids=[int(i) for i, _ in duplicates],
         )
+
+    def id_changes(self, ds: str, previous_ds: str) -> IdChanges:
+        """Ids in ``ds`` but not in ``previous_ds`` (added) and the reverse (removed)."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        ((row,),) = self._queries([ds, previous_ds], ["id_changes"], columns=["id"], ds=ds, previous_ds=previous_ds)
+        return IdChanges(ds, previous_ds, int(row[0] or 0), int(row[1] or 0))
+
+    def sample_rows(self, ds: str, limit: int) -> list[dict]:
+        """Up to ``limit`` rows of ``ds`` with the smallest ids (sql/sample_rows.sql)."""
+        ds = validate_ds(ds)
+        (rows,) = self._queries([ds], ["sample_rows"], ds=ds, limit=limit)
+        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from pipeline.errors import (
     TransientWarehouseError,
     WarehouseError,
 )
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, PartitionStats, validate_ds
+from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, IdChanges, PartitionStats, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 from pipeline.warehouse.local import conform_batch, iter_source
 
@@ -169,8 +169,8 @@ class MaxComputeWarehouse:
         log.info("committed %s rows to %s", rows, where)
         return rows
 
-    def _query(self, name: str, ds: str) -> list[Any]:
-        instance = self._odps.execute_sql(load_sql(name, table=self.table, ds=ds))
+    def _query(self, name: str, ds: str, **params: Any) -> list[Any]:
+        instance = self._odps.execute_sql(load_sql(name, table=self.table, ds=ds, **params))
         with instance.open_reader() as reader:
             return list(reader)
 
@@ -198,6 +198,24 @@ class MaxComputeWarehouse:
             rows_per_category={int(r["cate_id"]): int(r["row_count"]) for r in per_category},
             duplicate_ids=[int(r["id"]) for r in duplicates],
         )
+
+    def id_changes(self, ds: str, previous_ds: str) -> IdChanges:
+        """Ids added and removed between two partitions (sql/id_changes.sql)."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        try:
+            (row,) = self._query("id_changes", ds, previous_ds=previous_ds)
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"id comparison of {self._where(ds)} with ds={previous_ds} failed", exc) from exc
+        return IdChanges(ds, previous_ds, int(row["added"] or 0), int(row["removed"] or 0))
+
+    def sample_rows(self, ds: str, limit: int) -> list[dict]:
+        """Up to ``limit`` rows of ``ds`` with the smallest ids (sql/sample_rows.sql)."""
+        ds = validate_ds(ds)
+        try:
+            rows = self._query("sample_rows", ds, limit=limit)
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"sampling {self._where(ds)} failed", exc) from exc
+        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
 
     def expire_partitions(self, today_ds: str) -> list[str]:
         """Nothing to do: MaxCompute drops partitions itself per the table's LIFECYCLE."""

@@ -35,8 +35,20 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
 
 def test_task_chain(dagbag) -> None:
     dag = dagbag.dags["image_index_demo"]
-    assert {t.task_id for t in dag.tasks} == {"resolve_partition", "load_partition", "check_partition"}
     assert dag.get_task("check_partition").upstream_task_ids == {"resolve_partition", "load_partition"}
+    assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition"}
+    assert dag.get_task("wait_until_searchable").upstream_task_ids == {"start_rebuild"}
+    assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "wait_until_searchable"}
+    assert dag.get_task("report").upstream_task_ids == {"resolve_partition", "smoke_query"}
+    assert dag.get_task("report").trigger_rule == "none_failed"
+
+
+def test_rebuild_runs_in_the_instance_pool_and_the_wait_defers(dagbag) -> None:
+    dag = dagbag.dags["image_index_demo"]
+    assert dag.get_task("start_rebuild").pool == "opensearch_opensearch_local"
+    from pipeline.airflow.sensors import RebuildSensor
+
+    assert isinstance(dag.get_task("wait_until_searchable"), RebuildSensor)
 
 
 def test_parsing_is_cheap(dagbag) -> None:

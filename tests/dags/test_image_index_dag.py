@@ -30,27 +30,62 @@ def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
-def test_scheduled_run_writes_the_partition_of_its_date(demo_dag, demo_stack) -> None:
-    # 18:00 UTC on Nov 22 is 02:00 on Nov 23 in Asia/Shanghai: the nightly run of the 23rd.
-    run = demo_dag.test(logical_date=datetime(2026, 11, 22, 18, 0, tzinfo=UTC))
-    assert task_states(run) == dict.fromkeys(("resolve_partition", "load_partition", "check_partition"), "success")
-    got = report("20261123")
+ALL_TASKS = (
+    "resolve_partition", "load_partition", "check_partition", "start_rebuild", "wait_until_searchable", "smoke_query", "report",
+)
+
+
+def test_nightly_run_writes_rebuilds_and_proves_the_index(demo_dag, demo_stack) -> None:
+    # 18:00 UTC on Dec 30 is 02:00 on Dec 31 in Asia/Shanghai: the nightly run of the 31st.
+    run = demo_dag.test(logical_date=datetime(2026, 12, 30, 18, 0, tzinfo=UTC))
+    assert task_states(run) == dict.fromkeys(ALL_TASKS, "success")
+    got = report("20261231")
     assert got["partition"]["rows"] == 320
     assert got["partition"]["rows_per_category"] == {"1": 80, "2": 80, "3": 80, "4": 80}
     assert got["load"]["skipped"]["unmapped_category"] == 5
-    paths, _, _ = demo_stack
-    assert (paths.warehouse / "demo_image_catalog" / "ds=20261123").is_dir()
+    assert got["rebuild"]["started"] is True and got["rebuild"]["outcome"] == "ready"
+    _, stack, _ = demo_stack
+    assert got["rebuild"]["generation_id"] == stack.opensearch.engine.live_generation_id("demo_images")
+    image_queries = [q for q in got["smoke_queries"] if q["kind"] == "image"]
+    assert len(image_queries) == 2 and all(q["rank"] == 1 for q in image_queries)
+    assert set(got["seconds"]) >= {"list_and_write", "check", "start_rebuild", "wait_until_searchable", "smoke_query"}
+
+
+def test_backfill_of_an_older_partition_writes_it_but_does_not_rebuild(demo_dag, demo_stack) -> None:
+    from pipeline.stages import load_partition
+
+    _, stack, config = demo_stack
+    load_partition(config, "20261231")  # a newer partition exists, whatever ran before
+    live_before = stack.opensearch.engine.live_generation_id("demo_images")
+    run = demo_dag.test(logical_date=datetime(2026, 12, 1, 18, 0, tzinfo=UTC))  # ds=20261202 < 20261231
+    states = task_states(run)
+    assert states["check_partition"] == "success" and states["report"] == "success"
+    assert states["wait_until_searchable"] == "skipped" and states["smoke_query"] == "skipped"
+    got = report("20261202")
+    assert got["rebuild"]["started"] is False and "would roll the live index back" in got["rebuild"]["reason"]
+    assert stack.opensearch.engine.live_generation_id("demo_images") == live_before
+
+
+def test_a_failed_build_fails_the_run_with_its_message(demo_dag, demo_stack) -> None:
+    _, stack, _ = demo_stack
+    stack.opensearch.engine.faults.fail_next_build = "the build node ran out of disk"
+    run = demo_dag.test(logical_date=None, run_conf={"partition_date": "2027-01-02"})
+    states = task_states(run)
+    assert states["start_rebuild"] == "success" and states["wait_until_searchable"] == "failed"
+    assert states["smoke_query"] == "upstream_failed" and run.state == "failed"
 
 
 def test_backfilled_dates_give_one_partition_each(demo_dag, demo_stack) -> None:
     # Dates after the DAG's start_date (2026-11-01): Airflow runs no task for a date before it.
-    for day in (10, 11, 12):
-        run = demo_dag.test(logical_date=datetime(2026, 11, day, 18, 0, tzinfo=UTC))
-        assert run.state == "success", task_states(run)
-        assert set(task_states(run).values()) == {"success"}
     paths, _, _ = demo_stack
-    partitions = sorted(p.name for p in (paths.warehouse / "demo_image_catalog").glob("ds=2026111*"))
-    assert partitions == ["ds=20261111", "ds=20261112", "ds=20261113"]
+    table = paths.warehouse / "demo_image_catalog"
+    before = {p.name for p in table.glob("ds=*")}
+    for day in (20, 21, 22):
+        run = demo_dag.test(logical_date=datetime(2026, 11, day, 18, 0, tzinfo=UTC), run_conf={"skip_rebuild": True})
+        assert run.state == "success", task_states(run)
+        assert task_states(run)["report"] == "success"
+    added = {p.name for p in table.glob("ds=*")} - before
+    assert added == {"ds=20261121", "ds=20261122", "ds=20261123"} - before
 
 
 def test_manual_run_with_params_dry_run(demo_dag, demo_stack) -> None:
@@ -58,9 +93,9 @@ def test_manual_run_with_params_dry_run(demo_dag, demo_stack) -> None:
         logical_date=None,
         run_conf={"partition_date": "2026-09-09", "dry_run": True, "prefixes": ["catalog/bags/"]},
     )
-    assert set(task_states(run).values()) == {"success"}
+    assert task_states(run)["report"] == "success"
     got = report("20260909")
-    assert got["load"]["dry_run"] is True and got["load"]["kept"] == 80 and "partition" not in got
+    assert got["load"]["dry_run"] is True and got["load"]["kept"] == 80 and got["partition"] is None
     paths, _, _ = demo_stack
     assert not (paths.warehouse / "demo_image_catalog" / "ds=20260909").exists()
 
@@ -68,4 +103,36 @@ def test_manual_run_with_params_dry_run(demo_dag, demo_stack) -> None:
 def test_an_empty_partition_fails_the_run(demo_dag) -> None:
     run = demo_dag.test(logical_date=None, run_conf={"partition_date": "20260808", "prefixes": ["nowhere/"]})
     assert run.state == "failed"
-    assert task_states(run) == {"resolve_partition": "success", "load_partition": "success", "check_partition": "failed"}
+    states = task_states(run)
+    assert states["check_partition"] == "failed" and states["start_rebuild"] == "upstream_failed"
+
+
+def live_partition(index: str) -> str | None:
+    """Read the Variable from the metadata DB (the task SDK's Variable works inside tasks only)."""
+    from airflow.models import Variable
+
+    from pipeline.airflow.state import live_partition_key
+
+    return Variable.get(live_partition_key(index), default_var=None)
+
+
+def test_shrink_guard_stops_a_shrunken_partition_until_overridden(demo_dag, demo_stack) -> None:
+    _, stack, _ = demo_stack
+    full = demo_dag.test(logical_date=None, run_conf={"partition_date": "2027-03-01"})
+    assert full.state == "success" and live_partition("demo") == "20270301"
+    live = stack.opensearch.engine.live_generation_id("demo_images")
+
+    # Listing a wrong prefix: 80 rows against 320 live. The partition is written, the index untouched.
+    shrunk = demo_dag.test(logical_date=None, run_conf={"partition_date": "2027-03-02", "prefixes": ["catalog/hats/"]})
+    states = task_states(shrunk)
+    assert states["check_partition"] == "failed" and states["start_rebuild"] == "upstream_failed"
+    assert stack.opensearch.engine.live_generation_id("demo_images") == live
+
+    forced = demo_dag.test(
+        logical_date=None,
+        run_conf={"partition_date": "2027-03-02", "prefixes": ["catalog/hats/"], "override_guards": ["shrink"]},
+    )
+    assert forced.state == "success"
+    got = report("20270302")
+    assert [g["name"] for g in got["guards"] if g["overridden"]] == ["shrink"] and got["baseline_ds"] == "20270301"
+    assert live_partition("demo") == "20270302"

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.errors import CatalogError, PartitionCheckError, TransientSourceError
+from pipeline.guards import GUARD_NAMES
 from pipeline.retry import RetryPolicy
 from pipeline.stages import check_partition, load_partition, open_index_warehouse, open_lister
 
@@ -31,7 +32,8 @@ def test_load_then_check_the_demo_partition(demo_stack) -> None:
     assert result.counts["kept"] == 320 and result.counts["listed"] == 320 + sum(EXPECTED_SKIPS.values())
     assert result.counts["skipped"] == EXPECTED_SKIPS
     assert result.counts["unmapped_category_examples"] == {"misc": 5}
-    stats = check_partition(open_index_warehouse(config), "20261101")
+    stats, results = check_partition(open_index_warehouse(config), "20261101", load=result.as_dict())
+    assert all(r.passed for r in results) and [r.name for r in results] == list(GUARD_NAMES)
     assert stats.rows == stats.distinct_ids == 320
     assert stats.rows_per_category == {1: 80, 2: 80, 3: 80, 4: 80}
     rows = sorted_rows(open_index_warehouse(config).read_partition("20261101"))

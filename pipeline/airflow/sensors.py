@@ -1,0 +1,54 @@
+"""The sensor that waits until a rebuilt index is live, deferring to :class:`RebuildTrigger`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from pipeline.airflow.triggers import RebuildTrigger
+
+
+class RebuildSensor(BaseSensorOperator):
+    """Cheap check first (an already-finished generation needs no deferral), then defer."""
+
+    template_fields = ("handle",)
+    ui_color = "#cfe8ff"
+
+    def __init__(self, *, handle: Any, settings: dict, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.handle = handle
+        self.settings = settings
+
+    def execute(self, context: Any) -> dict:
+        from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
+        from pipeline.rebuild import RebuildHandle, RebuildSettings, WaitState, assess, observe, raise_for
+
+        if not self.handle:
+            raise AirflowSkipException("no rebuild was started for this run")
+        handle = RebuildHandle.from_dict(self.handle)
+        settings = RebuildSettings(**self.settings)
+        mgmt = OpenSearchManagement(OpenSearchConnection.from_airflow(handle.conn_id))
+        verdict = assess(handle, observe(mgmt, handle), WaitState(), time.time(), settings)
+        if verdict.outcome == "ready":
+            return {"outcome": "ready", "message": verdict.message, "fsm_id": verdict.fsm_id, "at": time.time()}
+        raise_for(verdict)
+        self.defer(
+            trigger=RebuildTrigger(handle.as_dict(), self.settings, {"fingerprint": verdict.state.fingerprint, "last_progress_at": verdict.state.last_progress_at}),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict) -> dict:
+        from pipeline.errors import RebuildError
+        from pipeline.rebuild import Verdict, WaitState, raise_for
+
+        outcome = event.get("outcome")
+        if outcome == "ready":
+            self.log.info("%s", event.get("message"))
+            return event
+        if outcome == "error":
+            raise RebuildError(f"waiting for the rebuild failed: {event.get('message')}")
+        raise_for(Verdict(outcome, event.get("message", ""), WaitState(**event.get("state", {})), event.get("fsm_id")))
+        raise RebuildError(f"unexpected trigger event {event!r}")

@@ -1,0 +1,73 @@
+"""The deferrable wait for a rebuild: polls the change history in the triggerer, holding no worker slot.
+
+``run()`` never raises: every ending, good or bad, is a TriggerEvent whose ``outcome`` the sensor's
+``execute_complete`` turns into success or the right exception. The absolute deadline lives in the
+handle (``deadline_at``), because ``airflow dags test`` does not enforce ``defer(timeout=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from pipeline.rebuild import RebuildHandle, RebuildSettings, WaitState
+
+# Consecutive failed polls (after which the API has been failing for several intervals) that end the wait.
+MAX_CONSECUTIVE_ERRORS = 10
+
+
+class RebuildTrigger(BaseTrigger):
+    """Polls one generation until it is ready, fails, stops, stalls or the deadline passes."""
+
+    def __init__(self, handle: dict, settings: dict, state: dict | None = None) -> None:
+        super().__init__()
+        self.handle = handle
+        self.settings = settings
+        self.state = state or {}
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"handle": self.handle, "settings": self.settings, "state": self.state},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        handle = RebuildHandle.from_dict(self.handle)
+        settings = RebuildSettings(**self.settings)
+        state = WaitState(**self.state)
+        errors = 0
+        try:
+            from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
+            from pipeline.rebuild import assess, observe_async
+
+            mgmt = OpenSearchManagement(await OpenSearchConnection.from_airflow_async(handle.conn_id))
+            while True:
+                now = time.time()
+                try:
+                    verdict = assess(handle, await observe_async(mgmt, handle), state, now, settings)
+                    errors = 0
+                except Exception as exc:  # a failed poll is not the end: the API may recover
+                    errors += 1
+                    self.log.warning("poll %d of generation %s failed: %s", errors, handle.generation_id, exc)
+                    if errors >= MAX_CONSECUTIVE_ERRORS or now >= handle.deadline_at:
+                        yield TriggerEvent(_event("error", f"gave up polling after {errors} failed polls: {exc}", state))
+                        return
+                    await asyncio.sleep(min(settings.poll_interval_s, max(0.0, handle.deadline_at - now)) or 0.1)
+                    continue
+                state = verdict.state
+                if verdict.outcome != "waiting":
+                    yield TriggerEvent(_event(verdict.outcome, verdict.message, state, verdict.fsm_id))
+                    return
+                self.log.info("%s", verdict.message)
+                await asyncio.sleep(max(0.0, min(settings.poll_interval_s, handle.deadline_at - time.time())))
+        except Exception as exc:  # never raise out of run(): report it as an event instead
+            yield TriggerEvent(_event("error", f"{type(exc).__name__}: {exc}", state))
+
+
+def _event(outcome: str, message: str, state: WaitState, fsm_id: str | None = None) -> dict:
+    return {"outcome": outcome, "message": message, "state": asdict(state), "fsm_id": fsm_id, "at": time.time()}

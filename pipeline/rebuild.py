@@ -1,0 +1,344 @@
+"""The full rebuild and the wait until the new index is live, as plain code over the management client.
+
+    preflight ─► snapshot generation ids ─► reindex(partition='ds=…') ─► find the new generation
+              ─► poll it until ``ready`` (fail on failed / stopped / stall / deadline)
+
+The API's reindex answer carries no generation id, so we correlate ourselves: the new generation is the
+first id that was not in the snapshot. Each poll is judged by :func:`assess`, a pure function shared by
+the synchronous wait (CLI, tests) and the deferrable trigger, so both fail the same way with the same
+messages. Progress is any change of the generation's status or of its change-history task nodes; no
+change for ``stall_timeout_s`` is a stall. ``deadline_at`` bounds the whole wait, absolutely.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from pipeline.config import OpenSearchConfig
+from pipeline.errors import (
+    PreflightError,
+    RebuildDeadlineError,
+    RebuildError,
+    RebuildFailedError,
+    RebuildStalledError,
+    TransientOpenSearchError,
+)
+from pipeline.opensearch import OpenSearchManagement
+
+log = logging.getLogger(__name__)
+
+GenerationStatus = Literal["starting", "building", "ready", "stopped", "failed"]
+Outcome = Literal["waiting", "ready", "failed", "stopped", "stalled", "deadline"]
+_PAUSE_FLAGS = ("pauseAll", "pauseIndex")
+
+
+@dataclass(frozen=True)
+class RebuildSettings:
+    poll_interval_s: float = 60.0
+    stall_timeout_s: float = 3600.0
+    deadline_s: float = 12 * 3600.0
+    new_generation_timeout_s: float = 600.0
+    reindex_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class RebuildHandle:
+    """What a started rebuild is; small and JSON-able, so it travels through XCom and the trigger."""
+
+    conn_id: str
+    instance_id: str
+    table: str
+    ds: str
+    generation_id: int
+    previous_generation_ids: list[int]
+    started_at: float
+    deadline_at: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RebuildHandle:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class WaitState:
+    """What the last poll saw, to tell progress from a stall."""
+
+    fingerprint: str = ""
+    last_progress_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    status: str
+    task: dict | None
+
+    @property
+    def fsm_id(self) -> str | None:
+        return (self.task or {}).get("fsmId")
+
+    def fingerprint(self) -> str:
+        nodes = [(n.get("name"), n.get("status")) for n in (self.task or {}).get("taskNodes") or []]
+        return json.dumps([self.status, (self.task or {}).get("status"), nodes])
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    message: str
+    state: WaitState
+    fsm_id: str | None = None
+
+
+# -- whether to rebuild at all ----------------------------------------------------------------------
+
+
+def rebuild_decision(ds: str, partitions: list[str], *, skip: bool = False, force: bool = False) -> tuple[bool, str]:
+    """Rebuild from ``ds``? Never silently roll the live index back to an older partition."""
+    if skip:
+        return False, "the skip_rebuild Param is set: the partition is written, the index left as it is"
+    newer = sorted(p for p in partitions if p > ds)
+    if newer and not force:
+        return False, (
+            f"partition ds={ds} is older than the newest partition ds={newer[-1]}: rebuilding from it would roll "
+            "the live index back. The partition is written; set the force_rebuild Param to rebuild from it anyway"
+        )
+    if newer:
+        return True, f"force_rebuild is set: rebuilding from ds={ds} although ds={newer[-1]} exists"
+    return True, f"ds={ds} is the newest partition"
+
+
+def settings_for(config: OpenSearchConfig) -> RebuildSettings:
+    return RebuildSettings(
+        poll_interval_s=config.poll_interval_s,
+        stall_timeout_s=config.stall_timeout_minutes * 60,
+        deadline_s=config.deadline_hours * 3600,
+        new_generation_timeout_s=config.new_generation_timeout_minutes * 60,
+    )
+
+
+# -- preflight and start ----------------------------------------------------------------------------
+
+
+def active_pauses(policies: dict[str, dict]) -> list[str]:
+    """Names of pause switches that keep a new index from going live (pauseAll, pauseIndex)."""
+    return [f"{scope}.{flag}" for scope, flags in sorted(policies.items()) for flag in _PAUSE_FLAGS if (flags or {}).get(flag)]
+
+
+def preflight(mgmt: OpenSearchManagement, table: str) -> dict:
+    """Check the instance is READY, the table IN_USE and no pause switch is on; return what was seen."""
+    iid = mgmt.conn.instance_id
+    instance_status = mgmt.instance().get("status")
+    if instance_status != "READY":
+        raise PreflightError(
+            f"OpenSearch instance {iid} is {instance_status!r}, not READY: wait for its configuration change "
+            "to finish (console: Change History), then rerun"
+        )
+    table_status = mgmt.table(table).get("status")
+    if table_status != "IN_USE":
+        raise PreflightError(
+            f"table {table!r} of instance {iid} is {table_status!r}, not IN_USE: publish the table (or finish its "
+            "first build) in the console, then rerun"
+        )
+    pauses = active_pauses(mgmt.pause_policies())
+    if pauses:
+        raise PreflightError(
+            f"instance {iid} has pause switches on ({', '.join(pauses)}): a new index would build but never go "
+            "live. Turn them off (ModifyPausePolicy, or the console's data-update pause settings) and rerun"
+        )
+    return {"instance_status": instance_status, "table_status": table_status, "pauses": pauses}
+
+
+def _wait_for_new_generation(
+    mgmt: OpenSearchManagement, table: str, before: set[int], timeout_s: float, interval_s: float,
+    clock: Callable[[], float], sleep: Callable[[float], None],
+) -> int | None:
+    give_up = clock() + timeout_s
+    while True:
+        new = sorted(set(mgmt.generation_ids(table)) - before)
+        if new:
+            return new[-1]
+        if clock() >= give_up:
+            return None
+        sleep(min(interval_s, max(0.0, give_up - clock())))
+
+
+def start_rebuild(
+    mgmt: OpenSearchManagement,
+    table: str,
+    ds: str,
+    settings: RebuildSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RebuildHandle:
+    """Snapshot generations, call reindex from partition ``ds``, and find the generation it created.
+
+    A reindex that fails transiently may still have started a build; before repeating it we look for a
+    new generation, so a retry resumes the build that exists instead of starting a second one.
+    """
+    started_at = clock()
+    before = set(mgmt.generation_ids(table))
+    spec = f"ds={ds}"
+    probe_interval = min(5.0, settings.poll_interval_s)
+    generation: int | None = None
+    for attempt in range(1, settings.reindex_attempts + 1):
+        try:
+            mgmt.reindex(table, spec)
+            break
+        except TransientOpenSearchError as exc:
+            log.warning("reindex of %s from %s failed (attempt %d): %s", table, spec, attempt, exc)
+            generation = _wait_for_new_generation(mgmt, table, before, probe_interval * 2, probe_interval, clock, sleep)
+            if generation is not None:
+                log.info("the failed reindex call did start generation %s; following it", generation)
+                break
+            if attempt == settings.reindex_attempts:
+                raise
+            sleep(exc.retry_after_s or probe_interval)
+    if generation is None:
+        generation = _wait_for_new_generation(
+            mgmt, table, before, settings.new_generation_timeout_s, probe_interval, clock, sleep
+        )
+    if generation is None:
+        raise RebuildError(
+            f"reindex of table {table!r} from {spec} was accepted but no new generation appeared within "
+            f"{settings.new_generation_timeout_s:.0f} s; check the change history of instance {mgmt.conn.instance_id}"
+        )
+    log.info("rebuild of %s from %s: generation %s", table, spec, generation)
+    return RebuildHandle(
+        conn_id=mgmt.conn.conn_id,
+        instance_id=mgmt.conn.instance_id,
+        table=table,
+        ds=ds,
+        generation_id=generation,
+        previous_generation_ids=sorted(before),
+        started_at=started_at,
+        deadline_at=started_at + settings.deadline_s,
+    )
+
+
+# -- observing and judging --------------------------------------------------------------------------
+
+
+def pick_task(tasks: list[dict], handle: RebuildHandle) -> dict | None:
+    """The change-history task of this rebuild: one naming our generation, else the newest one started
+    after we called reindex (the API gives no direct link)."""
+    for task in tasks:
+        if str(handle.generation_id) in json.dumps(task.get("tags") or {}) + str(task.get("name", "")):
+            return task
+    recent = [t for t in tasks if _task_time(t) >= handle.started_at - 60]
+    return max(recent, key=_task_time) if recent else None
+
+
+def _task_time(task: dict) -> float:
+    value = task.get("time") or 0
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return value / 1000 if value > 1e11 else value  # milliseconds or seconds
+
+
+def observe(mgmt: OpenSearchManagement, handle: RebuildHandle) -> Observation:
+    status = mgmt.generation(handle.table, handle.generation_id).get("status", "")
+    return Observation(status, pick_task(mgmt.data_source_tasks(), handle))
+
+
+async def observe_async(mgmt: OpenSearchManagement, handle: RebuildHandle) -> Observation:
+    status = (await mgmt.generation_async(handle.table, handle.generation_id)).get("status", "")
+    return Observation(status, pick_task(await mgmt.data_source_tasks_async(), handle))
+
+
+def _task_summary(task: dict | None) -> str:
+    if not task:
+        return "no change-history task found"
+    nodes = ", ".join(f"{n.get('name')}={n.get('status')}" for n in task.get("taskNodes") or [])
+    return f"change history: task {task.get('fsmId')} {task.get('name', '')} is {task.get('status')} [{nodes}]"
+
+
+def assess(
+    handle: RebuildHandle, obs: Observation, state: WaitState, now: float, settings: RebuildSettings
+) -> Verdict:
+    """Judge one observation. Pure: same inputs, same verdict, in the trigger and the sync wait."""
+    where = f"generation {handle.generation_id} of table {handle.table!r} (instance {handle.instance_id}, ds={handle.ds})"
+    fingerprint = obs.fingerprint()
+    if fingerprint != state.fingerprint or not state.last_progress_at:
+        state = WaitState(fingerprint, now)
+    if obs.status == "ready":
+        return Verdict("ready", f"{where} is ready: the new index is live", state, obs.fsm_id)
+    if obs.status in ("failed", "stopped"):
+        return Verdict(
+            obs.status,  # type: ignore[arg-type]
+            f"{where} is {obs.status}; {_task_summary(obs.task)}. Fix the cause and rerun this DAG run "
+            "(the partition is already written)",
+            state,
+            obs.fsm_id,
+        )
+    if now >= handle.deadline_at:
+        return Verdict(
+            "deadline",
+            f"{where} is still {obs.status!r} at the deadline ({settings.deadline_s / 3600:.1f} h after reindex); "
+            f"{_task_summary(obs.task)}. The old index keeps serving; rerun to wait again",
+            state,
+            obs.fsm_id,
+        )
+    if now - state.last_progress_at >= settings.stall_timeout_s:
+        fsm = obs.fsm_id or "<unknown>"
+        return Verdict(
+            "stalled",
+            f"{where} made no progress for {(now - state.last_progress_at) / 60:.0f} min (status {obs.status!r}); "
+            f"{_task_summary(obs.task)}. If a pause switch is on, turn it off; if the change was paused as too "
+            f"large, force the switch: ForceSwitch(instanceId={handle.instance_id}, fsmId={fsm})",
+            state,
+            obs.fsm_id,
+        )
+    return Verdict("waiting", f"{where} is {obs.status!r}", state, obs.fsm_id)
+
+
+_ERRORS: dict[str, type[RebuildError]] = {
+    "failed": RebuildFailedError,
+    "stopped": RebuildFailedError,
+    "stalled": RebuildStalledError,
+    "deadline": RebuildDeadlineError,
+}
+
+
+def raise_for(verdict: Verdict) -> None:
+    """Turn a terminal, unsuccessful verdict into its exception."""
+    error = _ERRORS.get(verdict.outcome)
+    if error is not None:
+        raise error(verdict.message)
+
+
+def wait_until_ready(
+    mgmt: OpenSearchManagement,
+    handle: RebuildHandle,
+    settings: RebuildSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Verdict:
+    """Poll until the generation is ready (return) or fails, stops, stalls or runs out of time (raise)."""
+    state = WaitState()
+    while True:
+        try:
+            verdict = assess(handle, observe(mgmt, handle), state, clock(), settings)
+        except TransientOpenSearchError as exc:  # already retried inside the client; keep waiting
+            log.warning("polling %s: %s", handle.generation_id, exc)
+            if clock() >= handle.deadline_at:
+                raise RebuildDeadlineError(f"deadline passed while the management API was failing: {exc}") from None
+            sleep(settings.poll_interval_s)
+            continue
+        if verdict.outcome != "waiting":
+            raise_for(verdict)
+            return verdict
+        state = verdict.state
+        log.info("%s", verdict.message)
+        sleep(max(0.0, min(settings.poll_interval_s, handle.deadline_at - clock())))

@@ -1,0 +1,7 @@
+-- Rows of partition {ds} with the smallest ids: a deterministic pool to sample smoke queries from.
+-- Runs unchanged on MaxCompute SQL and DuckDB.
+SELECT id, source_image, cate_id
+FROM {table}
+WHERE ds = '{ds}'
+ORDER BY id
+LIMIT {limit};

@@ -1,0 +1,102 @@
+"""`airflow backfill create` through a real scheduler: one partition per date, and no rollback.
+
+This is the one test that runs Airflow as operators do (``airflow standalone``: scheduler, dag
+processor, triggerer, API server, LocalExecutor), so it is slow (about a minute) and marked so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(what: str, check, timeout_s: float) -> None:
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        if check():
+            return
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _stop_tree(process: subprocess.Popen) -> None:
+    """Stop standalone and everything it started (the API server leaves its process group)."""
+    import psutil
+
+    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    os.killpg(process.pid, signal.SIGTERM)
+    for proc in tree:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=30)
+    for proc in alive:
+        proc.kill()
+
+
+def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack, tmp_path: Path) -> None:
+    from pipeline.stages import load_partition
+
+    paths, stack, config = demo_stack
+    load_partition(config, "20261231")  # the newest partition: older backfill dates must not rebuild
+    live_before = stack.opensearch.engine.live_generation_id("demo_images")
+
+    port = _free_port()
+    reports = tmp_path / "reports"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "PIPELINE_REPORT_DIR": str(reports),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    airflow = str(Path(sys.executable).with_name("airflow"))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    assert cli("db", "migrate").returncode == 0
+    subprocess.run([sys.executable, "-m", "pipeline.airflow.pools"], env=env, check=True, capture_output=True)
+    log = open(tmp_path / "standalone.log", "w")
+    standalone = subprocess.Popen([airflow, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for("the DAG to be parsed", lambda: "image_index_demo" in cli("dags", "list").stdout, 120)
+        assert cli("dags", "unpause", "image_index_demo").returncode == 0
+        created = cli("backfill", "create", "--dag-id", "image_index_demo", "--from-date", "2026-11-15", "--to-date", "2026-11-17")
+        assert created.returncode == 0, created.stderr[-2000:]
+
+        # Logical dates 11-15 and 11-16 at 18:00 UTC are the 02:00 Shanghai runs of the 16th and 17th.
+        wanted = [reports / "demo" / f"{ds}.json" for ds in ("20261116", "20261117")]
+        _wait_for("both backfill runs to report", lambda: all(p.exists() for p in wanted), 180)
+    finally:
+        _stop_tree(standalone)
+        log.close()
+
+    for path in wanted:
+        report = json.loads(path.read_text())
+        assert report["partition"]["rows"] == 320
+        assert report["rebuild"]["started"] is False and "roll the live index back" in report["rebuild"]["reason"]
+    partitions = {p.name for p in (paths.warehouse / "demo_image_catalog").glob("ds=*")}
+    assert {"ds=20261116", "ds=20261117"} <= partitions
+    assert stack.opensearch.engine.live_generation_id("demo_images") == live_before

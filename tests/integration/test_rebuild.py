@@ -1,0 +1,189 @@
+"""The rebuild and the wait through the real management SDK against the local OpenSearch server.
+
+Each way a rebuild can go wrong ends with its own error and message: a failed build, a stopped
+generation, a stall, an active pause policy, the deadline. Fault knobs of the local server stand in
+for the real service's failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from pipeline.airflow.triggers import RebuildTrigger
+from pipeline.errors import (
+    OpenSearchAccessError,
+    PreflightError,
+    RebuildDeadlineError,
+    RebuildFailedError,
+    RebuildStalledError,
+    TransientOpenSearchError,
+)
+from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
+from pipeline.rebuild import RebuildSettings, preflight, start_rebuild, wait_until_ready
+from pipeline.retry import RetryPolicy
+from pipeline.stages import load_partition
+
+FAST = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=30, deadline_s=60, new_generation_timeout_s=10)
+TABLE = "demo_images"
+DS = "20261201"
+
+
+@pytest.fixture(scope="module")
+def conn(demo_stack) -> OpenSearchConnection:
+    _, stack, config = demo_stack
+    load_partition(config, DS)
+    return OpenSearchConnection.from_airflow("opensearch_local")
+
+
+@pytest.fixture
+def engine(demo_stack):
+    _, stack, _ = demo_stack
+    engine = stack.opensearch.engine
+    yield engine
+    # Leave the shared server as we found it: no pending faults, no pause, no build in flight.
+    engine.faults.fail_next_build = None
+    engine.faults.stop_next_generation = False
+    engine.faults.stall_next_build = False
+    engine.faults.phase_delay_s = 0.0
+    engine.release_stalled_builds()
+    engine.modify_pause_policy({"general": {"pauseIndex": False, "pauseAll": False}})
+    settle(OpenSearchManagement(OpenSearchConnection.from_airflow("opensearch_local")))
+
+
+def settle(mgmt: OpenSearchManagement) -> None:
+    """Wait (bounded) until no generation of the table is still starting or building."""
+    for _ in range(300):
+        ids = mgmt.generation_ids(TABLE)
+        if not ids or mgmt.generation(TABLE, ids[-1]).get("status") not in ("starting", "building"):
+            return
+        time.sleep(0.05)
+    raise AssertionError("a build did not settle within 15 s")
+
+
+def no_sleep() -> RetryPolicy:
+    return RetryPolicy(attempts=4, sleep=lambda _s: None)
+
+
+def test_management_calls_through_the_sdk(conn, engine) -> None:
+    mgmt = OpenSearchManagement(conn)
+    assert mgmt.instance()["status"] == "READY"
+    assert mgmt.table(TABLE)["status"] == "IN_USE"
+    assert preflight(mgmt, TABLE) == {"instance_status": "READY", "table_status": "IN_USE", "pauses": []}
+    assert isinstance(mgmt.generation_ids(TABLE), list)
+    assert "general" in mgmt.pause_policies()
+
+
+def test_wrong_secret_is_a_clear_signature_error(conn) -> None:
+    bad = OpenSearchConnection.from_fields(
+        "os_bad",
+        {**_extra(conn), "access_key_secret": "definitely-wrong"},
+        conn.query_user,
+        conn.query_password,
+    )
+    with pytest.raises(OpenSearchAccessError) as err:
+        OpenSearchManagement(bad, no_sleep()).instance()
+    assert "SignatureDoesNotMatch" in str(err.value) and "connection 'os_bad'" in str(err.value)
+    assert "definitely-wrong" not in str(err.value)
+
+
+def test_5xx_and_throttling_are_retried_honouring_retry_after(conn, demo_stack) -> None:
+    _, stack, _ = demo_stack
+    faults = stack.opensearch.http_faults
+    slept: list[float] = []
+    mgmt = OpenSearchManagement(conn, RetryPolicy(attempts=4, initial_wait_s=0.01, max_wait_s=0.02, sleep=slept.append))
+    faults.unavailable_next = 1
+    faults.throttle_next = 1
+    faults.throttle_retry_after = 1500  # milliseconds, as the SDK reads x-acs-retry-after
+    assert mgmt.instance()["status"] == "READY"
+    assert len(slept) == 2 and max(slept) >= 1.5
+    faults.unavailable_next = 10
+    with pytest.raises(TransientOpenSearchError, match="answered 503"):
+        OpenSearchManagement(conn, no_sleep()).instance()
+    faults.unavailable_next = 0
+
+
+def test_rebuild_goes_live(conn, engine) -> None:
+    mgmt = OpenSearchManagement(conn)
+    handle = start_rebuild(mgmt, TABLE, DS, FAST)
+    assert handle.generation_id not in handle.previous_generation_ids
+    verdict = wait_until_ready(mgmt, handle, FAST)
+    assert verdict.outcome == "ready" and verdict.fsm_id
+
+
+def test_failed_build(conn, engine) -> None:
+    engine.faults.fail_next_build = "disk full on the build node"
+    mgmt = OpenSearchManagement(conn)
+    handle = start_rebuild(mgmt, TABLE, DS, FAST)
+    with pytest.raises(RebuildFailedError, match=rf"generation {handle.generation_id} .* is failed; change history: task"):
+        wait_until_ready(mgmt, handle, FAST)
+
+
+def test_stopped_generation(conn, engine) -> None:
+    engine.faults.stop_next_generation = True
+    mgmt = OpenSearchManagement(conn)
+    handle = start_rebuild(mgmt, TABLE, DS, FAST)
+    with pytest.raises(RebuildFailedError, match="is stopped"):
+        wait_until_ready(mgmt, handle, FAST)
+
+
+def test_stall_names_the_task_and_the_force_switch(conn, engine) -> None:
+    engine.faults.stall_next_build = True
+    mgmt = OpenSearchManagement(conn)
+    settings = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=1.0, deadline_s=60)
+    handle = start_rebuild(mgmt, TABLE, DS, settings)
+    with pytest.raises(RebuildStalledError, match=r"made no progress .* ForceSwitch\(instanceId=ha-cn-local-demo, fsmId=\S+\)"):
+        wait_until_ready(mgmt, handle, settings)
+
+
+def test_active_pause_policy_stops_the_run_before_reindex(conn, engine) -> None:
+    engine.modify_pause_policy({"general": {"pauseIndex": True}})
+    mgmt = OpenSearchManagement(conn)
+    before = mgmt.generation_ids(TABLE)
+    with pytest.raises(PreflightError, match=r"pause switches on \(general.pauseIndex\).*never go live"):
+        preflight(mgmt, TABLE)
+    assert mgmt.generation_ids(TABLE) == before  # nothing was started
+
+
+def test_deadline_bounds_the_wait(conn, engine) -> None:
+    engine.faults.phase_delay_s = 0.5
+    mgmt = OpenSearchManagement(conn)
+    settings = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=30, deadline_s=0.3)
+    handle = start_rebuild(mgmt, TABLE, DS, settings)
+    with pytest.raises(RebuildDeadlineError, match="at the deadline"):
+        wait_until_ready(mgmt, handle, settings)
+
+
+async def _events(trigger: RebuildTrigger) -> list[dict]:
+    return [event.payload async for event in trigger.run()]
+
+
+def test_trigger_events_ready_failed_and_error(conn, engine) -> None:
+    mgmt = OpenSearchManagement(conn)
+    settings = {"poll_interval_s": 0.1, "stall_timeout_s": 30.0, "deadline_s": 60.0, "new_generation_timeout_s": 10.0}
+    ready = start_rebuild(mgmt, TABLE, DS, FAST)
+    (event,) = asyncio.run(_events(RebuildTrigger(ready.as_dict(), settings)))
+    assert event["outcome"] == "ready" and "is ready" in event["message"]
+
+    engine.faults.fail_next_build = "bad partition data"
+    failing = start_rebuild(mgmt, TABLE, DS, FAST)
+    (event,) = asyncio.run(_events(RebuildTrigger(failing.as_dict(), settings)))
+    assert event["outcome"] == "failed" and str(failing.generation_id) in event["message"]
+
+    orphan = {**failing.as_dict(), "conn_id": "no_such_connection"}
+    (event,) = asyncio.run(_events(RebuildTrigger(orphan, settings)))  # never raises: an error event
+    assert event["outcome"] == "error" and "no_such_connection" in event["message"]
+
+
+def _extra(conn: OpenSearchConnection) -> dict:
+    return {
+        "instance_id": conn.instance_id,
+        "endpoint": conn.endpoint,
+        "protocol": conn.protocol,
+        "access_key_id": conn.access_key_id,
+        "access_key_secret": conn.access_key_secret,
+        "query_endpoint": conn.query_endpoint,
+        "query_protocol": conn.query_protocol,
+    }

@@ -1,0 +1,82 @@
+"""The rebuild verdicts, judged by the pure ``assess`` that the trigger and the sync wait share."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import RebuildDeadlineError, RebuildFailedError, RebuildStalledError
+from pipeline.rebuild import (
+    Observation,
+    RebuildHandle,
+    RebuildSettings,
+    WaitState,
+    active_pauses,
+    assess,
+    pick_task,
+    raise_for,
+    rebuild_decision,
+)
+
+SETTINGS = RebuildSettings(poll_interval_s=10, stall_timeout_s=600, deadline_s=3600)
+HANDLE = RebuildHandle("os", "ha-cn-test", "images", "20261123", 42, [41], started_at=1000.0, deadline_at=4600.0)
+TASK = {"fsmId": "fsm-7", "name": "reindex ds=20261123", "status": "running", "time": 1001000,
+        "taskNodes": [{"name": "build_index", "status": "running"}]}
+
+
+def test_ready_failed_and_stopped() -> None:
+    assert assess(HANDLE, Observation("ready", TASK), WaitState(), 1100, SETTINGS).outcome == "ready"
+    failed = assess(HANDLE, Observation("failed", TASK), WaitState(), 1100, SETTINGS)
+    assert failed.outcome == "failed" and "generation 42" in failed.message and "task fsm-7" in failed.message
+    with pytest.raises(RebuildFailedError, match="is failed; change history: task fsm-7"):
+        raise_for(failed)
+    stopped = assess(HANDLE, Observation("stopped", None), WaitState(), 1100, SETTINGS)
+    with pytest.raises(RebuildFailedError, match="is stopped; no change-history task found"):
+        raise_for(stopped)
+
+
+def test_progress_resets_the_stall_clock_and_silence_stalls() -> None:
+    first = assess(HANDLE, Observation("building", TASK), WaitState(), 1100, SETTINGS)
+    assert first.outcome == "waiting" and first.state.last_progress_at == 1100
+    same = assess(HANDLE, Observation("building", TASK), first.state, 1600, SETTINGS)
+    assert same.outcome == "waiting" and same.state.last_progress_at == 1100
+    moved = {**TASK, "taskNodes": [{"name": "build_index", "status": "done"}, {"name": "switch", "status": "running"}]}
+    progressed = assess(HANDLE, Observation("building", moved), same.state, 1650, SETTINGS)
+    assert progressed.state.last_progress_at == 1650
+    stalled = assess(HANDLE, Observation("building", moved), progressed.state, 2250, SETTINGS)
+    assert stalled.outcome == "stalled"
+    with pytest.raises(RebuildStalledError, match=r"no progress for 10 min .*ForceSwitch\(instanceId=ha-cn-test, fsmId=fsm-7\)"):
+        raise_for(stalled)
+
+
+def test_deadline_is_absolute() -> None:
+    busy = {**TASK, "taskNodes": [{"name": "build_index", "status": "running 99%"}]}
+    verdict = assess(HANDLE, Observation("building", busy), WaitState(), 4600, SETTINGS)
+    assert verdict.outcome == "deadline"
+    with pytest.raises(RebuildDeadlineError, match="at the deadline .*old index keeps serving"):
+        raise_for(verdict)
+    # ... but a generation that is ready at the deadline is ready.
+    assert assess(HANDLE, Observation("ready", busy), WaitState(), 9999, SETTINGS).outcome == "ready"
+
+
+def test_pick_task_prefers_the_one_naming_the_generation() -> None:
+    older = {**TASK, "fsmId": "old", "time": 10}
+    newer = {**TASK, "fsmId": "new", "time": 1002}
+    tagged = {**TASK, "fsmId": "mine", "time": 999, "tags": {"generationId": "42"}}
+    assert pick_task([older, newer, tagged], HANDLE)["fsmId"] == "mine"
+    assert pick_task([older, newer], HANDLE)["fsmId"] == "new"
+    assert pick_task([older], HANDLE) is None
+
+
+def test_rebuild_decision_never_rolls_back_silently() -> None:
+    assert rebuild_decision("20261123", ["20261122", "20261123"])[0] is True
+    go, reason = rebuild_decision("20261120", ["20261120", "20261123"])
+    assert go is False and "older than the newest partition ds=20261123" in reason and "force_rebuild" in reason
+    assert rebuild_decision("20261120", ["20261120", "20261123"], force=True)[0] is True
+    assert rebuild_decision("20261123", ["20261123"], skip=True) == (
+        False, "the skip_rebuild Param is set: the partition is written, the index left as it is"
+    )
+
+
+def test_active_pauses() -> None:
+    assert active_pauses({"images": {"pauseIndex": True, "pauseBiz": True}, "other": {"pauseAll": False}}) == ["images.pauseIndex"]
+    assert active_pauses({}) == []
