@@ -31,7 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m pipeline.local.demo
+	$(PY) -m pipeline.local.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

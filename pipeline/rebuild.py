@@ -260,7 +260,10 @@ def _task_summary(task: dict | None) -> str:
     if not task:
         return "no change-history task found"
     nodes = ", ".join(f"{n.get('name')}={n.get('status')}" for n in task.get("taskNodes") or [])
-    return f"change history: task {task.get('fsmId')} {task.get('name', '')} is {task.get('status')} [{nodes}]"
+    summary = f"change history: task {task.get('fsmId')} {task.get('name', '')} is {task.get('status')} [{nodes}]"
+    tags = task.get("tags")
+    notes = [t.get("msg") for t in tags if isinstance(t, dict) and t.get("tagLevel") in ("error", "warn")] if isinstance(tags, list) else []
+    return summary + (f"; it says: {' | '.join(str(n) for n in notes if n)}" if any(notes) else "")
 
 
 def assess(

@@ -9,6 +9,15 @@
    a query's top hits.
 
 Repeated runs reuse the bucket, overwrite the same partition and rebuild the index again.
+
+Fault knobs show each failure mode offline, e.g.::
+
+    python -m pipeline.local.demo --fault oss.slow_down_next=3             # retried, same result
+    python -m pipeline.local.demo --fault opensearch.fail_next_build=disk  # the run fails, says why
+    python -m pipeline.local.demo --fault opensearch-http.throttle_next=2
+
+Targets: ``oss`` (pipeline/local/oss_faults.py), ``opensearch`` (EngineFaults) and
+``opensearch-http`` (HttpFaults).
 """
 
 from __future__ import annotations
@@ -38,12 +47,49 @@ def demo_stack(paths: LocalPaths) -> LocalStack:
     return LocalStack(paths, [StackTable(config.opensearch.table, config.warehouse.table)])
 
 
+def _parse_value(text: str) -> object:
+    """Knob values: integers, floats, true/false, else the text itself."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def apply_faults(stack: LocalStack, specs: list[str]) -> None:
+    """Set ``target.knob=value`` fault knobs on the running stack; unknown targets or knobs are errors."""
+    assert stack.oss is not None and stack.opensearch is not None
+    for spec in specs:
+        target, _, assignment = spec.partition(".")
+        knob, equals, raw = assignment.partition("=")
+        if not equals or not knob:
+            raise SystemExit(f"--fault {spec!r}: expected TARGET.KNOB=VALUE, e.g. oss.slow_down_next=3")
+        value = _parse_value(raw)
+        if target == "oss":
+            try:
+                stack.oss.faults.set(**{knob: value})
+            except ValueError as exc:
+                raise SystemExit(f"--fault {spec!r}: {exc}") from None
+            continue
+        holder = {"opensearch": stack.opensearch.engine.faults, "opensearch-http": stack.opensearch.http_faults}.get(target)
+        if holder is None:
+            raise SystemExit(f"--fault {spec!r}: target must be oss, opensearch or opensearch-http")
+        if knob.startswith("_") or not hasattr(holder, knob) or callable(getattr(holder, knob)):
+            raise SystemExit(f"--fault {spec!r}: {type(holder).__name__} has no knob {knob!r}")
+        setattr(holder, knob, value)
+        log.warning("fault knob set: %s.%s = %r", target, knob, value)
+
+
 def _airflow(args: list[str], env: dict[str, str]) -> None:
     airflow = Path(sys.executable).with_name("airflow")
     subprocess.run([str(airflow), *args], env=env, check=True)
 
 
-def run_demo(logical_date: str) -> int:
+def run_demo(logical_date: str, faults: list[str] | None = None) -> int:
     from pipeline.config import load_index_config
     from pipeline.dates import resolve_partition_date
     from pipeline.local.demo_data import upload_demo_bucket
@@ -65,9 +111,14 @@ def run_demo(logical_date: str) -> int:
         oss = OssConnection.from_extras("oss_local", stack.connections()["oss_local"]["extra"])
         written = upload_demo_bucket(oss.bucket(config.source.bucket))
         log.info("demo bucket %s at %s: %d objects uploaded", config.source.bucket, oss.endpoint, written)
+        apply_faults(stack, faults or [])
         _airflow(["db", "migrate"], env)
         subprocess.run([sys.executable, "-m", "pipeline.airflow.pools"], env=env, check=True)
-        _airflow(["dags", "test", "image_index_demo", logical_date], env)
+        try:
+            _airflow(["dags", "test", "image_index_demo", logical_date], env)
+        except subprocess.CalledProcessError:
+            print("\nthe demo run failed: the failing task's log above says what happened and what to do")
+            return 1
     moment = datetime.fromisoformat(logical_date).replace(tzinfo=UTC)
     ds = resolve_partition_date(None, moment, None, config.timezone)
     report_path = paths.reports / config.name / f"{ds}.json"
@@ -82,9 +133,13 @@ def run_demo(logical_date: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.local.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--date", default=date.today().isoformat(), help="logical date of the run (YYYY-MM-DD)")
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="TARGET.KNOB=VALUE",
+        help="set a fault knob before the run (repeatable), e.g. oss.slow_down_next=3",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_demo(args.date)
+    return run_demo(args.date, args.fault)
 
 
 if __name__ == "__main__":

@@ -117,8 +117,9 @@ def test_failed_build(conn, engine) -> None:
     engine.faults.fail_next_build = "disk full on the build node"
     mgmt = OpenSearchManagement(conn)
     handle = start_rebuild(mgmt, TABLE, DS, FAST)
-    with pytest.raises(RebuildFailedError, match=rf"generation {handle.generation_id} .* is failed; change history: task"):
+    with pytest.raises(RebuildFailedError, match=rf"generation {handle.generation_id} .* is failed; change history: task") as err:
         wait_until_ready(mgmt, handle, FAST)
+    assert "disk full on the build node" in str(err.value)  # the change history's own words
 
 
 def test_stopped_generation(conn, engine) -> None:

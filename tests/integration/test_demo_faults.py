@@ -1,0 +1,35 @@
+"""The demo's --fault option sets the local servers' knobs, and refuses what does not exist."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.local.demo import apply_faults
+
+
+def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
+    _, stack, _ = demo_stack
+    try:
+        apply_faults(stack, ["oss.slow_down_next=2", "opensearch.fail_next_build=disk full", "opensearch-http.throttle_next=1"])
+        assert stack.oss.faults.slow_down_next == 2
+        assert stack.opensearch.engine.faults.fail_next_build == "disk full"
+        assert stack.opensearch.http_faults.throttle_next == 1
+    finally:
+        stack.oss.faults.reset()
+        stack.opensearch.engine.faults.fail_next_build = None
+        stack.opensearch.http_faults.throttle_next = 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("oss.no_such_knob=1", "unknown OSS fault knob 'no_such_knob'"),
+        ("opensearch.take=1", "EngineFaults has no knob 'take'"),
+        ("dns.fail=1", "target must be oss, opensearch or opensearch-http"),
+        ("oss.slow_down_next", "expected TARGET.KNOB=VALUE"),
+    ],
+)
+def test_bad_fault_specs_are_refused(demo_stack, spec: str, message: str) -> None:
+    _, stack, _ = demo_stack
+    with pytest.raises(SystemExit, match=message):
+        apply_faults(stack, [spec])
