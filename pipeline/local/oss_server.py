@@ -52,30 +52,23 @@ ETags
     simple uploads); PutObject still returns ``Content-MD5`` and honours a ``Content-MD5`` request
     header (``InvalidDigest`` on mismatch).
 
-Range (as OSS does it, not as RFC 7233 does)
-    Only the first range of a multi-range header is used. Without the ``x-oss-range-behavior:
-    standard`` request header an invalid or out-of-bounds range is ignored and the whole object comes
-    back with 200. With that header an end past the object is clamped (206) and an unsatisfiable start
-    answers 416 ``InvalidRange``.
-
-Authentication
-    Signature V1 (``Authorization: OSS <ak>:<sig>``, HMAC-SHA1) is verified byte for byte as
-    ``oss2.Auth`` computes it, including the canonical sub-resource list copied from oss2 2.19.1.
-    V1 pre-signed URLs (``OSSAccessKeyId``/``Expires``/``Signature``) are accepted too. Signature V4
-    (``OSS4-HMAC-SHA256``, ``oss2.AuthV4``) is verified as well; any region and product in the
-    credential scope are accepted. V2 (``OSS2``) is refused with AccessDenied. STS: a request carrying
-    ``x-oss-security-token`` is accepted when its key pair is configured and the token is non-empty;
-    the local server does NOT validate tokens (there is no STS here). No clock-skew check is made.
-    Unknown access key ids answer ``AccessDenied`` (real OSS says ``InvalidAccessKeyId``, which oss2 has
-    no class for); unsigned requests answer ``AccessDenied``.
+Range and Authentication
+    OSS Range semantics (not RFC 7233's) are described in :mod:`pipeline.local.oss_protocol`; the
+    accepted signatures (V1, V1 pre-signed URLs, V4; STS tokens accepted, not validated) in
+    :mod:`pipeline.local.oss_auth`.
 
 Realism knobs (benchmarks)
     ``latency_s`` delays every answer; ``jitter_s`` adds a uniform random ``[0, jitter_s]`` to it, drawn
-    from a generator seeded with ``seed``. A :class:`GeneratedBucket` serves millions of computed keys
-    (``p037/000123456.jpg``) read-only, with no file per key: ListObjects v1/v2 (prefix, delimiter,
-    marker / start-after / continuation-token, max-keys, encoding-type), HeadObject and GetObject
-    (a deterministic body of the listed size); a page costs O(page size + folders), not O(bucket).
-    PutObject and DeleteObject on it answer ``AccessDenied``.
+    from a generator seeded with ``seed``. A :class:`~pipeline.local.oss_generated.GeneratedBucket`
+    serves millions of computed keys read-only, with no file per key (see
+    :mod:`pipeline.local.oss_generated`); PutObject and DeleteObject on it answer ``AccessDenied``.
+
+Module layout
+    This module holds the HTTP server, request dispatch, the folder buckets and the CLI. The wire
+    format (errors, listing XML, Range) is in :mod:`pipeline.local.oss_protocol`, signature checks in
+    :mod:`pipeline.local.oss_auth`, generated buckets in :mod:`pipeline.local.oss_generated` and fault
+    knobs in :mod:`pipeline.local.oss_faults`. ``GeneratedBucket`` is re-exported here because
+    callers configure a server with it.
 
 Fault knobs (reliability tests)
     ``faults`` (:class:`~pipeline.local.oss_faults.OssFaults`, also ``server.faults`` at runtime and the
@@ -93,17 +86,13 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
-import bisect
 import hashlib
 import heapq
-import hmac
 import ipaddress
 import logging
 import mimetypes
 import os
 import random
-import re
 import secrets
 import signal
 import socket
@@ -115,12 +104,27 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Iterator, Mapping, Sequence
-from urllib.parse import parse_qsl, quote, unquote
-from xml.sax.saxutils import escape
+from typing import Callable, Iterator, Mapping, Sequence
+from urllib.parse import parse_qsl, unquote
 
 from pipeline.local import oss_faults  # fault knobs (issue 5): kept in their own module
+from pipeline.local.oss_auth import V1_SUBRESOURCES, authenticate
 from pipeline.local.oss_faults import OssFaults
+from pipeline.local.oss_generated import GeneratedBucket
+from pipeline.local.oss_protocol import (
+    BUCKET_RE,
+    RESPONSE_OVERRIDES,
+    ListedObject,
+    ListPage,
+    OssError,
+    error_document,
+    invalid_argument,
+    list_objects_document,
+    method_not_allowed,
+    not_implemented,
+    parse_list_request,
+    parse_range,
+)
 
 __all__ = [
     "DIR_MARKER_NAME",
@@ -138,51 +142,12 @@ DIR_MARKER_NAME = ".oss-dir-marker"
 #: Prefix of the temporary files PutObject writes before renaming them into place.
 TEMP_PREFIX = ".oss-tmp-"
 
-MAX_KEYS_DEFAULT = 100
-MAX_KEYS_LIMIT = 1000
 MAX_KEY_BYTES = 1023
 _NAME_MAX_BYTES = 255
 _CHUNK = 256 * 1024
 _DISCARD_LIMIT = 16 * 1024 * 1024  # refused bodies up to this size are read and dropped
-_OWNER_ID = "local-oss-owner"
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-_RANGE_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
-_V4_ALGORITHM = "OSS4-HMAC-SHA256"
-
-# Query parameters that oss2 (2.19.1, oss2/auth.py ProviderAuth._subresource_key_set) puts into the V1
-# canonicalized resource. Every other parameter (prefix, marker, max-keys, delimiter, encoding-type,
-# list-type, start-after, fetch-owner, ...) is NOT signed by V1.
-_V1_SUBRESOURCES = frozenset(
-    [
-        "response-content-type", "response-content-language", "response-cache-control", "logging",
-        "response-content-encoding", "acl", "uploadId", "uploads", "partNumber", "group", "link",
-        "delete", "website", "location", "objectInfo", "objectMeta", "response-expires",
-        "response-content-disposition", "cors", "lifecycle", "restore", "qos", "referer", "stat",
-        "bucketInfo", "append", "position", "security-token", "live", "comp", "status", "vod",
-        "startTime", "endTime", "x-oss-process", "symlink", "callback", "callback-var", "tagging",
-        "encryption", "versions", "versioning", "versionId", "policy", "requestPayment",
-        "x-oss-traffic-limit", "qosInfo", "asyncFetch", "x-oss-request-payer", "sequential",
-        "inventory", "inventoryId", "continuation-token", "worm", "wormId", "wormExtend",
-        "replication", "replicationLocation", "replicationProgress", "transferAcceleration", "cname",
-        "metaQuery", "x-oss-ac-source-ip", "x-oss-ac-subnet-mask", "x-oss-ac-vpc-id",
-        "x-oss-ac-forward-allow", "resourceGroup", "style", "styleName", "x-oss-async-process",
-        "regionList", "x-oss-write-get-object-response", "bucketArchiveDirectRead", "httpsConfig",
-        "redundancyTransition", "x-oss-target-redundancy-type", "x-oss-redundancy-transition-taskid",
-        "accessPoint", "accessPointPolicy", "publicAccessBlock", "x-oss-access-point-name",
-        "requesterQosInfo", "qosRequester", "resourcePoolInfo", "resourcePool", "resourcePoolBuckets",
-    ]
-)
 # Sub-resources that select an operation we do not implement (their presence must not be ignored).
 _HARMLESS_PARAMS = frozenset(["continuation-token", "security-token", "objectMeta"])
-_RESPONSE_OVERRIDES = {
-    "response-content-type": "Content-Type",
-    "response-content-language": "Content-Language",
-    "response-cache-control": "Cache-Control",
-    "response-content-encoding": "Content-Encoding",
-    "response-content-disposition": "Content-Disposition",
-    "response-expires": "Expires",
-}
-_PRESIGN_PARAMS = frozenset(["OSSAccessKeyId", "Expires", "Signature"])
 
 
 @dataclass(frozen=True)
@@ -193,47 +158,9 @@ class Credential:
     access_key_secret: str = field(repr=False)
 
 
-class _OssError(Exception):
-    """An OSS error answer: HTTP status, OSS error code, message and extra ``<Error>`` elements."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-        self.headers: dict[str, str] = {}
-
-
-def _invalid_argument(message: str, name: str = "", value: str = "") -> _OssError:
-    extra = {"ArgumentName": name, "ArgumentValue": value} if name else {}
-    return _OssError(400, "InvalidArgument", message, **extra)
-
-
-def _not_implemented(what: str) -> _OssError:
-    return _OssError(400, "NotImplemented", f"{what} is not implemented by the local OSS server.")
-
-
-def _method_not_allowed(method: str) -> _OssError:
-    return _OssError(405, "MethodNotAllowed", f"The specified method {method} is not allowed against this resource.")
-
-
 # --------------------------------------------------------------------------------------------------
-# Helpers: XML, time, ETag, keys
+# Folder buckets: ETags, keys and paths
 # --------------------------------------------------------------------------------------------------
-
-
-def _xml_text(value: str) -> str:
-    return escape(value)
-
-
-def _url_encode(value: str) -> str:
-    """Encode a key the way oss2 undoes it (``urllib.parse.unquote``): ``%XX`` for everything unsafe."""
-    return quote(value, safe="/")
-
-
-def _iso8601(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
 
 
 def _etag(st: os.stat_result) -> str:
@@ -262,31 +189,31 @@ def _validate_key(key: str) -> tuple[list[str], bool]:
     Returns ``(segments, is_folder_marker)``.
     """
     if "\x00" in key:
-        raise _invalid_argument("The object key must not contain NUL.", "key", key.replace("\x00", "\\0"))
+        raise invalid_argument("The object key must not contain NUL.", "key", key.replace("\x00", "\\0"))
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-        raise _OssError(400, "InvalidObjectName", f"The object key is longer than {MAX_KEY_BYTES} bytes.")
+        raise OssError(400, "InvalidObjectName", f"The object key is longer than {MAX_KEY_BYTES} bytes.")
     if "\\" in key:
-        raise _invalid_argument("The local OSS server does not accept backslashes in object keys.", "key", key)
+        raise invalid_argument("The local OSS server does not accept backslashes in object keys.", "key", key)
     if key.startswith("/"):
-        raise _invalid_argument("The object key must not start with '/'.", "key", key)
+        raise invalid_argument("The object key must not start with '/'.", "key", key)
     is_marker = key.endswith("/")
     segments = key.split("/")
     if is_marker:
         segments = segments[:-1]
     for seg in segments:
         if seg in ("", ".", ".."):
-            raise _invalid_argument(
+            raise invalid_argument(
                 "The object key must not contain empty, '.' or '..' path segments.", "key", key
             )
         if _is_reserved_name(seg):
-            raise _invalid_argument(
+            raise invalid_argument(
                 f"Path segments named {DIR_MARKER_NAME!r} or starting with {TEMP_PREFIX!r} are reserved "
                 "by the local OSS server.",
                 "key",
                 key,
             )
         if len(seg.encode("utf-8")) > _NAME_MAX_BYTES:
-            raise _invalid_argument(
+            raise invalid_argument(
                 f"A path segment of the key is longer than {_NAME_MAX_BYTES} bytes (file system limit).", "key", key
             )
     return segments, is_marker
@@ -307,7 +234,7 @@ def _is_within(path: str, directory: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# Listing
+# Folder buckets: listing
 # --------------------------------------------------------------------------------------------------
 
 
@@ -387,37 +314,21 @@ def _walk(
             yield sort_key, path
 
 
-@dataclass
-class _ListedObject:
-    key: str
-    size: int
-    mtime: float
-    etag: str
-
-
-@dataclass
-class _ListPage:
-    objects: list[_ListedObject]
-    prefixes: list[str]
-    truncated: bool
-    last: str | None
-
-
-def _list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_keys: int) -> _ListPage:
+def _list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_keys: int) -> ListPage:
     """Collect one page: at most ``max_keys`` objects plus common prefixes, and whether more follow."""
     start_dir, key_prefix = bucket_dir, ""
     if "/" in prefix:
         segments = prefix.split("/")[:-1]
         if not all(_segment_ok(seg) for seg in segments):
-            return _ListPage([], [], False, None)  # no stored key can contain such a segment
+            return ListPage([], [], False, None)  # no stored key can contain such a segment
         start_dir = os.path.join(bucket_dir, *segments)
         # The walk never follows directory symlinks; jumping to the prefix's folder must not either.
         if os.path.realpath(start_dir) != start_dir or not os.path.isdir(start_dir):
-            return _ListPage([], [], False, None)
+            return ListPage([], [], False, None)
         key_prefix = "/".join(segments) + "/"
 
     state = _WalkState()
-    objects: list[_ListedObject] = []
+    objects: list[ListedObject] = []
     prefixes: list[str] = []
     count = 0
     truncated = False
@@ -450,296 +361,12 @@ def _list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_k
             if count >= max_keys:
                 truncated = True
                 break
-            objects.append(_ListedObject(key, st.st_size, st.st_mtime, _etag(st)))
+            objects.append(ListedObject(key, st.st_size, st.st_mtime, _etag(st)))
             count += 1
             last = key
     finally:
         walker.close()
-    return _ListPage(objects, prefixes, truncated, last)
-
-
-# --------------------------------------------------------------------------------------------------
-# Generated buckets: millions of keys without one file per key
-# --------------------------------------------------------------------------------------------------
-
-_GOLDEN = 0x9E3779B97F4A7C15  # multiplier of a cheap, deterministic integer hash (Fibonacci hashing)
-_BODY_BLOCK = hashlib.sha256(b"local-oss-generated-body").digest() * 128  # 4 KiB repeated in bodies
-
-
-@dataclass(frozen=True)
-class _KeyGroup:
-    """Keys ``prefix + f"{first + i:0{digits}d}" + suffix`` for ``i`` in ``range(count)``, in key order."""
-
-    prefix: str
-    first: int
-    count: int
-    digits: int
-    suffix: str
-
-    def key(self, i: int) -> str:
-        return f"{self.prefix}{self.first + i:0{self.digits}d}{self.suffix}"
-
-    def span_with_prefix(self, prefix: str) -> tuple[int, int]:
-        """The index range ``[lo, hi)`` of this group's keys that start with ``prefix`` (arithmetic)."""
-        if self.prefix.startswith(prefix):
-            return 0, self.count
-        if not prefix.startswith(self.prefix):
-            return 0, 0
-        rest = prefix[len(self.prefix) :]
-        head, tail = rest[: self.digits], rest[self.digits :]
-        if not (head.isascii() and head.isdigit()) or not self.suffix.startswith(tail):
-            return 0, 0
-        scale = 10 ** (self.digits - len(head))
-        lo, hi = int(head) * scale - self.first, (int(head) + 1) * scale - self.first
-        return max(lo, 0), min(hi, self.count)
-
-    def index_of(self, key: str) -> int | None:
-        """The index of ``key`` in this group, or None when the group does not hold it."""
-        if not key.startswith(self.prefix) or not key.endswith(self.suffix):
-            return None
-        number = key[len(self.prefix) : len(key) - len(self.suffix)]
-        if len(number) != self.digits or not (number.isascii() and number.isdigit()):
-            return None
-        index = int(number) - self.first
-        return index if 0 <= index < self.count else None
-
-
-def _after_prefix(common: str) -> str:
-    """The smallest string greater than every string starting with ``common`` (non-empty)."""
-    return common[:-1] + chr(ord(common[-1]) + 1)
-
-
-@dataclass(frozen=True)
-class GeneratedBucket:
-    """A read-only bucket whose keys are computed, not stored: large listings on a small machine.
-
-    Layout: ``prefixes`` folders named ``prefix_format.format(i)`` (``p000/`` ...) holding
-    ``keys_per_prefix`` keys each, plus ``flat_keys`` keys directly under ``flat_prefix`` (``flat/``).
-    Keys look like ``p037/000123456.jpg``; the numbers are unique across the bucket, so a
-    ``filename_digits`` id rule gives distinct ids. Sizes, ETags and bodies derive from the key's number
-    and ``seed``; every object has the same modification time. A listing page is computed by
-    arithmetic and bisection over the sorted key space: O(page size + folders), never O(bucket).
-    """
-
-    name: str
-    prefixes: int = 64
-    keys_per_prefix: int = 1000
-    flat_keys: int = 0
-    prefix_format: str = "p{:03d}/"
-    flat_prefix: str = "flat/"
-    digits: int = 9
-    extension: str = "jpg"
-    min_size: int = 1024
-    max_size: int = 256 * 1024
-    seed: int = 0
-    mtime: float = 1767225600.0  # 2026-01-01T00:00:00Z
-
-    def __post_init__(self) -> None:
-        if not _BUCKET_RE.match(self.name):
-            raise ValueError(f"generated bucket name {self.name!r} breaks the OSS bucket naming rules")
-        if min(self.prefixes, self.keys_per_prefix, self.flat_keys) < 0 or not 1 <= self.digits <= 18:
-            raise ValueError("generated bucket: counts must be >= 0 and digits 1..18")
-        if not 0 <= self.min_size <= self.max_size:
-            raise ValueError("generated bucket: need 0 <= min_size <= max_size")
-        if self.prefixes * self.keys_per_prefix + self.flat_keys > 10**self.digits:
-            raise ValueError(f"generated bucket: {self.digits} digits cannot number that many keys")
-        names = [group.prefix for group in self.groups]
-        for a in names:
-            for b in names:
-                if a != b and b.startswith(a):
-                    raise ValueError(f"generated bucket: folder {b!r} lies inside folder {a!r}")
-        if len(set(names)) != len(names):
-            raise ValueError("generated bucket: folder names repeat")
-
-    @classmethod
-    def parse(cls, spec: str) -> GeneratedBucket:
-        """``name=bench,prefixes=64,keys_per_prefix=15625,flat_keys=200000`` (the CLI's --generated)."""
-        fields: dict[str, object] = {}
-        ints = {"prefixes", "keys_per_prefix", "flat_keys", "digits", "min_size", "max_size", "seed"}
-        for part in spec.split(","):
-            name, sep, value = part.partition("=")
-            name = name.strip()
-            if not sep or name not in cls.__dataclass_fields__:
-                raise ValueError(f"generated bucket spec {spec!r}: {part!r} is not one of name=value "
-                                 f"with name in {sorted(cls.__dataclass_fields__)}")
-            fields[name] = int(value) if name in ints else float(value) if name == "mtime" else value.strip()
-        if "name" not in fields:
-            raise ValueError(f"generated bucket spec {spec!r} needs name=<bucket>")
-        return cls(**fields)  # type: ignore[arg-type]
-
-    @property
-    def total_keys(self) -> int:
-        return self.prefixes * self.keys_per_prefix + self.flat_keys
-
-    @property
-    def groups(self) -> list[_KeyGroup]:
-        """The key groups in key order (cached: the dataclass is frozen)."""
-        cached = self.__dict__.get("_groups")
-        if cached is None:
-            suffix = "." + self.extension if self.extension else ""
-            groups = [
-                _KeyGroup(self.prefix_format.format(i), i * self.keys_per_prefix, self.keys_per_prefix, self.digits, suffix)
-                for i in range(self.prefixes)
-                if self.keys_per_prefix
-            ]
-            if self.flat_keys:
-                groups.append(_KeyGroup(self.flat_prefix, self.prefixes * self.keys_per_prefix, self.flat_keys, self.digits, suffix))
-            cached = sorted(groups, key=lambda g: g.prefix)
-            object.__setattr__(self, "_groups", cached)
-        return cached
-
-    def keys(self) -> Iterator[str]:
-        """Every key in listing order (for tests and small buckets)."""
-        for group in self.groups:
-            for i in range(group.count):
-                yield group.key(i)
-
-    def size_of(self, number: int) -> int:
-        span = self.max_size - self.min_size + 1
-        return self.min_size + ((number * _GOLDEN + self.seed) >> 16) % span
-
-    def etag_of(self, number: int) -> str:
-        return '"%032X"' % (((number + self.seed) * _GOLDEN * _GOLDEN) & ((1 << 128) - 1))
-
-    def lookup(self, key: str) -> tuple[int, int] | None:
-        """``(number, size)`` of ``key``, or None when the bucket has no such key."""
-        for group in self.groups:
-            index = group.index_of(key)
-            if index is not None:
-                number = group.first + index
-                return number, self.size_of(number)
-        return None
-
-    def body(self, number: int, start: int, length: int) -> Iterator[bytes]:
-        """``length`` bytes of the object's content from ``start``: a seeded block, rotated per key."""
-        block = _BODY_BLOCK
-        offset = (start + number * 7) % len(block)
-        while length > 0:
-            chunk = block[offset : offset + length]
-            length -= len(chunk)
-            offset = 0
-            yield chunk
-
-    def list_page(self, prefix: str, delimiter: str, after: str, max_keys: int) -> _ListPage:
-        """One ListObjects page, with the same semantics as a folder bucket's."""
-        objects: list[_ListedObject] = []
-        prefixes: list[str] = []
-        count = 0
-        truncated = False
-        last: str | None = None
-        rolled: str | None = None  # the common prefix just returned: its other keys are skipped
-        for group in self.groups:
-            lo, hi = group.span_with_prefix(prefix)
-            if after and lo < hi:
-                lo = bisect.bisect_right(range(group.count), after, lo, hi, key=group.key)
-            i = lo
-            while i < hi:
-                key = group.key(i)
-                common: str | None = None
-                if delimiter:
-                    idx = key.find(delimiter, len(prefix))
-                    if idx >= 0:
-                        common = key[: idx + len(delimiter)]
-                if common is not None:
-                    if common == rolled or common <= after:
-                        # Jump over the rest of this common prefix inside the group.
-                        i = bisect.bisect_left(range(group.count), _after_prefix(common), i + 1, hi, key=group.key)
-                        continue
-                    if count >= max_keys:
-                        truncated = True
-                        break
-                    prefixes.append(common)
-                    rolled = last = common
-                    count += 1
-                    i = bisect.bisect_left(range(group.count), _after_prefix(common), i + 1, hi, key=group.key)
-                    continue
-                if count >= max_keys:
-                    truncated = True
-                    break
-                number = group.first + i
-                objects.append(_ListedObject(key, self.size_of(number), self.mtime, self.etag_of(number)))
-                last = key
-                count += 1
-                i += 1
-            if truncated:
-                break
-        return _ListPage(objects, prefixes, truncated, last)
-
-
-# --------------------------------------------------------------------------------------------------
-# Signatures
-# --------------------------------------------------------------------------------------------------
-
-
-def _v1_canonical_resource(bucket: str, key: str, params: Mapping[str, str]) -> str:
-    resource = f"/{bucket}/{key}" if bucket else "/"
-    subresources = sorted((k, v) for k, v in params.items() if k in _V1_SUBRESOURCES)
-    if subresources:
-        resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in subresources)
-    return resource
-
-
-def _v1_string_to_sign(
-    method: str, headers: Mapping[str, str], bucket: str, key: str, params: Mapping[str, str], date: str
-) -> bytes:
-    oss_headers = sorted((k.lower(), v) for k, v in headers.items() if k.lower().startswith("x-oss-"))
-    canon_headers = "".join(f"{k}:{v}\n" for k, v in oss_headers)
-    return "\n".join(
-        [
-            method,
-            headers.get("content-md5", ""),
-            headers.get("content-type", ""),
-            date,
-            canon_headers + _v1_canonical_resource(bucket, key, params),
-        ]
-    ).encode("utf-8")
-
-
-def _v4_uri_encode(text: str, keep_slash: bool) -> str:
-    safe = "-_.~/" if keep_slash else "-_.~"
-    return quote(text.encode("utf-8"), safe=safe)
-
-
-def _v4_canonical_request(
-    method: str,
-    headers: Mapping[str, str],
-    bucket: str,
-    key: str,
-    params: Mapping[str, str],
-    additional: Sequence[str],
-) -> str:
-    uri = _v4_uri_encode(f"/{bucket}/{key}" if bucket else "/", keep_slash=True)
-    encoded = sorted((_v4_uri_encode(k, False), _v4_uri_encode(v, False)) for k, v in params.items())
-    query = "&".join(f"{k}={v}" if v else k for k, v in encoded)
-    extra = {h.lower() for h in additional}
-    signed = sorted(
-        (k.lower(), v)
-        for k, v in headers.items()
-        if k.lower().startswith("x-oss-") or k.lower() in ("content-type", "content-md5") or k.lower() in extra
-    )
-    canon_headers = "".join(f"{k}:{v}\n" for k, v in signed)
-    return "\n".join(
-        [
-            method,
-            uri,
-            query,
-            canon_headers,
-            ";".join(sorted(extra)),
-            headers.get("x-oss-content-sha256", "UNSIGNED-PAYLOAD"),
-        ]
-    )
-
-
-def _same_signature(expected: str, provided: str) -> bool:
-    """Constant-time comparison that also copes with non-ASCII garbage in the provided value."""
-    return hmac.compare_digest(expected.encode("ascii"), provided.encode("utf-8", "surrogateescape"))
-
-
-def _v4_signing_key(secret: str, date: str, region: str, product: str) -> bytes:
-    k = hmac.new(("aliyun_v4" + secret).encode(), date.encode(), hashlib.sha256).digest()
-    k = hmac.new(k, region.encode(), hashlib.sha256).digest()
-    k = hmac.new(k, product.encode(), hashlib.sha256).digest()
-    return hmac.new(k, b"aliyun_v4_request", hashlib.sha256).digest()
+    return ListPage(objects, prefixes, truncated, last)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -847,7 +474,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         self._request_id = secrets.token_hex(12).upper()
         self._headers_sent = False
         self._body_pending = True  # the request's framing is unknown: close the connection
-        self._send_error(_OssError(status, oss_code, message or "Invalid request."), bucket="", drain=False)
+        self._send_error(OssError(status, oss_code, message or "Invalid request."), bucket="", drain=False)
 
     # -- request entry point ------------------------------------------------------------------------
 
@@ -868,11 +495,11 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             if fault.delay_s > 0:
                 time.sleep(fault.delay_s)
             if fault.error is not None:
-                raise _OssError(*fault.error, "Please reduce your request rate.")
+                raise OssError(*fault.error, "Please reduce your request rate.")
             self._reset_mid_body = fault.reset
             # -- end of fault knobs --
             self._route(bucket, key, params)
-        except _OssError as err:
+        except OssError as err:
             self._send_error(err, bucket=bucket)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
@@ -881,7 +508,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             if self._headers_sent:
                 self.close_connection = True
             else:
-                self._send_error(_OssError(500, "InternalError", "We encountered an internal error."), bucket=bucket)
+                self._send_error(OssError(500, "InternalError", "We encountered an internal error."), bucket=bucket)
         finally:
             logger.debug(
                 "%s /%s/%s -> %s in %.1f ms (request id %s)",
@@ -896,7 +523,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
     def _parse_target(self) -> tuple[str, str, dict[str, str]]:
         raw_path, _, query = self.path.partition("?")
         if not raw_path.startswith("/"):
-            raise _OssError(400, "InvalidURI", "Only origin-form request targets (/bucket/key) are accepted.")
+            raise OssError(400, "InvalidURI", "Only origin-form request targets (/bucket/key) are accepted.")
         bucket_raw, _, key_raw = raw_path[1:].partition("/")
         try:
             bucket = unquote(bucket_raw, errors="strict")
@@ -905,17 +532,17 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             for name, value in parse_qsl(query, keep_blank_values=True, errors="strict"):
                 params.setdefault(name, value)
         except UnicodeDecodeError as exc:
-            raise _OssError(400, "InvalidURI", "The request URI is not valid percent-encoded UTF-8.") from exc
-        if bucket and not _BUCKET_RE.match(bucket):
-            raise _OssError(400, "InvalidBucketName", "The specified bucket is not valid.", BucketName=bucket)
+            raise OssError(400, "InvalidURI", "The request URI is not valid percent-encoded UTF-8.") from exc
+        if bucket and not BUCKET_RE.match(bucket):
+            raise OssError(400, "InvalidBucketName", "The specified bucket is not valid.", BucketName=bucket)
         return bucket, key, params
 
     def _route(self, bucket: str, key: str, params: dict[str, str]) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        self._authenticate(bucket, key, params, headers)
+        authenticate(self.command, bucket, key, params, headers, self.server.secrets_by_id)
         method = self.command
         if not bucket:
-            raise _not_implemented("Service-level operations (ListBuckets)")
+            raise not_implemented("Service-level operations (ListBuckets)")
         generated = self.server.generated.get(bucket)
         if generated is not None:
             self._route_generated(generated, key, params, headers)
@@ -928,9 +555,9 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             elif method == "PUT":
                 self._put_bucket(bucket, bucket_dir)
             else:
-                raise _method_not_allowed(method)
+                raise method_not_allowed(method)
             return
-        self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | set(_RESPONSE_OVERRIDES))
+        self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | set(RESPONSE_OVERRIDES))
         if method in ("GET", "HEAD"):
             self._get_object(bucket_dir, key, params, headers, head=method == "HEAD")
         elif method == "PUT":
@@ -938,7 +565,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         elif method == "DELETE":
             self._delete_object(bucket_dir, key)
         else:
-            raise _method_not_allowed(method)
+            raise method_not_allowed(method)
 
     def _route_generated(
         self, generated: GeneratedBucket, key: str, params: dict[str, str], headers: dict[str, str]
@@ -950,138 +577,31 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             if method == "GET":
                 self._list_objects(generated.name, "", params, generated=generated)
             elif method == "PUT":
-                raise _OssError(409, "BucketAlreadyExists", "The generated bucket already exists.", BucketName=generated.name)
+                raise OssError(409, "BucketAlreadyExists", "The generated bucket already exists.", BucketName=generated.name)
             else:
-                raise _method_not_allowed(method)
+                raise method_not_allowed(method)
             return
-        self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | set(_RESPONSE_OVERRIDES))
+        self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | set(RESPONSE_OVERRIDES))
         if method in ("GET", "HEAD"):
             self._get_generated(generated, key, params, headers, head=method == "HEAD")
         elif method in ("PUT", "DELETE", "POST"):
             self._drain_body()
-            raise _OssError(403, "AccessDenied", "Generated buckets of the local OSS server are read-only.", Key=key)
+            raise OssError(403, "AccessDenied", "Generated buckets of the local OSS server are read-only.", Key=key)
         else:
-            raise _method_not_allowed(method)
+            raise method_not_allowed(method)
 
     @staticmethod
     def _check_subresources(params: Mapping[str, str], allowed: set[str]) -> None:
         for name in params:
-            if name in _V1_SUBRESOURCES and name not in allowed:
-                raise _not_implemented(f"The '{name}' sub-resource")
-
-    # -- authentication -----------------------------------------------------------------------------
-
-    def _authenticate(self, bucket: str, key: str, params: dict[str, str], headers: dict[str, str]) -> None:
-        authorization = headers.get("authorization", "")
-        if not authorization:
-            if "Signature" in params and "OSSAccessKeyId" in params:
-                self._check_presigned_v1(bucket, key, params, headers)
-                return
-            if "x-oss-signature" in params or "x-oss-signature-version" in params:
-                raise _OssError(403, "AccessDenied", "The local OSS server accepts V1 pre-signed URLs only.")
-            raise _OssError(
-                403, "AccessDenied", "You have no right to access this object: the request is not signed."
-            )
-        scheme, _, rest = authorization.partition(" ")
-        if scheme == "OSS":
-            access_key_id, sep, signature = rest.strip().rpartition(":")
-            if not sep or not access_key_id:
-                raise _OssError(400, "InvalidArgument", "Authorization header is invalid.")
-            secret = self._secret_for(access_key_id)
-            self._check_security_token(headers)
-            date = headers.get("x-oss-date") or headers.get("date", "")
-            to_sign = _v1_string_to_sign(self.command, headers, bucket, key, params, date)
-            expected = base64.b64encode(hmac.new(secret.encode(), to_sign, hashlib.sha1).digest()).decode()
-            if not _same_signature(expected, signature):
-                raise self._signature_mismatch(access_key_id, signature, to_sign)
-        elif scheme == _V4_ALGORITHM:
-            self._check_v4(bucket, key, params, headers, rest)
-        elif scheme == "OSS2":
-            raise _OssError(403, "AccessDenied", "The local OSS server supports signature V1 and V4, not V2.")
-        else:
-            raise _OssError(400, "InvalidArgument", "Authorization header is invalid.")
-
-    def _secret_for(self, access_key_id: str) -> str:
-        secret = self.server.secrets_by_id.get(access_key_id)
-        if secret is None:
-            raise _OssError(
-                403,
-                "AccessDenied",
-                "The OSS Access Key Id you provided does not exist in our records.",
-                OSSAccessKeyId=access_key_id,
-            )
-        return secret
-
-    @staticmethod
-    def _check_security_token(headers: Mapping[str, str]) -> None:
-        # STS: the token is accepted, not validated (documented); an empty one is a client bug.
-        if "x-oss-security-token" in headers and not headers["x-oss-security-token"].strip():
-            raise _OssError(403, "InvalidSecurityToken", "The security token you provided is empty.")
-
-    def _signature_mismatch(self, access_key_id: str, provided: str, to_sign: bytes, **extra: str) -> _OssError:
-        return _OssError(
-            403,
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. "
-            "Check your key and signing method.",
-            StringToSign=to_sign.decode("utf-8", "replace"),
-            SignatureProvided=provided,
-            OSSAccessKeyId=access_key_id,
-            **extra,
-        )
-
-    def _check_presigned_v1(self, bucket: str, key: str, params: dict[str, str], headers: dict[str, str]) -> None:
-        access_key_id = params["OSSAccessKeyId"]
-        secret = self._secret_for(access_key_id)
-        expires = params.get("Expires", "")
-        if not expires.isdigit():
-            raise _invalid_argument("Expires is not a number.", "Expires", expires)
-        if int(expires) < time.time():
-            raise _OssError(403, "AccessDenied", "Request has expired.", Expires=expires)
-        signed_params = {k: v for k, v in params.items() if k not in _PRESIGN_PARAMS}
-        if "security-token" in signed_params and not signed_params["security-token"]:
-            raise _OssError(403, "InvalidSecurityToken", "The security token you provided is empty.")
-        to_sign = _v1_string_to_sign(self.command, headers, bucket, key, signed_params, expires)
-        expected = base64.b64encode(hmac.new(secret.encode(), to_sign, hashlib.sha1).digest()).decode()
-        if not _same_signature(expected, params["Signature"]):
-            raise self._signature_mismatch(access_key_id, params["Signature"], to_sign)
-
-    def _check_v4(self, bucket: str, key: str, params: dict[str, str], headers: dict[str, str], rest: str) -> None:
-        fields: dict[str, str] = {}
-        for part in rest.split(","):
-            name, sep, value = part.strip().partition("=")
-            if sep:
-                fields[name.strip()] = value.strip()
-        credential = fields.get("Credential", "")
-        provided = fields.get("Signature", "")
-        scope_parts = credential.split("/")
-        if len(scope_parts) != 5 or scope_parts[4] != "aliyun_v4_request" or not provided:
-            raise _OssError(400, "InvalidArgument", "Authorization header (V4) is invalid.")
-        access_key_id, scope_date, region, product = scope_parts[:4]
-        secret = self._secret_for(access_key_id)
-        self._check_security_token(headers)
-        date_time = headers.get("x-oss-date", "")
-        if not date_time.startswith(scope_date):
-            raise _OssError(403, "AccessDenied", "The x-oss-date header does not match the credential scope date.")
-        additional = [h for h in fields.get("AdditionalHeaders", "").split(";") if h]
-        canonical = _v4_canonical_request(self.command, headers, bucket, key, params, additional)
-        scope = "/".join(scope_parts[1:])
-        to_sign = "\n".join(
-            [_V4_ALGORITHM, date_time, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest()]
-        ).encode("utf-8")
-        signing_key = _v4_signing_key(secret, scope_date, region, product)
-        expected = hmac.new(signing_key, to_sign, hashlib.sha256).hexdigest()
-        if not _same_signature(expected, provided):
-            raise self._signature_mismatch(access_key_id, provided, to_sign, CanonicalRequest=canonical)
-
-    # -- paths --------------------------------------------------------------------------------------
+            if name in V1_SUBRESOURCES and name not in allowed:
+                raise not_implemented(f"The '{name}' sub-resource")
 
     def _bucket_dir(self, bucket: str, must_exist: bool = True) -> str:
         path = os.path.realpath(os.path.join(self.server.root, bucket))
         if not _is_within(path, self.server.root):
-            raise _OssError(403, "AccessDenied", "The bucket folder resolves outside the server root.")
+            raise OssError(403, "AccessDenied", "The bucket folder resolves outside the server root.")
         if must_exist and not os.path.isdir(path):
-            raise _OssError(404, "NoSuchBucket", "The specified bucket does not exist.", BucketName=bucket)
+            raise OssError(404, "NoSuchBucket", "The specified bucket does not exist.", BucketName=bucket)
         return path
 
     @staticmethod
@@ -1091,7 +611,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         if is_marker:
             path = os.path.join(path, DIR_MARKER_NAME)
         if not _is_within(os.path.realpath(path), bucket_dir):
-            raise _OssError(403, "AccessDenied", "The object key resolves outside the bucket.", Key=key)
+            raise OssError(403, "AccessDenied", "The object key resolves outside the bucket.", Key=key)
         return path
 
     # -- operations ---------------------------------------------------------------------------------
@@ -1099,96 +619,26 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
     def _list_objects(
         self, bucket: str, bucket_dir: str, params: Mapping[str, str], generated: GeneratedBucket | None = None
     ) -> None:
-        v2 = params.get("list-type") == "2"
-        prefix = params.get("prefix", "")
-        delimiter = params.get("delimiter", "")
-        encoding = params.get("encoding-type", "")
-        if encoding not in ("", "url"):
-            raise _invalid_argument("The encoding-type must be 'url'.", "encoding-type", encoding)
-        raw_max = params.get("max-keys", "") or str(MAX_KEYS_DEFAULT)
-        if not raw_max.isdigit() or not 1 <= int(raw_max) <= MAX_KEYS_LIMIT:
-            raise _invalid_argument(
-                f"max-keys must be an integer between 1 and {MAX_KEYS_LIMIT}.", "max-keys", raw_max
-            )
-        max_keys = int(raw_max)
-        url = encoding == "url"
-
-        def enc(value: str) -> str:
-            return _xml_text(_url_encode(value) if url else value)
-
-        if v2:
-            token = params.get("continuation-token", "")
-            start_after = params.get("start-after", "")
-            after = start_after
-            if token:
-                try:
-                    after = max(after, base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8"))
-                except (ValueError, binascii.Error, UnicodeError) as exc:
-                    raise _invalid_argument(
-                        "The continuation token is not valid.", "continuation-token", token
-                    ) from exc
-        else:
-            after = params.get("marker", "")
-
+        request = parse_list_request(params)
         if generated is not None:
-            page = generated.list_page(prefix, delimiter, after, max_keys)
+            page = generated.list_page(request.prefix, request.delimiter, request.after, request.max_keys)
         else:
-            page = _list_bucket(bucket_dir, prefix, delimiter, after, max_keys)
-
-        root_tag = "ListBucketResult"
-        parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{root_tag}>']
-        parts.append(f"<Name>{_xml_text(bucket)}</Name>")
-        parts.append(f"<Prefix>{enc(prefix)}</Prefix>")
-        if v2:
-            if params.get("start-after"):
-                parts.append(f"<StartAfter>{enc(params['start-after'])}</StartAfter>")
-            if params.get("continuation-token"):
-                parts.append(f"<ContinuationToken>{enc(params['continuation-token'])}</ContinuationToken>")
-        else:
-            parts.append(f"<Marker>{enc(after)}</Marker>")
-        parts.append(f"<MaxKeys>{max_keys}</MaxKeys>")
-        parts.append(f"<Delimiter>{enc(delimiter)}</Delimiter>")
-        if url:
-            parts.append("<EncodingType>url</EncodingType>")
-        parts.append(f"<IsTruncated>{'true' if page.truncated else 'false'}</IsTruncated>")
-        if page.truncated and page.last is not None:
-            if v2:
-                token = base64.urlsafe_b64encode(page.last.encode("utf-8")).decode("ascii")
-                parts.append(f"<NextContinuationToken>{enc(token)}</NextContinuationToken>")
-            else:
-                parts.append(f"<NextMarker>{enc(page.last)}</NextMarker>")
-        if v2:
-            parts.append(f"<KeyCount>{len(page.objects) + len(page.prefixes)}</KeyCount>")
-        with_owner = not v2 or params.get("fetch-owner", "").lower() == "true"
-        owner = f"<Owner><ID>{_OWNER_ID}</ID><DisplayName>{_OWNER_ID}</DisplayName></Owner>" if with_owner else ""
-        stamps: dict[float, str] = {}  # one strftime per distinct mtime, not per object
-        for obj in page.objects:
-            stamp = stamps.get(obj.mtime)
-            if stamp is None:
-                stamp = stamps[obj.mtime] = _iso8601(obj.mtime)
-            parts.append(
-                f"<Contents><Key>{enc(obj.key)}</Key><LastModified>{stamp}</LastModified>"
-                f"<ETag>{obj.etag}</ETag><Type>Normal</Type><Size>{obj.size}</Size>"
-                f"<StorageClass>Standard</StorageClass>{owner}</Contents>"
-            )
-        for common in page.prefixes:
-            parts.append(f"<CommonPrefixes><Prefix>{enc(common)}</Prefix></CommonPrefixes>")
-        parts.append(f"</{root_tag}>")
-        self._send(200, {"Content-Type": "application/xml"}, "".join(parts).encode("utf-8"))
+            page = _list_bucket(bucket_dir, request.prefix, request.delimiter, request.after, request.max_keys)
+        self._send(200, {"Content-Type": "application/xml"}, list_objects_document(bucket, params, request, page))
 
     def _put_bucket(self, bucket: str, bucket_dir: str) -> None:
         self._drain_body()
         try:
             os.makedirs(bucket_dir, exist_ok=True)
         except FileExistsError as exc:  # a plain file has the bucket's name
-            raise _OssError(409, "BucketAlreadyExists", "A file with the bucket's name exists.") from exc
+            raise OssError(409, "BucketAlreadyExists", "A file with the bucket's name exists.") from exc
         self._send(200, {"Location": "/" + bucket})
 
     def _get_object(
         self, bucket_dir: str, key: str, params: Mapping[str, str], headers: Mapping[str, str], head: bool
     ) -> None:
         path = self._object_path(bucket_dir, key)
-        no_such_key = _OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
+        no_such_key = OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
         try:
             # O_NONBLOCK: a FIFO dropped into the folder must not hang the handler.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -1198,118 +648,80 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise no_such_key
-            size = st.st_size
-            out = {
-                "Content-Type": mimetypes.guess_type(key)[0] or "application/octet-stream",
-                "ETag": _etag(st),
-                "Last-Modified": formatdate(st.st_mtime, usegmt=True),
-                "Accept-Ranges": "bytes",
-                "x-oss-object-type": "Normal",
-                "x-oss-storage-class": "Standard",
-            }
-            if head:
-                if "objectMeta" in params:  # GetObjectMeta answers only the basic metadata
-                    out = {k: out[k] for k in ("ETag", "Last-Modified")}
-                self._send(200, {**out, "Content-Length": str(size)}, b"")
-                return
-            for param, header in _RESPONSE_OVERRIDES.items():
-                if params.get(param):
-                    out[header] = params[param]
-            status, start, length = 200, 0, size
-            range_header = headers.get("range", "")
-            if range_header:
-                standard = headers.get("x-oss-range-behavior", "").lower() == "standard"
-                chosen = self._parse_range(range_header, size, standard)
-                if chosen is not None:
-                    start, end = chosen
-                    status, length = 206, end - start + 1
-                    out["Content-Range"] = f"bytes {start}-{end}/{size}"
-            out["Content-Length"] = str(length)
-            self._send(status, out, None)
-            if length:
+
+            def send_file(start: int, length: int) -> None:
                 self.connection.sendfile(handle, offset=start, count=length)
+
+            self._answer_object(key, st.st_size, _etag(st), st.st_mtime, params, headers, head, send_file)
 
     def _get_generated(
         self, generated: GeneratedBucket, key: str, params: Mapping[str, str], headers: Mapping[str, str], head: bool
     ) -> None:
         found = generated.lookup(key)
         if found is None:
-            raise _OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
+            raise OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
         number, size = found
+
+        def send_generated(start: int, length: int) -> None:
+            for chunk in generated.body(number, start, length):
+                self.wfile.write(chunk)
+
+        self._answer_object(
+            key, size, generated.etag_of(number), generated.mtime, params, headers, head, send_generated
+        )
+
+    def _answer_object(
+        self,
+        key: str,
+        size: int,
+        etag: str,
+        mtime: float,
+        params: Mapping[str, str],
+        headers: Mapping[str, str],
+        head: bool,
+        send_body: Callable[[int, int], None],
+    ) -> None:
+        """Answer GetObject / HeadObject / GetObjectMeta for an object of either bucket kind.
+
+        Headers, response overrides and Range are the same whatever stores the object; only the body
+        differs, so the caller passes ``send_body(start, length)``, called once the headers are out.
+        """
         out = {
             "Content-Type": mimetypes.guess_type(key)[0] or "application/octet-stream",
-            "ETag": generated.etag_of(number),
-            "Last-Modified": formatdate(generated.mtime, usegmt=True),
+            "ETag": etag,
+            "Last-Modified": formatdate(mtime, usegmt=True),
             "Accept-Ranges": "bytes",
             "x-oss-object-type": "Normal",
             "x-oss-storage-class": "Standard",
         }
         if head:
-            if "objectMeta" in params:
+            if "objectMeta" in params:  # GetObjectMeta answers only the basic metadata
                 out = {k: out[k] for k in ("ETag", "Last-Modified")}
             self._send(200, {**out, "Content-Length": str(size)}, b"")
             return
-        for param, header in _RESPONSE_OVERRIDES.items():
+        for param, header in RESPONSE_OVERRIDES.items():
             if params.get(param):
                 out[header] = params[param]
         status, start, length = 200, 0, size
         range_header = headers.get("range", "")
         if range_header:
             standard = headers.get("x-oss-range-behavior", "").lower() == "standard"
-            chosen = self._parse_range(range_header, size, standard)
+            chosen = parse_range(range_header, size, standard)
             if chosen is not None:
                 start, end = chosen
                 status, length = 206, end - start + 1
                 out["Content-Range"] = f"bytes {start}-{end}/{size}"
         out["Content-Length"] = str(length)
         self._send(status, out, None)
-        for chunk in generated.body(number, start, length):
-            self.wfile.write(chunk)
-
-    @staticmethod
-    def _parse_range(header: str, size: int, standard: bool) -> tuple[int, int] | None:
-        """Return the inclusive byte range to send, ``None`` for the whole object, or raise 416.
-
-        OSS semantics: only the first range counts; without ``x-oss-range-behavior: standard`` any
-        invalid or out-of-bounds range is ignored (200, whole object).
-        """
-        unit, sep, ranges = header.partition("=")
-        match = _RANGE_RE.match(ranges.split(",", 1)[0]) if sep and unit.strip().lower() == "bytes" else None
-        if match is None or (not match.group(1) and not match.group(2)):
-            return None  # malformed: OSS ignores it
-        unsatisfiable = _OssError(416, "InvalidRange", "The requested range cannot be satisfied.")
-        unsatisfiable.headers["Content-Range"] = f"bytes */{size}"
-        if match.group(1):
-            start = int(match.group(1))
-            end = int(match.group(2)) if match.group(2) else size - 1
-            if match.group(2) and end < start:
-                return None  # syntactically invalid: ignored
-            if start >= size:
-                if standard:
-                    raise unsatisfiable
-                return None
-            if end >= size:
-                if not standard:
-                    return None
-                end = size - 1
-            return start, end
-        suffix = int(match.group(2))
-        if suffix == 0 or size == 0:
-            if standard:
-                raise unsatisfiable
-            return None
-        if suffix > size:
-            if not standard:
-                return None
-            suffix = size
-        return size - suffix, size - 1
+        if length:
+            send_body(start, length)
 
     def _put_object(self, bucket_dir: str, key: str, headers: Mapping[str, str]) -> None:
         if "x-oss-copy-source" in headers:
-            raise _not_implemented("CopyObject")
+            raise not_implemented("CopyObject")
         path = self._object_path(bucket_dir, key)
         parent = os.path.dirname(path)
-        conflict = _OssError(
+        conflict = OssError(
             409,
             "KeyConflict",
             "The local OSS server stores keys as files: a key cannot be both an object and a folder "
@@ -1334,7 +746,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
             except FileNotFoundError:
                 continue
         else:
-            raise _OssError(500, "InternalError", "Could not create the object's folder.")
+            raise OssError(500, "InternalError", "Could not create the object's folder.")
         try:
             with handle:
                 for chunk in self._body_chunks():
@@ -1342,7 +754,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
                     handle.write(chunk)
             md5_b64 = base64.b64encode(digest.digest()).decode()
             if expected_md5 and expected_md5 != md5_b64:
-                raise _OssError(
+                raise OssError(
                     400,
                     "InvalidDigest",
                     "The Content-MD5 you specified did not match what we received.",
@@ -1396,7 +808,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
                 try:
                     size = int(line.split(b";", 1)[0].strip(), 16)
                 except ValueError as exc:
-                    raise _OssError(400, "InvalidRequest", "Malformed chunked request body.") from exc
+                    raise OssError(400, "InvalidRequest", "Malformed chunked request body.") from exc
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
@@ -1406,9 +818,9 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         else:
             length = self.headers.get("Content-Length")
             if length is None:
-                raise _OssError(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
+                raise OssError(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
             if not length.strip().isdigit():
-                raise _invalid_argument("Content-Length is not a number.", "Content-Length", length)
+                raise invalid_argument("Content-Length is not a number.", "Content-Length", length)
             yield from self._read_exact(int(length))
         self._body_pending = False
 
@@ -1433,7 +845,7 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         if chunked or (length.isdigit() and int(length) <= _DISCARD_LIMIT):
             try:
                 self._drain_body()
-            except (_OssError, OSError):
+            except (OssError, OSError):
                 self._body_pending = True
 
     def _drain_body(self) -> None:
@@ -1465,23 +877,13 @@ class _OssRequestHandler(BaseHTTPRequestHandler):
         if body and self.command != "HEAD":
             self.wfile.write(body)
 
-    def _send_error(self, err: _OssError, bucket: str, drain: bool = True) -> None:
+    def _send_error(self, err: OssError, bucket: str, drain: bool = True) -> None:
         if getattr(self, "_headers_sent", False):
             self.close_connection = True
             return
         if drain:
             self._discard_small_body()
-        host = f"{bucket}.oss-local" if bucket else "oss-local"
-        parts = [
-            '<?xml version="1.0" encoding="UTF-8"?>\n<Error>',
-            f"<Code>{_xml_text(err.code)}</Code>",
-            f"<Message>{_xml_text(err.message)}</Message>",
-            f"<RequestId>{self._request_id}</RequestId>",
-            f"<HostId>{_xml_text(host)}</HostId>",
-        ]
-        parts.extend(f"<{name}>{_xml_text(value)}</{name}>" for name, value in err.extra.items())
-        parts.append("</Error>")
-        body = "".join(parts).encode("utf-8")
+        body = error_document(err, self._request_id, bucket)
         headers = {"Content-Type": "application/xml", **err.headers}
         if self.command == "HEAD":
             # HEAD answers carry no body; OSS puts the error document, base64-encoded, in x-oss-err,

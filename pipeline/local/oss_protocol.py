@@ -1,0 +1,251 @@
+"""The OSS wire format the local OSS server speaks: error answers, listing XML, Range, URL encoding.
+
+Why a module of its own: these rules are what ``oss2`` parses and maps to its exceptions, and they are
+the same whichever kind of bucket (folder or generated) answers, so they live apart from the HTTP
+plumbing in :mod:`pipeline.local.oss_server` and from the storage of either bucket kind.
+
+Range (as OSS does it, not as RFC 7233 does)
+    Only the first range of a multi-range header is used. Without the ``x-oss-range-behavior:
+    standard`` request header an invalid or out-of-bounds range is ignored and the whole object comes
+    back with 200. With that header an end past the object is clamped (206) and an unsatisfiable start
+    answers 416 ``InvalidRange``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+MAX_KEYS_DEFAULT = 100
+MAX_KEYS_LIMIT = 1000
+#: The OSS bucket naming rules: ``[a-z0-9-]``, 3-63 characters, no leading/trailing ``-``.
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_RANGE_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_OWNER_ID = "local-oss-owner"
+#: GetObject query parameters that override a response header, and the header each one sets.
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-cache-control": "Cache-Control",
+    "response-content-encoding": "Content-Encoding",
+    "response-content-disposition": "Content-Disposition",
+    "response-expires": "Expires",
+}
+
+
+class OssError(Exception):
+    """An OSS error answer: HTTP status, OSS error code, message and extra ``<Error>`` elements."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+
+def invalid_argument(message: str, name: str = "", value: str = "") -> OssError:
+    extra = {"ArgumentName": name, "ArgumentValue": value} if name else {}
+    return OssError(400, "InvalidArgument", message, **extra)
+
+
+def not_implemented(what: str) -> OssError:
+    return OssError(400, "NotImplemented", f"{what} is not implemented by the local OSS server.")
+
+
+def method_not_allowed(method: str) -> OssError:
+    return OssError(405, "MethodNotAllowed", f"The specified method {method} is not allowed against this resource.")
+
+
+def xml_text(value: str) -> str:
+    return escape(value)
+
+
+def url_encode(value: str) -> str:
+    """Encode a key the way oss2 undoes it (``urllib.parse.unquote``): ``%XX`` for everything unsafe."""
+    return quote(value, safe="/")
+
+
+def iso8601(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
+
+
+def error_document(err: OssError, request_id: str, bucket: str) -> bytes:
+    """The ``<Error>`` XML body of an error answer."""
+    host = f"{bucket}.oss-local" if bucket else "oss-local"
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error>',
+        f"<Code>{xml_text(err.code)}</Code>",
+        f"<Message>{xml_text(err.message)}</Message>",
+        f"<RequestId>{request_id}</RequestId>",
+        f"<HostId>{xml_text(host)}</HostId>",
+    ]
+    parts.extend(f"<{name}>{xml_text(value)}</{name}>" for name, value in err.extra.items())
+    parts.append("</Error>")
+    return "".join(parts).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+# ListObjects (v1 and v2)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ListedObject:
+    key: str
+    size: int
+    mtime: float
+    etag: str
+
+
+@dataclass
+class ListPage:
+    """One page as a bucket computes it: objects, common prefixes, and where the page ended."""
+
+    objects: list[ListedObject]
+    prefixes: list[str]
+    truncated: bool
+    last: str | None
+
+
+@dataclass(frozen=True)
+class ListRequest:
+    """The checked query parameters of a ListObjects request; ``after`` is the key to resume after."""
+
+    v2: bool
+    prefix: str
+    delimiter: str
+    url: bool
+    max_keys: int
+    after: str
+
+
+def parse_list_request(params: Mapping[str, str]) -> ListRequest:
+    """Check a ListObjects (v1 or v2) query, raising InvalidArgument as OSS does."""
+    v2 = params.get("list-type") == "2"
+    prefix = params.get("prefix", "")
+    delimiter = params.get("delimiter", "")
+    encoding = params.get("encoding-type", "")
+    if encoding not in ("", "url"):
+        raise invalid_argument("The encoding-type must be 'url'.", "encoding-type", encoding)
+    raw_max = params.get("max-keys", "") or str(MAX_KEYS_DEFAULT)
+    if not raw_max.isdigit() or not 1 <= int(raw_max) <= MAX_KEYS_LIMIT:
+        raise invalid_argument(
+            f"max-keys must be an integer between 1 and {MAX_KEYS_LIMIT}.", "max-keys", raw_max
+        )
+    max_keys = int(raw_max)
+    url = encoding == "url"
+
+    if v2:
+        token = params.get("continuation-token", "")
+        start_after = params.get("start-after", "")
+        after = start_after
+        if token:
+            try:
+                after = max(after, base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8"))
+            except (ValueError, binascii.Error, UnicodeError) as exc:
+                raise invalid_argument(
+                    "The continuation token is not valid.", "continuation-token", token
+                ) from exc
+    else:
+        after = params.get("marker", "")
+    return ListRequest(v2, prefix, delimiter, url, max_keys, after)
+
+
+def list_objects_document(bucket: str, params: Mapping[str, str], request: ListRequest, page: ListPage) -> bytes:
+    """The ``<ListBucketResult>`` XML body of a ListObjects answer."""
+    v2 = request.v2
+
+    def enc(value: str) -> str:
+        return xml_text(url_encode(value) if request.url else value)
+
+    root_tag = "ListBucketResult"
+    parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{root_tag}>']
+    parts.append(f"<Name>{xml_text(bucket)}</Name>")
+    parts.append(f"<Prefix>{enc(request.prefix)}</Prefix>")
+    if v2:
+        if params.get("start-after"):
+            parts.append(f"<StartAfter>{enc(params['start-after'])}</StartAfter>")
+        if params.get("continuation-token"):
+            parts.append(f"<ContinuationToken>{enc(params['continuation-token'])}</ContinuationToken>")
+    else:
+        parts.append(f"<Marker>{enc(request.after)}</Marker>")
+    parts.append(f"<MaxKeys>{request.max_keys}</MaxKeys>")
+    parts.append(f"<Delimiter>{enc(request.delimiter)}</Delimiter>")
+    if request.url:
+        parts.append("<EncodingType>url</EncodingType>")
+    parts.append(f"<IsTruncated>{'true' if page.truncated else 'false'}</IsTruncated>")
+    if page.truncated and page.last is not None:
+        if v2:
+            token = base64.urlsafe_b64encode(page.last.encode("utf-8")).decode("ascii")
+            parts.append(f"<NextContinuationToken>{enc(token)}</NextContinuationToken>")
+        else:
+            parts.append(f"<NextMarker>{enc(page.last)}</NextMarker>")
+    if v2:
+        parts.append(f"<KeyCount>{len(page.objects) + len(page.prefixes)}</KeyCount>")
+    with_owner = not v2 or params.get("fetch-owner", "").lower() == "true"
+    owner = f"<Owner><ID>{_OWNER_ID}</ID><DisplayName>{_OWNER_ID}</DisplayName></Owner>" if with_owner else ""
+    stamps: dict[float, str] = {}  # one strftime per distinct mtime, not per object
+    for obj in page.objects:
+        stamp = stamps.get(obj.mtime)
+        if stamp is None:
+            stamp = stamps[obj.mtime] = iso8601(obj.mtime)
+        parts.append(
+            f"<Contents><Key>{enc(obj.key)}</Key><LastModified>{stamp}</LastModified>"
+            f"<ETag>{obj.etag}</ETag><Type>Normal</Type><Size>{obj.size}</Size>"
+            f"<StorageClass>Standard</StorageClass>{owner}</Contents>"
+        )
+    for common in page.prefixes:
+        parts.append(f"<CommonPrefixes><Prefix>{enc(common)}</Prefix></CommonPrefixes>")
+    parts.append(f"</{root_tag}>")
+    return "".join(parts).encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+# GetObject Range
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_range(header: str, size: int, standard: bool) -> tuple[int, int] | None:
+    """Return the inclusive byte range to send, ``None`` for the whole object, or raise 416.
+
+    OSS semantics: only the first range counts; without ``x-oss-range-behavior: standard`` any
+    invalid or out-of-bounds range is ignored (200, whole object).
+    """
+    unit, sep, ranges = header.partition("=")
+    match = _RANGE_RE.match(ranges.split(",", 1)[0]) if sep and unit.strip().lower() == "bytes" else None
+    if match is None or (not match.group(1) and not match.group(2)):
+        return None  # malformed: OSS ignores it
+    unsatisfiable = OssError(416, "InvalidRange", "The requested range cannot be satisfied.")
+    unsatisfiable.headers["Content-Range"] = f"bytes */{size}"
+    if match.group(1):
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) else size - 1
+        if match.group(2) and end < start:
+            return None  # syntactically invalid: ignored
+        if start >= size:
+            if standard:
+                raise unsatisfiable
+            return None
+        if end >= size:
+            if not standard:
+                return None
+            end = size - 1
+        return start, end
+    suffix = int(match.group(2))
+    if suffix == 0 or size == 0:
+        if standard:
+            raise unsatisfiable
+        return None
+    if suffix > size:
+        if not standard:
+            return None
+        suffix = size
+    return size - suffix, size - 1
