@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from pipeline.local.oss_protocol import BUCKET_RE, ListedObject, ListPage
+from pipeline.local.oss_protocol import BUCKET_RE, ListedObject, ListPage, common_prefix_of
 
 __all__ = ["GeneratedBucket"]
 
@@ -192,11 +192,7 @@ class GeneratedBucket:
             i = lo
             while i < hi:
                 key = group.key(i)
-                common: str | None = None
-                if delimiter:
-                    idx = key.find(delimiter, len(prefix))
-                    if idx >= 0:
-                        common = key[: idx + len(delimiter)]
+                common = common_prefix_of(key, prefix, delimiter)
                 if common is not None:
                     if common == rolled or common <= after:
                         # Jump over the rest of this common prefix inside the group.

@@ -249,3 +249,11 @@ def parse_range(header: str, size: int, standard: bool) -> tuple[int, int] | Non
             return None
         suffix = size
     return size - suffix, size - 1
+
+
+def common_prefix_of(key: str, prefix: str, delimiter: str) -> str | None:
+    """The CommonPrefix that ``key`` rolls up into under ``delimiter`` (None: listed as itself)."""
+    if not delimiter:
+        return None
+    idx = key.find(delimiter, len(prefix))
+    return key[: idx + len(delimiter)] if idx >= 0 else None

@@ -117,6 +117,7 @@ from pipeline.local.oss_protocol import (
     ListedObject,
     ListPage,
     OssError,
+    common_prefix_of,
     error_document,
     invalid_argument,
     list_objects_document,
@@ -338,11 +339,7 @@ def _list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_k
         for key, path in walker:
             if len(key.encode("utf-8")) > MAX_KEY_BYTES:
                 continue
-            common: str | None = None
-            if delimiter:
-                idx = key.find(delimiter, len(prefix))
-                if idx >= 0:
-                    common = key[: idx + len(delimiter)]
+            common = common_prefix_of(key, prefix, delimiter)
             if common is not None:
                 state.skip = common
                 if common <= after:
