@@ -11,6 +11,7 @@ file costs only the YAML and pydantic validation.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from airflow.sdk import DAG, Param, get_current_context, task
 from pipeline.airflow.sensors import RebuildSensor
 from pipeline.config import IndexConfig
 from pipeline.guards import GUARD_NAMES
+from pipeline.rebuild import settings_for
 
 DOC = """\
 ### Image index `{name}`
@@ -161,12 +163,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
         upstream: Any = checked
         if os_cfg is not None:
-            settings = {
-                "poll_interval_s": os_cfg.poll_interval_s,
-                "stall_timeout_s": os_cfg.stall_timeout_minutes * 60,
-                "deadline_s": os_cfg.deadline_hours * 3600,
-                "new_generation_timeout_s": os_cfg.new_generation_timeout_minutes * 60,
-            }
+            settings = asdict(settings_for(os_cfg))  # JSON-able: it travels to the trigger
 
             @task(pool=os_cfg.pool_name)
             def start_rebuild(partition: str, checked: dict) -> dict:
