@@ -266,10 +266,12 @@ class OpenSearchQuery:
 
     def __init__(self, conn: OpenSearchConnection, retry: RetryPolicy | None = None) -> None:
         from alibabacloud_ha3engine import client, models
+        from alibabacloud_tea_util import models as util_models
 
         self.conn = conn
         self._retry = retry or RetryPolicy(attempts=3)
         self._models = models
+        timeout_ms = int(conn.timeout_s * 1000)
         self._client = client.Client(
             models.Config(
                 endpoint=conn.query_endpoint,
@@ -277,6 +279,10 @@ class OpenSearchQuery:
                 protocol=conn.query_protocol,
                 access_user_name=conn.query_user,
                 access_pass_word=conn.query_password,
+                # Our RetryPolicy retries; the SDK's own retry would multiply attempts without backoff.
+                runtime_options=util_models.RuntimeOptions(
+                    connect_timeout=timeout_ms, read_timeout=timeout_ms, autoretry=False
+                ),
             )
         )
 

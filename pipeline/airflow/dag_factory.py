@@ -165,7 +165,9 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
         if os_cfg is not None:
             settings = asdict(settings_for(os_cfg))  # JSON-able: it travels to the trigger
 
-            @task(pool=os_cfg.pool_name)
+            # No Airflow retries: reindex is not idempotent (a second call starts a second build), and
+            # every call inside is already retried where that is safe (see pipeline/rebuild.py).
+            @task(pool=os_cfg.pool_name, retries=0)
             def start_rebuild(partition: str, checked: dict) -> dict:
                 from pipeline.stages import start_index_rebuild
 

@@ -46,6 +46,7 @@ def test_task_chain(dagbag) -> None:
 def test_rebuild_runs_in_the_instance_pool_and_the_wait_defers(dagbag) -> None:
     dag = dagbag.dags["image_index_demo"]
     assert dag.get_task("start_rebuild").pool == "opensearch_opensearch_local"
+    assert dag.get_task("start_rebuild").retries == 0  # reindex is not idempotent
     from pipeline.airflow.sensors import RebuildSensor
 
     assert isinstance(dag.get_task("wait_until_searchable"), RebuildSensor)
