@@ -14,7 +14,6 @@ import http.client
 import logging
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import pytest
 import requests
 
 from pipeline.local.oss_server import DIR_MARKER_NAME, TEMP_PREFIX, Credential, LocalOssServer, main
+from tests.integration.oss_cli import wait_for_endpoint
 
 AK = "test-ak"
 SK = "test-secret"
@@ -615,14 +615,7 @@ def test_cli_serves_until_sigterm(oss_root: Path, tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        endpoint, output, deadline = None, b"", time.monotonic() + 20
-        while endpoint is None and time.monotonic() < deadline and proc.poll() is None:
-            ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-            if ready:
-                output += os.read(proc.stderr.fileno(), 4096)
-                found = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", output)
-                endpoint = found.group(1).decode() if found else None
-        assert endpoint, output.decode(errors="replace")
+        endpoint, output = wait_for_endpoint(proc)
         assert pidfile.read_text().strip() == str(proc.pid)
         cli_bucket = oss2.Bucket(oss2.Auth(AK, SK), endpoint, BUCKET)
         assert cli_bucket.get_object("cli.txt").read() == b"from cli"

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import oss2
 import pytest
 
 from pipeline.local.oss_server import Credential, GeneratedBucket, LocalOssServer
+from tests.integration.oss_cli import wait_for_endpoint
 
 AK, SK = "gen-ak", "gen-secret"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -151,14 +149,7 @@ def test_cli_serves_a_generated_bucket_with_latency(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        endpoint, output, deadline = None, b"", time.monotonic() + 20
-        while endpoint is None and time.monotonic() < deadline and proc.poll() is None:
-            ready, _, _ = select.select([proc.stderr], [], [], 0.5)
-            if ready:
-                output += os.read(proc.stderr.fileno(), 4096)
-                found = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", output)
-                endpoint = found.group(1).decode() if found else None
-        assert endpoint, output.decode(errors="replace")
+        endpoint, output = wait_for_endpoint(proc)
         bucket = oss2.Bucket(oss2.Auth(AK, SK), endpoint, "cli-gen")
         assert len(list(oss2.ObjectIteratorV2(bucket))) == 3 * 5 + 7
         proc.send_signal(signal.SIGTERM)

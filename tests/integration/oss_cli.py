@@ -1,0 +1,24 @@
+"""Start the local OSS server's CLI in a subprocess and read the endpoint it announces."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import subprocess
+import time
+
+
+def wait_for_endpoint(proc: subprocess.Popen, timeout_s: float = 20) -> tuple[str, bytes]:
+    """The ``http://127.0.0.1:PORT`` the server logs on stderr once it listens (bounded wait), and
+    everything it wrote to stderr until then."""
+    assert proc.stderr is not None
+    endpoint, output, deadline = None, b"", time.monotonic() + timeout_s
+    while endpoint is None and time.monotonic() < deadline and proc.poll() is None:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+        if ready:
+            output += os.read(proc.stderr.fileno(), 4096)
+            found = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", output)
+            endpoint = found.group(1).decode() if found else None
+    assert endpoint, output.decode(errors="replace")
+    return endpoint, output
