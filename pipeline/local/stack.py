@@ -8,6 +8,7 @@ the tests and anyone running the DAG offline use it; production code never impor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from typing import Any
 from pipeline.local.acs3 import AcsCredential
 from pipeline.local.opensearch_server import LocalOpenSearchServer, server_from_config
 from pipeline.local.oss_server import Credential, LocalOssServer
+
+log = logging.getLogger(__name__)
 
 INSTANCE_ID = "ha-cn-local-demo"
 REGION = "cn-hangzhou"
@@ -197,3 +200,55 @@ class LocalStack:
 
     def credential(self) -> AcsCredential:
         return AcsCredential(self.secrets.access_key_id, self.secrets.access_key_secret)
+
+
+def _write_env_file(path: Path, environment: dict[str, str]) -> None:
+    """``export AIRFLOW_CONN_...='...'`` lines, readable by the owner only (they hold the local keys)."""
+    import shlex
+
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        for name, value in sorted(environment.items()):
+            fh.write(f"export {name}={shlex.quote(value)}\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.local.stack``: run the local stack for the demo index until interrupted.
+
+    For running the DAG under a real scheduler offline: start this, ``source .local/stack.env`` in the
+    shell that starts Airflow, and the demo index's connections point at the running servers.
+    """
+    import argparse
+    import signal
+    import threading
+
+    from pipeline.config import load_index_config
+    from pipeline.local.demo_data import upload_demo_bucket
+    from pipeline.oss import OssConnection
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local.stack", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--env-file", default=None, help="where to write the connection exports (default .local/stack.env)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    paths = LocalPaths.from_env()
+    config = load_index_config(Path(__file__).resolve().parents[2] / "dags" / "indexes" / "demo.yaml")
+    assert config.opensearch is not None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with LocalStack(paths, [StackTable(config.opensearch.table, config.warehouse.table)]) as stack:
+        oss = OssConnection.from_extras("oss_local", stack.connections()["oss_local"]["extra"])
+        upload_demo_bucket(oss.bucket(config.source.bucket))
+        env_file = Path(args.env_file) if args.env_file else paths.root / "stack.env"
+        _write_env_file(env_file, stack.environment())
+        log.info("local stack up: OSS %s, OpenSearch %s; connections in %s", oss.endpoint, stack.opensearch.url, env_file)
+        stop.wait()
+        env_file.unlink(missing_ok=True)
+    log.info("local stack stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

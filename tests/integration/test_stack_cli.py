@@ -1,0 +1,55 @@
+"""`python -m pipeline.local.stack` runs the offline stack and hands out working connections."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = shlex.split(value)[0]
+    return env
+
+
+def test_stack_cli_serves_until_sigterm(tmp_path: Path) -> None:
+    from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
+    from pipeline.oss import KeyRange, OssConnection, OssLister
+
+    env_file = tmp_path / "stack.env"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.local.stack", "--env-file", str(env_file)],
+        cwd=REPO,
+        env={**os.environ, "PIPELINE_LOCAL_DIR": str(tmp_path / "local")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not env_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert env_file.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no env file"
+        assert env_file.stat().st_mode & 0o077 == 0  # it holds the local keys: owner only
+        conns = {k: json.loads(v) for k, v in _read_env_file(env_file).items()}
+        oss = OssConnection.from_extras("oss_local", conns["AIRFLOW_CONN_OSS_LOCAL"]["extra"])
+        listed = [o.key for page in OssLister.connect(oss, "demo-images").iter_pages(KeyRange("catalog/shoes/")) for o in page]
+        assert "catalog/shoes/10001.jpg" in listed
+        os_conn = conns["AIRFLOW_CONN_OPENSEARCH_LOCAL"]
+        mgmt = OpenSearchManagement(
+            OpenSearchConnection.from_fields("opensearch_local", os_conn["extra"], os_conn["login"], os_conn["password"])
+        )
+        assert mgmt.instance()["status"] == "READY"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert not env_file.exists()
