@@ -96,6 +96,21 @@ def assert_same_partition(warehouse: LocalWarehouse, ds: str, result, baseline: 
 MODES = [pytest.param(False, id="sequential"), pytest.param(True, id="parallel")]
 
 
+class BurstAfterTwoPages:
+    """A lister that switches a ListObjects SlowDown burst on once listing is under way."""
+
+    def __init__(self, source, faults, *, slow_down_next: int) -> None:
+        self._source, self._faults, self._burst = source, faults, slow_down_next
+        self.pages_listed = 0
+
+    def iter_objects(self, prefixes):
+        for n, page in enumerate(self._source.iter_objects(prefixes)):
+            if n == 2:
+                self._faults.set(slow_down_next=self._burst, slow_down_list_only=True)
+            yield page
+        self.pages_listed = self._source.pages_listed
+
+
 @pytest.mark.parametrize("parallel", MODES)
 def test_a_503_burst_mid_listing_is_retried_to_the_same_partition(
     server: LocalOssServer, config, warehouse: LocalWarehouse, baseline: dict, parallel: bool
@@ -104,17 +119,8 @@ def test_a_503_burst_mid_listing_is_retried_to_the_same_partition(
     source = lister(server, parallel=parallel)
     faults = server.faults
 
-    class BurstAfterTwoPages:  # switch the burst on once listing is under way
-        pages_listed = 0
-
-        def iter_objects(self, prefixes):
-            for n, page in enumerate(source.iter_objects(prefixes)):
-                if n == 2:
-                    faults.set(slow_down_next=3, slow_down_list_only=True)
-                yield page
-            self.pages_listed = source.pages_listed
-
-    result = load_partition(config, ds, lister=BurstAfterTwoPages(), warehouse=warehouse)
+    burst = BurstAfterTwoPages(source, faults, slow_down_next=3)
+    result = load_partition(config, ds, lister=burst, warehouse=warehouse)
     assert faults.slow_downs_sent == 3 and faults.slow_down_next == 0
     assert_same_partition(warehouse, ds, result, baseline)
 
@@ -192,17 +198,9 @@ def test_a_burst_longer_than_the_retry_budget_fails_and_keeps_the_previous_parti
     source = lister(server, parallel=parallel)
     faults = server.faults
 
-    class BurstAfterTwoPages:
-        pages_listed = 0
-
-        def iter_objects(self, prefixes):
-            for n, page in enumerate(source.iter_objects(prefixes)):
-                if n == 2:
-                    faults.set(slow_down_next=1000, slow_down_list_only=True)
-                yield page
-
+    burst = BurstAfterTwoPages(source, faults, slow_down_next=1000)
     with pytest.raises(TransientSourceError, match=r"listing OSS: bucket 'demo-images' .* answered 503 SlowDown"):
-        load_partition(config, ds, lister=BurstAfterTwoPages(), warehouse=warehouse)
+        load_partition(config, ds, lister=burst, warehouse=warehouse)
     assert faults.slow_downs_sent >= NO_SLEEP.attempts
     assert rows(warehouse, ds) == before and warehouse.partitions() == partitions
     assert not list(warehouse.table_dir.rglob(f"ds={ds}/.*"))  # no half-written file left behind
