@@ -139,9 +139,10 @@ def check_partition(
     return stats, guards.enforce(results, set(overrides))
 
 
-def compare_with_previous(warehouse: Warehouse, ds: str) -> dict | None:
-    """Ids added and removed against the newest partition before ``ds`` (None if there is none)."""
-    earlier = [p for p in warehouse.partitions() if p < ds]
+def compare_with_previous(warehouse: Warehouse, ds: str, partitions: list[str] | None = None) -> dict | None:
+    """Ids added and removed against the newest partition before ``ds`` (None if there is none).
+    ``partitions``: the table's partitions if the caller already listed them (a service call on MaxCompute)."""
+    earlier = [p for p in (partitions if partitions is not None else warehouse.partitions()) if p < ds]
     if not earlier:
         return None
     return warehouse.id_changes(ds, earlier[-1]).as_dict()

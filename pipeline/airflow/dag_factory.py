@@ -151,7 +151,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 "stats": stats.as_dict(),
                 "guards": [g.as_dict() for g in guards],
                 "baseline_ds": baseline,
-                "id_changes": compare_with_previous(warehouse, partition),
+                "id_changes": compare_with_previous(warehouse, partition, partitions),
                 "partitions": partitions,
                 "seconds": round(time.monotonic() - started, 3),
             }
