@@ -23,15 +23,16 @@ help:
 
 install: $(STAMP)
 
-# Re-install whenever the lock or the package metadata changes.
-$(STAMP): requirements.txt pyproject.toml
+# Re-install whenever the lock or the package metadata changes. Two distributions, both editable:
+# the pipeline (what production installs) and the local cloud (localcloud/, never in production).
+$(STAMP): requirements.txt pyproject.toml localcloud/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . -e localcloud
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m pipeline.local.demo $(DEMO_ARGS)
+	$(PY) -m localcloud.demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest

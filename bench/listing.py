@@ -46,8 +46,8 @@ def _time(server: Server, label: str, keys_iter, limit: int | None) -> dict:
 
 
 def run(mode: str) -> list[dict]:
-    from pipeline.listing import ParallelLister
-    from pipeline.oss import OssLister
+    from pipeline.oss.pages import LeanListingBucket, OssLister
+    from pipeline.oss.parallel import ParallelLister
 
     prefixes, per_prefix, flat, default_sample, tuned_sample, levels = SIZES[mode]
     spec = f"name={BUCKET},prefixes={prefixes},keys_per_prefix={per_prefix},flat_keys={flat}"
@@ -73,7 +73,7 @@ def run(mode: str) -> list[dict]:
 
         for concurrency in levels:
             lister = ParallelLister(
-                OssLister(conn, conn.bucket(BUCKET, pool_size=concurrency, lean_listing=True)), concurrency=concurrency
+                OssLister(conn, conn.bucket(BUCKET, pool_size=concurrency, kind=LeanListingBucket)), concurrency=concurrency
             )
             ours = _time(server, f"ParallelLister x{concurrency}", (o.key for page in lister.iter_objects([""]) for o in page), None)
             if ours["keys"] != total:

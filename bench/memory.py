@@ -48,8 +48,9 @@ def child(endpoint: str, keys: int) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     from bench.support import ACCESS_KEY_ID, ACCESS_KEY_SECRET
     from pipeline.config import CategoryRule, IdRule, IndexConfig, SourceConfig, WarehouseConfig
-    from pipeline.listing import ParallelLister
-    from pipeline.oss import OssConnection, OssLister
+    from pipeline.oss.client import OssConnection
+    from pipeline.oss.pages import LeanListingBucket, OssLister
+    from pipeline.oss.parallel import ParallelLister
     from pipeline.stages import load_partition
     from pipeline.warehouse.local import LocalWarehouse
 
@@ -66,7 +67,7 @@ def child(endpoint: str, keys: int) -> None:
     conn = OssConnection.from_extras(
         "oss_bench", {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET, "endpoint": endpoint}
     )
-    lister = ParallelLister(OssLister(conn, conn.bucket(bucket, pool_size=CONCURRENCY, lean_listing=True)), concurrency=CONCURRENCY)
+    lister = ParallelLister(OssLister(conn, conn.bucket(bucket, pool_size=CONCURRENCY, kind=LeanListingBucket)), concurrency=CONCURRENCY)
     root = Path(tempfile.mkdtemp(prefix="bench-warehouse-"))
     try:
         warehouse = LocalWarehouse(root, "bench_catalog")

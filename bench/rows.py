@@ -40,9 +40,9 @@ def rule_sets() -> dict:
 
 
 def run(mode: str) -> list[dict]:
-    from pipeline.catalog import CatalogBuilder, ListedObject
+    from localcloud.oss.server import GeneratedBucket
     from pipeline.config import SourceConfig
-    from pipeline.local.oss_server import GeneratedBucket
+    from pipeline.oss.catalog import CatalogBuilder, ListedObject
 
     total = ROWS[mode]
     bucket = GeneratedBucket("bench-rows", prefixes=64, keys_per_prefix=total * 9 // 10 // 64, flat_keys=total - 64 * (total * 9 // 10 // 64))

@@ -80,10 +80,10 @@ class Server:
 
 @contextlib.contextmanager
 def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0.0) -> Iterator[Server]:
-    """The local OSS server (``python -m pipeline.local.oss_server``) serving generated buckets."""
+    """The local OSS server (``python -m localcloud.oss``) serving generated buckets."""
     root = tempfile.mkdtemp(prefix="bench-oss-")
     command = [
-        sys.executable, "-m", "pipeline.local.oss_server", "--root", root, "--port", "0",
+        sys.executable, "-m", "localcloud.oss", "--root", root, "--port", "0",
         "--access-key-id", ACCESS_KEY_ID, "--latency-s", str(latency_s), "--jitter-s", str(jitter_s), "--seed", "1",
     ]
     for spec in generated:
@@ -120,7 +120,7 @@ def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0
 
 
 def connection(server: Server):  # -> OssConnection (imported lazily: keep `python -m bench.*` light)
-    from pipeline.oss import OssConnection
+    from pipeline.oss.client import OssConnection
 
     extra = {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET, "endpoint": server.endpoint}
     return OssConnection.from_extras("oss_bench", extra)

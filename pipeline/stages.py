@@ -15,13 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline import guards
-from pipeline.catalog import CatalogBuilder
 from pipeline.config import GuardsConfig, IndexConfig
 from pipeline.errors import PartitionCheckError
 from pipeline.guards import GuardResult
-from pipeline.listing import PageSource, ParallelLister
-from pipeline.oss import OssConnection, OssLister, read_object
-from pipeline.progress import ListingProgress
+from pipeline.oss.catalog import CatalogBuilder
+from pipeline.oss.client import OssConnection, read_object
+from pipeline.oss.pages import LeanListingBucket, OssLister
+from pipeline.oss.parallel import PageSource, ParallelLister
+from pipeline.oss.progress import ListingProgress
 from pipeline.schema import PartitionStats, validate_ds
 from pipeline.warehouse import Warehouse, open_warehouse
 
@@ -64,7 +65,7 @@ def open_lister(config: IndexConfig, **options) -> PageSource:
     concurrency = config.source.list_concurrency
     if concurrency <= 1:
         return OssLister.connect(conn, config.source.bucket, **options)
-    lister = OssLister(conn, conn.bucket(config.source.bucket, pool_size=concurrency, lean_listing=True), **options)
+    lister = OssLister(conn, conn.bucket(config.source.bucket, pool_size=concurrency, kind=LeanListingBucket), **options)
     return ParallelLister(lister, concurrency=concurrency)
 
 
@@ -151,8 +152,9 @@ def compare_with_previous(warehouse: Warehouse, ds: str, partitions: list[str] |
 def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bool = False, force: bool = False) -> dict:
     """Decide whether to rebuild from ``ds``; if so, preflight and start it. Returns a JSON-able summary
     whose ``handle`` (None when not started) the wait consumes."""
-    from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
-    from pipeline.rebuild import preflight, rebuild_decision, settings_for, start_rebuild
+    from pipeline.opensearch.connection import OpenSearchConnection
+    from pipeline.opensearch.management import OpenSearchManagement
+    from pipeline.opensearch.rebuild import preflight, rebuild_decision, settings_for, start_rebuild
 
     assert config.opensearch is not None
     started = time.monotonic()
@@ -177,8 +179,9 @@ def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bo
 
 def run_smoke_queries(config: IndexConfig, ds: str) -> list[dict]:
     """Image-to-image queries with images sampled from partition ``ds`` (and the text query, if set)."""
-    from pipeline.opensearch import OpenSearchConnection, OpenSearchQuery
-    from pipeline.smoke import SAMPLE_POOL, image_smoke_query, pick_samples, text_smoke_query
+    from pipeline.opensearch.connection import OpenSearchConnection
+    from pipeline.opensearch.search import OpenSearchQuery
+    from pipeline.opensearch.smoke import SAMPLE_POOL, image_smoke_query, pick_samples, text_smoke_query
 
     assert config.opensearch is not None
     settings = config.opensearch

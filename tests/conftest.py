@@ -32,11 +32,11 @@ def airflow_db() -> Path:
 @pytest.fixture(scope="session")
 def demo_stack(tmp_path_factory: pytest.TempPathFactory, airflow_db):
     """The local stack (OSS with the demo bucket, warehouse, OpenSearch) and its connections as env vars."""
+    from localcloud.demo import demo_stack as make_stack
+    from localcloud.demo_data import upload_demo_bucket
+    from localcloud.stack import LocalPaths
     from pipeline.config import load_index_config
-    from pipeline.local.demo import demo_stack as make_stack
-    from pipeline.local.demo_data import upload_demo_bucket
-    from pipeline.local.stack import LocalPaths
-    from pipeline.oss import OssConnection
+    from pipeline.oss.client import OssConnection
 
     paths = LocalPaths(tmp_path_factory.mktemp("local"))
     config = load_index_config(REPO / "dags" / "indexes" / "demo.yaml")

@@ -22,7 +22,7 @@ from airflow.sdk import DAG, Param, get_current_context, task
 from pipeline.airflow.sensors import RebuildSensor
 from pipeline.config import IndexConfig
 from pipeline.guards import GUARD_NAMES
-from pipeline.rebuild import settings_for
+from pipeline.opensearch.rebuild import settings_for
 
 DOC = """\
 ### Image index `{name}`
@@ -166,7 +166,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             settings = asdict(settings_for(os_cfg))  # JSON-able: it travels to the trigger
 
             # No Airflow retries: reindex is not idempotent (a second call starts a second build), and
-            # every call inside is already retried where that is safe (see pipeline/rebuild.py).
+            # every call inside is already retried where that is safe (see pipeline/opensearch/rebuild.py).
             @task(pool=os_cfg.pool_name, retries=0)
             def start_rebuild(partition: str, checked: dict) -> dict:
                 from pipeline.stages import start_index_rebuild

@@ -23,8 +23,9 @@ class RebuildSensor(BaseSensorOperator):
         self.settings = settings
 
     def execute(self, context: Any) -> dict:
-        from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
-        from pipeline.rebuild import RebuildHandle, RebuildSettings, WaitState, assess, observe, raise_for
+        from pipeline.opensearch.connection import OpenSearchConnection
+        from pipeline.opensearch.management import OpenSearchManagement
+        from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings, WaitState, assess, observe, raise_for
 
         if not self.handle:
             raise AirflowSkipException("no rebuild was started for this run")
@@ -42,7 +43,7 @@ class RebuildSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Any, event: dict) -> dict:
         from pipeline.errors import RebuildError
-        from pipeline.rebuild import Verdict, WaitState, raise_for
+        from pipeline.opensearch.rebuild import Verdict, WaitState, raise_for
 
         outcome = event.get("outcome")
         if outcome == "ready":

@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from pipeline.rebuild import RebuildHandle, RebuildSettings, WaitState
+from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings, WaitState
 
 # Consecutive failed polls (after which the API has been failing for several intervals) that end the wait.
 MAX_CONSECUTIVE_ERRORS = 10
@@ -42,8 +42,9 @@ class RebuildTrigger(BaseTrigger):
         state = WaitState(**self.state)
         errors = 0
         try:
-            from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
-            from pipeline.rebuild import assess, observe_async
+            from pipeline.opensearch.connection import OpenSearchConnection
+            from pipeline.opensearch.management import OpenSearchManagement
+            from pipeline.opensearch.rebuild import assess, observe_async
 
             mgmt = OpenSearchManagement(await OpenSearchConnection.from_airflow_async(handle.conn_id))
             while True:

@@ -7,7 +7,7 @@ import json
 from airflow.sdk.module_loading import import_string
 
 from pipeline.airflow.triggers import RebuildTrigger
-from pipeline.rebuild import RebuildHandle, RebuildSettings
+from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings
 
 HANDLE = RebuildHandle("os_conn", "ha-cn-x", "images", "20261123", 7, [5, 6], 1000.0, 5000.0).as_dict()
 SETTINGS = {"poll_interval_s": 5.0, "stall_timeout_s": 60.0, "deadline_s": 4000.0, "new_generation_timeout_s": 30.0}

@@ -15,11 +15,12 @@ import oss2
 import pytest
 from PIL import Image
 
+from localcloud.oss.server import Credential, LocalOssServer
 from pipeline.config import load_index_config
 from pipeline.errors import SourceAccessError
-from pipeline.listing import ParallelLister
-from pipeline.local.oss_server import Credential, LocalOssServer
-from pipeline.oss import OssConnection, OssLister, read_object
+from pipeline.oss.client import OssConnection, read_object
+from pipeline.oss.pages import LeanListingBucket, OssLister
+from pipeline.oss.parallel import ParallelLister
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
 from pipeline.warehouse.local import LocalWarehouse
@@ -91,7 +92,7 @@ def connection(server: LocalOssServer) -> OssConnection:
 
 def lister(server: LocalOssServer, bucket: str = BUCKET, parallel: bool = False):
     conn = connection(server)
-    sequential = OssLister(conn, conn.bucket(bucket, pool_size=4, lean_listing=True), page_size=3, retry=NO_SLEEP)
+    sequential = OssLister(conn, conn.bucket(bucket, pool_size=4, kind=LeanListingBucket), page_size=3, retry=NO_SLEEP)
     return ParallelLister(sequential, concurrency=4, min_split_keys=4) if parallel else sequential
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.local.demo import apply_faults
+from localcloud.demo import apply_faults
 
 
 def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:

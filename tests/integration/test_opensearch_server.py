@@ -38,13 +38,13 @@ from alibabacloud_tea_openapi.exceptions import ClientException, ServerException
 from PIL import Image
 from Tea.exceptions import TeaException
 
-from pipeline.local.acs3 import AcsCredential
-from pipeline.local.demo_data import demo_objects
-from pipeline.local.engine import LocalEngine, TableSource
-from pipeline.ha_query import build_ha_query
-from pipeline.local.opensearch_server import LocalOpenSearchServer
-from pipeline.local.oss_server import Credential, LocalOssServer
-from pipeline.local.table_schema import DEMO_SCHEMA, load_table_schema
+from localcloud.acs3 import AcsCredential
+from localcloud.demo_data import demo_objects
+from localcloud.opensearch.engine import LocalEngine, TableSource
+from localcloud.opensearch.schema import DEMO_SCHEMA, load_table_schema
+from localcloud.opensearch.server import LocalOpenSearchServer
+from localcloud.oss.server import Credential, LocalOssServer
+from pipeline.opensearch.ha.grammar import build_ha_query
 from pipeline.schema import CATALOG_SCHEMA
 from pipeline.warehouse.local import LocalWarehouse
 
@@ -647,7 +647,7 @@ def test_cli_serves_from_a_config_file_with_secrets_from_the_environment(
            "TEST_OSS_SECRET": OSS_SK, "PYTHONPATH": str(REPO)}
     pidfile = tmp_path / "server.pid"
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local.opensearch_server", "--config", str(tmp_path / "server.json"),
+        [sys.executable, "-m", "localcloud.opensearch", "--config", str(tmp_path / "server.json"),
          "--pidfile", str(pidfile), "--stall-next-build"],
         cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
     )

@@ -17,14 +17,16 @@ import pyarrow as pa
 import pytest
 import requests
 
+from localcloud.demo_data import upload_demo_bucket
+from localcloud.oss import cli as oss_cli
+from localcloud.oss import faults as oss_faults
+from localcloud.oss.faults import OssFaults, token_after
+from localcloud.oss.server import Credential, LocalOssServer
 from pipeline.config import load_index_config
 from pipeline.errors import TransientSourceError
-from pipeline.listing import ParallelLister
-from pipeline.local import oss_faults, oss_server
-from pipeline.local.demo_data import upload_demo_bucket
-from pipeline.local.oss_faults import OssFaults, token_after
-from pipeline.local.oss_server import Credential, LocalOssServer
-from pipeline.oss import KeyRange, OssConnection, OssLister
+from pipeline.oss.client import OssConnection
+from pipeline.oss.pages import KeyRange, LeanListingBucket, OssLister
+from pipeline.oss.parallel import ParallelLister
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
 from pipeline.warehouse.local import LocalWarehouse
@@ -77,7 +79,7 @@ def connection(server: LocalOssServer) -> OssConnection:
 
 def lister(server: LocalOssServer, *, parallel: bool = False, retry: RetryPolicy = NO_SLEEP):
     conn = connection(server)
-    sequential = OssLister(conn, conn.bucket("demo-images", pool_size=4, lean_listing=True), page_size=PAGE, retry=retry)
+    sequential = OssLister(conn, conn.bucket("demo-images", pool_size=4, kind=LeanListingBucket), page_size=PAGE, retry=retry)
     return ParallelLister(sequential, concurrency=4, min_split_keys=2 * PAGE) if parallel else sequential
 
 
@@ -246,12 +248,12 @@ def test_cli_flags_set_the_knobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         def __exit__(self, *exc) -> None:
             pass
 
-    monkeypatch.setattr(oss_server, "LocalOssServer", FakeServer)
+    monkeypatch.setattr(oss_cli, "LocalOssServer", FakeServer)
     argv = ["--root", str(tmp_path), "--access-key-id", "ak", "--access-key-secret", "sk",
             "--fault-slow-down", "5", "--fault-slow-down-list-only", "--fault-reset", "2",
             "--fault-list-delay-s", "0.5", "--fault-fail-token", "Y2F0YWxvZy8=", "--fault-fail-every-kth-list", "7"]
     with pytest.raises(Captured):
-        oss_server.main(argv)
+        oss_cli.main(argv)
     faults = captured["faults"]
     assert (faults.slow_down_next, faults.slow_down_list_only, faults.reset_next, faults.reset_list_only) == (5, True, 2, True)
     assert (faults.list_delay_s, faults.fail_tokens_once, faults.fail_every_kth_list) == (0.5, {"Y2F0YWxvZy8="}, 7)
@@ -272,7 +274,8 @@ def test_the_dag_fails_at_load_and_leaves_partition_and_live_index_untouched(
     from pipeline.stages import open_index_warehouse
 
     _, stack, config = demo_stack
-    monkeypatch.setattr("pipeline.oss.RetryPolicy", functools.partial(RetryPolicy, sleep=lambda _s: None))
+    for module in ("pipeline.oss.pages", "pipeline.oss.client"):
+        monkeypatch.setattr(f"{module}.RetryPolicy", functools.partial(RetryPolicy, sleep=lambda _s: None))
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["image_index_demo"]
     for task in dag.tasks:
         task.retries = 0

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import oss2
 import pytest
 
-from pipeline.catalog import ListedObject
+from localcloud.oss.server import Credential, LocalOssServer
 from pipeline.errors import ConnectionConfigError, SourceAccessError, TransientSourceError
-from pipeline.local.oss_server import Credential, LocalOssServer
-from pipeline.oss import KeyRange, OssConnection, OssLister
+from pipeline.oss.catalog import ListedObject
+from pipeline.oss.client import OssConnection
+from pipeline.oss.pages import KeyRange, OssLister
 from pipeline.retry import RetryPolicy
 
 CREDENTIAL = Credential("LTAItestkey", "test-secret-123")

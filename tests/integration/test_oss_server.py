@@ -28,7 +28,8 @@ import oss2
 import pytest
 import requests
 
-from pipeline.local.oss_server import DIR_MARKER_NAME, TEMP_PREFIX, Credential, LocalOssServer, main
+from localcloud.oss.cli import main
+from localcloud.oss.server import DIR_MARKER_NAME, TEMP_PREFIX, Credential, LocalOssServer
 from tests.integration.oss_cli import wait_for_endpoint
 
 AK = "test-ak"
@@ -544,9 +545,9 @@ def test_auth_v4(oss_server: LocalOssServer) -> None:
 
 def test_requests_are_logged_without_secrets(bucket: oss2.Bucket, caplog: pytest.LogCaptureFixture) -> None:
     def server_lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "pipeline.local.oss_server"]
+        return [r.getMessage() for r in caplog.records if r.name == "localcloud.oss.server"]
 
-    with caplog.at_level(logging.DEBUG, logger="pipeline.local.oss_server"):
+    with caplog.at_level(logging.DEBUG, logger="localcloud.oss.server"):
         bucket.put_object("logged/key.txt", b"x")
         bucket.get_object("logged/key.txt").read()
         # The server logs once the answer is out, which may be just after the client has it.
@@ -607,7 +608,7 @@ def test_cli_serves_until_sigterm(oss_root: Path, tmp_path: Path) -> None:
     pidfile = tmp_path / "oss.pid"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LOCAL_OSS_ACCESS_KEY_SECRET": SK}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local.oss_server", "--root", str(oss_root), "--port", "0",
+        [sys.executable, "-m", "localcloud.oss", "--root", str(oss_root), "--port", "0",
          "--access-key-id", AK, "--pidfile", str(pidfile)],
         cwd=REPO_ROOT,
         env=env,

@@ -16,7 +16,7 @@ from pathlib import Path
 import oss2
 import pytest
 
-from pipeline.local.oss_server import Credential, GeneratedBucket, LocalOssServer
+from localcloud.oss.server import Credential, GeneratedBucket, LocalOssServer
 from tests.integration.oss_cli import wait_for_endpoint
 
 AK, SK = "gen-ak", "gen-secret"
@@ -140,7 +140,7 @@ def test_bad_generated_specs_are_refused(spec: str, message: str) -> None:
 def test_cli_serves_a_generated_bucket_with_latency(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LOCAL_OSS_ACCESS_KEY_SECRET": SK}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local.oss_server", "--root", str(tmp_path), "--access-key-id", AK,
+        [sys.executable, "-m", "localcloud.oss", "--root", str(tmp_path), "--access-key-id", AK,
          "--latency-s", "0.001", "--jitter-s", "0.001", "--seed", "1",
          "--generated", "name=cli-gen,prefixes=3,keys_per_prefix=5,flat_keys=7"],
         cwd=REPO_ROOT,

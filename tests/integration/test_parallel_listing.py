@@ -15,13 +15,14 @@ import pytest
 from oss2 import xml_utils
 from oss2.models import ListObjectsV2Result
 
-from pipeline.catalog import CatalogBuilder, ListedObject
+from localcloud.oss.server import DIR_MARKER_NAME, Credential, GeneratedBucket, LocalOssServer
 from pipeline.config import CategoryRule, IdRule, SourceConfig
 from pipeline.errors import TransientSourceError
-from pipeline.listing import ParallelLister, guess_split_points
-from pipeline.local.oss_server import DIR_MARKER_NAME, Credential, GeneratedBucket, LocalOssServer
-from pipeline.oss import KeyRange, OssConnection, OssLister, parse_listing_page
-from pipeline.progress import ListingProgress
+from pipeline.oss.catalog import CatalogBuilder, ListedObject
+from pipeline.oss.client import OssConnection
+from pipeline.oss.pages import KeyRange, LeanListingBucket, OssLister, parse_listing_page
+from pipeline.oss.parallel import ParallelLister, guess_split_points
+from pipeline.oss.progress import ListingProgress
 from pipeline.retry import RetryPolicy
 
 CREDENTIAL = Credential("LTAIparallel", "parallel-secret")
@@ -97,7 +98,7 @@ def listing_threads() -> list[str]:
 
 def make(server: LocalOssServer, bucket: str, *, concurrency: int, page_size: int, **kwargs) -> ParallelLister:
     conn = connection(server)
-    lister = OssLister(conn, conn.bucket(bucket, pool_size=concurrency, lean_listing=True), page_size=page_size, retry=NO_SLEEP)
+    lister = OssLister(conn, conn.bucket(bucket, pool_size=concurrency, kind=LeanListingBucket), page_size=page_size, retry=NO_SLEEP)
     return ParallelLister(lister, concurrency=concurrency, **kwargs)
 
 
@@ -191,7 +192,7 @@ class FlakyBucket:
 def test_a_page_failing_mid_fan_out_is_retried(server: LocalOssServer, fail_on: set[int]) -> None:
     expected = sequential(server, "disk-imgs", [""])
     conn = connection(server)
-    flaky = FlakyBucket(conn.bucket("disk-imgs", lean_listing=True), fail_on=fail_on)
+    flaky = FlakyBucket(conn.bucket("disk-imgs", kind=LeanListingBucket), fail_on=fail_on)
     lister = ParallelLister(OssLister(conn, flaky, page_size=20, retry=NO_SLEEP), concurrency=4, min_split_keys=1)  # type: ignore[arg-type]
     assert sorted(parallel(lister, [""])) == sorted(expected)
     assert flaky.failed  # the failure happened...
@@ -202,7 +203,7 @@ def test_a_page_failing_mid_fan_out_is_retried(server: LocalOssServer, fail_on: 
 
 def test_the_first_error_reaches_the_consumer_and_stops_every_worker(server: LocalOssServer) -> None:
     conn = connection(server)
-    flaky = FlakyBucket(conn.bucket("gen-imgs", lean_listing=True), fail_from=6)
+    flaky = FlakyBucket(conn.bucket("gen-imgs", kind=LeanListingBucket), fail_from=6)
     lister = ParallelLister(OssLister(conn, flaky, page_size=10, retry=NO_SLEEP), concurrency=4, min_split_keys=1)  # type: ignore[arg-type]
     with pytest.raises(TransientSourceError, match="503 SlowDown"):
         for _ in lister.iter_objects([""]):
@@ -247,7 +248,7 @@ def test_progress_is_logged_at_a_steady_interval() -> None:
     builder = CatalogBuilder(source, IdRule(kind="filename_digits"), CategoryRule(kind="path_segment", segment=1))
     progress = ListingProgress("demo ds=20260101", builder.counts, interval_s=10.0, clock=clock)
     pages = [[ListedObject(f"p/{j % 3}/{j}.jpg", 5), ListedObject(f"p/x/{j}.txt", 5)] for j in range(12)]
-    with Records("pipeline.progress") as records:
+    with Records("pipeline.oss.progress") as records:
         batches = list(builder.batches(progress.track(pages)))
     assert sum(b.num_rows for b in batches) == 12
     lines = records.messages
@@ -262,7 +263,7 @@ def test_load_partition_logs_listing_progress(demo_stack) -> None:
 
     _, _, config = demo_stack
     assert isinstance(open_lister(config), ParallelLister)  # list_concurrency defaults to 16
-    with Records("pipeline.progress") as records:
+    with Records("pipeline.oss.progress") as records:
         result = load_partition(config, "20261120", dry_run=True)
     done = records.messages
     assert done and f"{result.counts['listed']} keys listed, {result.counts['kept']} rows kept" in done[-1]
@@ -288,7 +289,7 @@ def test_open_lister_sizes_the_connection_pool_to_the_concurrency(demo_stack) ->
 @pytest.mark.parametrize("bucket_name", ["disk-imgs", "gen-imgs"])
 def test_lean_parse_reads_pages_exactly_like_oss2(server: LocalOssServer, bucket_name: str, delimiter: str) -> None:
     conn = connection(server)
-    plain, lean = conn.bucket(bucket_name), conn.bucket(bucket_name, lean_listing=True)
+    plain, lean = conn.bucket(bucket_name), conn.bucket(bucket_name, kind=LeanListingBucket)
     token, pages, size = "", 0, 2 if delimiter else 101
     while True:
         a = plain.list_objects_v2(delimiter=delimiter, continuation_token=token, max_keys=size)
@@ -366,8 +367,8 @@ def test_key_range_start_after_resumes_at_a_split(server: LocalOssServer) -> Non
 def test_vectorised_rows_equal_the_reference_loop_on_random_pages() -> None:
     import random
 
-    from pipeline.catalog import re2_equivalent
     from pipeline.errors import CatalogError
+    from pipeline.oss.catalog import re2_equivalent
 
     rnd = random.Random(11)
     names = ["123.jpg", "45.PNG", "a.jpg", "1.2.jpg", "9.jpeg", "x.txt", "noext", "12.JpG", ".jpg", "5.jpg.bak",

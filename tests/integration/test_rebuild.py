@@ -21,8 +21,9 @@ from pipeline.errors import (
     RebuildStalledError,
     TransientOpenSearchError,
 )
-from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
-from pipeline.rebuild import RebuildSettings, preflight, start_rebuild, wait_until_ready
+from pipeline.opensearch.connection import OpenSearchConnection
+from pipeline.opensearch.management import OpenSearchManagement
+from pipeline.opensearch.rebuild import RebuildSettings, preflight, start_rebuild, wait_until_ready
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
 

@@ -1,4 +1,4 @@
-"""`python -m pipeline.local.stack` runs the offline stack and hands out working connections."""
+"""`python -m localcloud.stack` runs the offline stack and hands out working connections."""
 
 from __future__ import annotations
 
@@ -23,12 +23,14 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 
 def test_stack_cli_serves_until_sigterm(tmp_path: Path) -> None:
-    from pipeline.opensearch import OpenSearchConnection, OpenSearchManagement
-    from pipeline.oss import KeyRange, OssConnection, OssLister
+    from pipeline.opensearch.connection import OpenSearchConnection
+    from pipeline.opensearch.management import OpenSearchManagement
+    from pipeline.oss.client import OssConnection
+    from pipeline.oss.pages import KeyRange, OssLister
 
     env_file = tmp_path / "stack.env"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.local.stack", "--env-file", str(env_file)],
+        [sys.executable, "-m", "localcloud.stack", "--env-file", str(env_file)],
         cwd=REPO,
         env={**os.environ, "PIPELINE_LOCAL_DIR": str(tmp_path / "local")},
         stdout=subprocess.DEVNULL,

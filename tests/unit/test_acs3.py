@@ -27,12 +27,7 @@ from alibabacloud_tea_openapi.utils import Utils
 from darabonba.core import DaraCore
 from darabonba.request import DaraRequest
 
-from pipeline.local.acs3 import (
-    AcsCredential,
-    Acs3SignatureError,
-    canonical_query_string,
-    verify_acs3_request,
-)
+from localcloud.acs3 import Acs3SignatureError, AcsCredential, canonical_query_string, verify_acs3_request
 
 AK_ID = "LTAI5tLocalTestKey01"
 AK_SECRET = "local-secret-Zx9+/=&%20~*"  # characters that would show if echoed or mis-encoded

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.catalog import CatalogBuilder, ListedObject, SkipReason, stable_key_id
 from pipeline.config import CategoryRule, IdRule, SourceConfig
 from pipeline.errors import CatalogError
+from pipeline.oss.catalog import CatalogBuilder, ListedObject, SkipReason, stable_key_id
 from pipeline.schema import CATALOG_SCHEMA
 
 SOURCE = SourceConfig(oss_conn_id="c", bucket="bkt", prefixes=["p/"], extensions=["jpg", "png"], max_size_bytes=1000)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.local.engine import EngineError, EngineFaults, LocalEngine, TableSource
-from pipeline.ha_query import build_ha_query, parse_ha_query
-from pipeline.local.ha_search import HaSearchError, LiveGeneration, search_generation
-from pipeline.local.table_schema import DEMO_SCHEMA, TableSchema, load_table_schema
+from localcloud.opensearch.engine import EngineError, EngineFaults, LocalEngine, TableSource
+from localcloud.opensearch.schema import DEMO_SCHEMA, TableSchema, load_table_schema
+from localcloud.opensearch.search import HaSearchError, LiveGeneration, search_generation
+from pipeline.opensearch.ha.grammar import build_ha_query, parse_ha_query
 
 
 class _AxisVectorizer:

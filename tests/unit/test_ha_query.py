@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from pipeline.ha_query import (
+from pipeline.opensearch.ha.content import text_content_is_base64
+from pipeline.opensearch.ha.errors import (
     ERROR_CLUSTER_CLAUSE,
     ERROR_CONFIG_CLAUSE_FETCH_SUMMARY_TYPE,
     ERROR_CONFIG_CLAUSE_HIT_VALUE,
@@ -35,21 +36,16 @@ from pipeline.ha_query import (
     ERROR_SORT_SAME_EXPRESSION,
     ERROR_UNKNOWN_CLAUSE,
     ERROR_UNSUPPORT_RESULT_FORMAT,
-    And,
-    Comparison,
+)
+from pipeline.opensearch.ha.filter import And, Comparison, InList, Or, compile_filter, format_filter, parse_filter
+from pipeline.opensearch.ha.grammar import (
     HaConfig,
     HaQuery,
     HaQueryError,
-    InList,
-    Or,
     SortKey,
     build_ha_query,
-    compile_filter,
-    format_filter,
     format_ha_query,
-    parse_filter,
     parse_ha_query,
-    text_content_is_base64,
 )
 
 # --- verbatim from the vendor guide (vectorized-image-retrieval.txt) and REFERENCE.md -------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.errors import RebuildDeadlineError, RebuildFailedError, RebuildStalledError
-from pipeline.rebuild import (
+from pipeline.opensearch.rebuild import (
     Observation,
     RebuildHandle,
     RebuildSettings,

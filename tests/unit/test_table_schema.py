@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.local.table_schema import (
+from localcloud.opensearch.schema import (
     DEMO_SCHEMA,
     SchemaError,
     TableSchema,

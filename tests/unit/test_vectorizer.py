@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
-from pipeline.local.vectorizer import (
+from localcloud.opensearch.vectorizer import (
     DIMENSION,
     ImageDecodeError,
     ImageDescriptorVectorizer,

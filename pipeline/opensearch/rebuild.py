@@ -28,7 +28,7 @@ from pipeline.errors import (
     RebuildStalledError,
     TransientOpenSearchError,
 )
-from pipeline.opensearch import OpenSearchManagement
+from pipeline.opensearch.management import OpenSearchManagement
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import time
 from typing import Mapping, Sequence
 from urllib.parse import quote
 
-from pipeline.local.oss_protocol import OssError, invalid_argument
+from localcloud.oss.protocol import OssError, invalid_argument
 
 _V4_ALGORITHM = "OSS4-HMAC-SHA256"
 

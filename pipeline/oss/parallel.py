@@ -47,8 +47,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from pipeline.catalog import ListedObject
-from pipeline.oss import MAX_PAGE_SIZE, KeyRange, OssLister
+from pipeline.oss.catalog import ListedObject
+from pipeline.oss.pages import MAX_PAGE_SIZE, KeyRange, OssLister
 
 log = logging.getLogger(__name__)
 

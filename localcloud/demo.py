@@ -1,4 +1,4 @@
-"""``python -m pipeline.local.demo``: run the demo index's DAG end to end on the local stack.
+"""``python -m localcloud.demo``: run the demo index's DAG end to end on the local stack.
 
 1. local state under ``$PIPELINE_LOCAL_DIR`` (``.local/``): OSS root, warehouse, OpenSearch state,
    Airflow home, reports, and the stack's secrets (random, made once per checkout, never in code);
@@ -12,11 +12,11 @@ Repeated runs reuse the bucket, overwrite the same partition and rebuild the ind
 
 Fault knobs show each failure mode offline, e.g.::
 
-    python -m pipeline.local.demo --fault oss.slow_down_next=3             # retried, same result
-    python -m pipeline.local.demo --fault opensearch.fail_next_build=disk  # the run fails, says why
-    python -m pipeline.local.demo --fault opensearch-http.throttle_next=2
+    python -m localcloud.demo --fault oss.slow_down_next=3             # retried, same result
+    python -m localcloud.demo --fault opensearch.fail_next_build=disk  # the run fails, says why
+    python -m localcloud.demo --fault opensearch-http.throttle_next=2
 
-Targets: ``oss`` (pipeline/local/oss_faults.py), ``opensearch`` (EngineFaults) and
+Targets: ``oss`` (localcloud/oss/faults.py), ``opensearch`` (EngineFaults) and
 ``opensearch-http`` (HttpFaults).
 """
 
@@ -31,11 +31,9 @@ import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from pipeline.local.stack import LocalPaths, LocalStack, StackTable
+from localcloud.stack import DEMO_CONFIG, LocalPaths, LocalStack, StackTable
 
-log = logging.getLogger("pipeline.demo")
-
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "dags" / "indexes" / "demo.yaml"
+log = logging.getLogger("localcloud.demo")
 
 
 def demo_stack(paths: LocalPaths) -> LocalStack:
@@ -90,10 +88,10 @@ def _airflow(args: list[str], env: dict[str, str]) -> None:
 
 
 def run_demo(logical_date: str, faults: list[str] | None = None) -> int:
+    from localcloud.demo_data import upload_demo_bucket
     from pipeline.config import load_index_config
     from pipeline.dates import resolve_partition_date
-    from pipeline.local.demo_data import upload_demo_bucket
-    from pipeline.oss import OssConnection
+    from pipeline.oss.client import OssConnection
     from pipeline.report import summarize
 
     paths = LocalPaths.from_env()
@@ -131,7 +129,7 @@ def run_demo(logical_date: str, faults: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.local.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m localcloud.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--date", default=date.today().isoformat(), help="logical date of the run (YYYY-MM-DD)")
     parser.add_argument(
         "--fault", action="append", default=[], metavar="TARGET.KNOB=VALUE",

@@ -5,7 +5,7 @@ and must be exercised offline against something that behaves like it: a ``Reinde
 once with no generation id, a generation that goes ``starting`` -> ``building`` -> ``ready`` (or
 ``failed`` / ``stopped``), a change-history card (data-source task) whose nodes advance, pause
 switches that hold a finished build back, and an old index that keeps answering until the new one
-is switched in. This module is that behaviour; :mod:`pipeline.local.opensearch_server` puts the
+is switched in. This module is that behaviour; :mod:`localcloud.opensearch.server` puts the
 wire protocols in front of it.
 
 A build (one background thread per ``reindex``):
@@ -25,7 +25,7 @@ A build (one background thread per ``reindex``):
 State (generations, tasks, pause policy, the live pointer) is JSON written atomically, so a restarted
 server serves the same generation; builds that were running when the process stopped are marked
 ``failed`` with "interrupted by a server restart". The build's data steps are in
-:mod:`pipeline.local.index_build`; query answering is in :mod:`pipeline.local.ha_search`.
+:mod:`localcloud.opensearch.build`; query answering is in :mod:`localcloud.opensearch.search`.
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from pipeline.ha_query import HaQuery
-from pipeline.local.ha_search import ERROR_CLUSTER_NAME_NOT_EXIST, HaSearchError, LiveGeneration, search_generation
-from pipeline.local.index_build import (
+from localcloud.opensearch.build import (
     MAX_EXAMPLES,
     BuildFailed,
     BuildInterrupted,
@@ -56,7 +54,9 @@ from pipeline.local.index_build import (
     read_partition_rows,
     write_generation,
 )
-from pipeline.local.vectorizer import ImageDescriptorVectorizer, Vectorizer
+from localcloud.opensearch.search import ERROR_CLUSTER_NAME_NOT_EXIST, HaSearchError, LiveGeneration, search_generation
+from localcloud.opensearch.vectorizer import ImageDescriptorVectorizer, Vectorizer
+from pipeline.opensearch.ha.grammar import HaQuery
 
 __all__ = ["EngineError", "EngineFaults", "LocalEngine", "TableSource", "PAUSE_FLAGS", "NODE_NAMES"]
 

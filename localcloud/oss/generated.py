@@ -5,7 +5,7 @@ hold. A :class:`GeneratedBucket` serves computed keys (``p037/000123456.jpg``) r
 v1/v2 (prefix, delimiter, marker / start-after / continuation-token, max-keys, encoding-type),
 HeadObject and GetObject (a deterministic body of the listed size); a page costs O(page size +
 folders), not O(bucket). PutObject and DeleteObject on it answer ``AccessDenied`` (see
-:mod:`pipeline.local.oss_server`, which serves it next to the folder buckets).
+:mod:`localcloud.oss.server`, which serves it next to the folder buckets).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from pipeline.local.oss_protocol import BUCKET_RE, ListedObject, ListPage, common_prefix_of
+from localcloud.oss.protocol import BUCKET_RE, ListedObject, ListPage, common_prefix_of
 
 __all__ = ["GeneratedBucket"]
 

@@ -1,6 +1,6 @@
 """The data steps of a local index build: read the partition, fetch and embed images, write/open a generation.
 
-Why a module of its own: :mod:`pipeline.local.engine` is the state machine (statuses, tasks, pause
+Why a module of its own: :mod:`localcloud.opensearch.engine` is the state machine (statuses, tasks, pause
 policy, switching); these are the steps it runs, with no state of their own, so each can be read
 against what the service does:
 
@@ -34,9 +34,9 @@ import oss2
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.local.ha_search import LiveGeneration
-from pipeline.local.table_schema import FLOAT_TYPES, INTEGER_TYPES, TableSchema
-from pipeline.local.vectorizer import DIMENSION, ImageDecodeError, Vectorizer
+from localcloud.opensearch.schema import FLOAT_TYPES, INTEGER_TYPES, TableSchema
+from localcloud.opensearch.search import LiveGeneration
+from localcloud.opensearch.vectorizer import DIMENSION, ImageDecodeError, Vectorizer
 from pipeline.warehouse.local import LocalWarehouse
 
 __all__ = [

@@ -2,10 +2,10 @@
 
 Why: the pipeline drives OpenSearch only through the real SDKs (alibabacloud-searchengine20211025 for
 management, alibabacloud-ha3engine for queries), so the offline stand-in must speak their wire
-protocols exactly; the behaviour behind them is :class:`~pipeline.local.engine.LocalEngine`.
+protocols exactly; the behaviour behind them is :class:`~localcloud.opensearch.engine.LocalEngine`.
 
 Management API (ROA, JSON; every request must carry a valid ACS3-HMAC-SHA256 signature, checked by
-:func:`pipeline.local.acs3.verify_acs3_request`; path ids arrive ``quote(id, safe='')``-encoded)::
+:func:`localcloud.acs3.verify_acs3_request`; path ids arrive ``quote(id, safe='')``-encoded)::
 
     GET  /openapi/ha3/instances/{iid}                                  GetInstance
     GET  /openapi/ha3/instances/{iid}/tables                           ListTables
@@ -49,7 +49,6 @@ beyond a short prefix (a query holds a Base64 image).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import hmac
@@ -57,27 +56,24 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
-import sys
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from pipeline.local.acs3 import Acs3SignatureError, AcsCredential, verify_acs3_request
-from pipeline.local.engine import EngineError, EngineFaults, LocalEngine, TableSource
-from pipeline.ha_query import ERROR_EMPTY_QUERY_STRING, ERROR_PARSE_SYNTAX, HaQueryError, parse_ha_query
-from pipeline.local.ha_search import ERROR_INTERNAL, ERROR_SQL_NOT_SUPPORTED, error_result
-from pipeline.local.table_schema import DEMO_SCHEMA, load_table_schema, load_table_schema_file
+from localcloud.acs3 import Acs3SignatureError, AcsCredential, verify_acs3_request
+from localcloud.opensearch.engine import EngineError, LocalEngine
+from localcloud.opensearch.search import ERROR_INTERNAL, ERROR_SQL_NOT_SUPPORTED, error_result
+from pipeline.opensearch.ha.errors import ERROR_EMPTY_QUERY_STRING, ERROR_PARSE_SYNTAX
+from pipeline.opensearch.ha.grammar import HaQueryError, parse_ha_query
 
-__all__ = ["HttpFaults", "LocalOpenSearchServer", "describe_instance", "describe_table", "server_from_config", "main"]
+__all__ = ["HttpFaults", "LocalOpenSearchServer", "describe_instance", "describe_table"]
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +160,7 @@ def describe_instance(engine: LocalEngine, endpoint: str, user_name: str) -> dic
     resource = {"category": "local", "cpu": os.cpu_count() or 1, "disk": 0, "mem": 0, "nodeCount": 1}
     return {
         "instanceId": engine.instance_id, "status": "READY", "edition": "engine",
-        "description": "local stand-in for OpenSearch Retrieval Engine Edition (pipeline.local)",
+        "description": "local stand-in for OpenSearch Retrieval Engine Edition (localcloud)",
         "createTime": engine.created, "updateTime": engine.created, "expiredTime": "",
         "chargeType": "POSTPAY", "commodityCode": "opensearch_local", "inDebt": False, "lockMode": "Unlock",
         "resourceGroupId": "", "userName": user_name, "version": "local-1", "bsVersion": "local-1",
@@ -538,138 +534,3 @@ class LocalOpenSearchServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-# --- configuration file and CLI -----------------------------------------------------------------------
-
-
-def _setting(obj: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> Any:
-    """``obj[key]``, or the environment variable named by ``obj[key + "_env"]`` (for secrets)."""
-    if key in obj:
-        return obj[key]
-    env_name = obj.get(f"{key}_env")
-    if env_name:
-        if env_name not in os.environ:
-            raise ValueError(f"{where}: {key}_env names {env_name!r}, which is not set in the environment")
-        return os.environ[env_name]
-    if required:
-        raise ValueError(f"{where}: {key} (or {key}_env) is required")
-    return None
-
-
-ENGINE_FAULT_KNOBS = ("fail_next_build", "stall_next_build", "stop_next_generation", "phase_delay_s")
-HTTP_FAULT_KNOBS = ("unavailable_next", "throttle_next", "throttle_status", "throttle_retry_after")
-
-
-def _knobs(value: Any, allowed: Sequence[str], where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or set(value) - set(allowed):
-        raise ValueError(f"{where}: must be an object with keys among {list(allowed)}, got {value!r}")
-    return dict(value)
-
-
-def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> LocalOpenSearchServer:
-    """Build an unstarted server (and its engine) from the JSON config; relative paths are from ``base_dir``."""
-    base = Path(base_dir)
-    where = "opensearch server config"
-
-    def path(value: str) -> Path:
-        return (base / value).resolve() if not os.path.isabs(value) else Path(value)
-
-    tables: dict[str, TableSource] = {}
-    for name, spec in dict(_setting(config, "tables", where)).items():
-        here = f"{where}: tables.{name}"
-        schema_spec = spec.get("schema", "demo")
-        if schema_spec == "demo":
-            schema = load_table_schema(DEMO_SCHEMA, "DEMO_SCHEMA")
-        elif isinstance(schema_spec, str):
-            schema = load_table_schema_file(path(schema_spec))
-        else:
-            schema = load_table_schema(schema_spec, f"{here}.schema")
-        warehouse, oss = spec.get("warehouse") or {}, spec.get("oss") or {}
-        tables[name] = TableSource(
-            schema=schema,
-            warehouse_root=path(_setting(warehouse, "root", f"{here}.warehouse")),
-            warehouse_table=_setting(warehouse, "table", f"{here}.warehouse"),
-            oss_endpoint=_setting(oss, "endpoint", f"{here}.oss"),
-            oss_access_key_id=_setting(oss, "access_key_id", f"{here}.oss"),
-            oss_access_key_secret=_setting(oss, "access_key_secret", f"{here}.oss"),
-        )
-    faults = EngineFaults(**_knobs(config.get("faults"), ENGINE_FAULT_KNOBS, f"{where}: faults"))
-    engine = LocalEngine(
-        path(_setting(config, "state_dir", where)), _setting(config, "instance_id", where), tables,
-        max_decode_failure_fraction=float(config.get("max_decode_failure_fraction", 0.05)),
-        fetch_workers=int(config.get("fetch_workers", 8)), faults=faults, default_table=config.get("default_table"),
-    )
-    credentials = [
-        AcsCredential(_setting(c, "access_key_id", f"{where}: credentials"),
-                      _setting(c, "access_key_secret", f"{where}: credentials"))
-        for c in _setting(config, "credentials", where)
-    ]
-    return LocalOpenSearchServer(
-        engine, credentials, _setting(config, "query_user", where), _setting(config, "query_password", where),
-        host=config.get("host", "127.0.0.1"), port=int(config.get("port", 0)),
-        http_faults=HttpFaults(**_knobs(config.get("http_faults"), HTTP_FAULT_KNOBS, f"{where}: http_faults")),
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.local.opensearch_server --config FILE``: serve until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.local.opensearch_server",
-                                     description="Serve a local OpenSearch Retrieval Engine Edition instance.")
-    parser.add_argument("--config", required=True, help="JSON config (see the module docstring of the engine/server)")
-    parser.add_argument("--port", type=int, help="override the config's port (0 = pick a free one)")
-    parser.add_argument("--pidfile", help="write the process id here once listening; removed on exit")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser.add_argument("--phase-delay-s", type=float, help="fault: sleep this long before each build phase")
-    parser.add_argument("--fail-next-build", metavar="MESSAGE", help="fault: the next build fails with MESSAGE")
-    parser.add_argument("--stall-next-build", action="store_true", help="fault: the next build stalls")
-    parser.add_argument("--stop-next-generation", action="store_true", help="fault: the next build ends stopped")
-    args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config_path = Path(args.config)
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if args.port is not None:
-        config["port"] = args.port
-    server = server_from_config(config, config_path.parent)
-    faults = server.engine.faults
-    faults.phase_delay_s = args.phase_delay_s if args.phase_delay_s is not None else faults.phase_delay_s
-    faults.fail_next_build = args.fail_next_build or faults.fail_next_build
-    faults.stall_next_build = args.stall_next_build or faults.stall_next_build
-    faults.stop_next_generation = args.stop_next_generation or faults.stop_next_generation
-
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        log.info("local OpenSearch server: signal %d, stopping", signum)
-        stop.set()
-
-    previous: dict[int, Callable[..., Any] | int | None] = {
-        sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        with server:
-            if args.pidfile:
-                Path(args.pidfile).write_text(f"{os.getpid()}\n", encoding="ascii")
-            log.info("local OpenSearch server listening on %s (instance %s, tables %s)",
-                     server.endpoint, server.engine.instance_id, ", ".join(server.engine.tables))
-            while not stop.wait(0.5):
-                pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        if args.pidfile:
-            try:
-                if Path(args.pidfile).read_text(encoding="ascii").strip() == str(os.getpid()):
-                    os.remove(args.pidfile)
-            except OSError:
-                pass
-    log.info("local OpenSearch server stopped")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Answer one parsed HA query from one index generation, the way OpenSearch's vector search does.
 
-Why a module of its own: the engine (:mod:`pipeline.local.engine`) owns generations and builds;
+Why a module of its own: the engine (:mod:`localcloud.opensearch.engine`) owns generations and builds;
 this is the read path, small enough to check against the vendor's documented behaviour line by line:
 
 * ``query=<index>:'<content>&modal=image&n=N'``: embed the decoded image, take the ``N`` nearest
@@ -16,7 +16,7 @@ this is the read path, small enough to check against the vendor's documented beh
   with ``fetch_summary_type:pk|rawpk|docid``) and ``sortExprValues`` (one value per sort key, or the
   score, as strings).
 
-Error codes are Havenask's (``ErrorDefine.ed``), as :mod:`pipeline.ha_query` uses them; the ones
+Error codes are Havenask's (``ErrorDefine.ed``), as :mod:`pipeline.opensearch.ha.errors` defines them; the ones
 added here: 1001 unknown cluster, 1013 unknown vector index, 2000 unknown attribute in filter/sort,
 2001 literal of the wrong type, 2100 unsupported ``formula``, 1051 undecodable query image, 3500
 ``ERROR_ANALYZER_NOT_EXIST`` for text queries (the text "analyzer" of a vector index is its text
@@ -33,18 +33,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from pipeline.ha_query import (
-    ERROR_QUERY_CLAUSE,
-    And,
-    Comparison,
-    FilterExpr,
-    HaQuery,
-    HaQueryError,
-    Or,
-    compile_filter,
-)
-from pipeline.local.table_schema import FLOAT_TYPES, INTEGER_TYPES, FieldSpec, TableSchema
-from pipeline.local.vectorizer import ImageDecodeError, TextVectorizationUnavailable, Vectorizer, cosine_top_k
+from localcloud.opensearch.schema import FLOAT_TYPES, INTEGER_TYPES, FieldSpec, TableSchema
+from localcloud.opensearch.vectorizer import ImageDecodeError, TextVectorizationUnavailable, Vectorizer, cosine_top_k
+from pipeline.opensearch.ha.errors import ERROR_QUERY_CLAUSE
+from pipeline.opensearch.ha.filter import And, Comparison, FilterExpr, Or, compile_filter
+from pipeline.opensearch.ha.grammar import HaQuery, HaQueryError
 
 __all__ = [
     "HaSearchError",

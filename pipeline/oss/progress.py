@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import TypeVar
 
-from pipeline.catalog import CatalogCounts
+from pipeline.oss.catalog import CatalogCounts
 
 log = logging.getLogger(__name__)
 

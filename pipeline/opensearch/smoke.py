@@ -15,8 +15,8 @@ from typing import Any
 
 from pipeline.config import OpenSearchConfig
 from pipeline.errors import SmokeQueryError
-from pipeline.ha_query import build_ha_query
-from pipeline.opensearch import OpenSearchQuery, ha_errors, ha_hits
+from pipeline.opensearch.ha.grammar import build_ha_query
+from pipeline.opensearch.search import OpenSearchQuery, ha_errors, ha_hits
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Fault knobs of the local OSS server: rehearse what real OSS does to a listing on a bad day.
 
-One :class:`OssFaults` object lives in a running :class:`~pipeline.local.oss_server.LocalOssServer`
+One :class:`OssFaults` object lives in a running :class:`~localcloud.oss.server.LocalOssServer`
 (``server.faults``); tests change it at any time, the CLI sets it at start (``--fault-*`` flags). Every
 request asks :meth:`OssFaults.on_request` what to do before it is answered; counters and one-shot
 state are guarded by one lock, so workers of a parallel listing draw faults consistently.
@@ -172,8 +172,8 @@ def abort_connection(conn: socket.socket) -> None:
 
 
 def add_cli_arguments(parser) -> None:  # argparse.ArgumentParser
-    """The ``--fault-*`` flags of ``python -m pipeline.local.oss_server``."""
-    group = parser.add_argument_group("fault knobs (see pipeline/local/oss_faults.py)")
+    """The ``--fault-*`` flags of ``python -m localcloud.oss``."""
+    group = parser.add_argument_group("fault knobs (see localcloud/oss/faults.py)")
     group.add_argument("--fault-slow-down", type=int, default=0, metavar="N", help="answer the next N requests 503 SlowDown")
     group.add_argument(
         "--fault-slow-down-list-only", action="store_true", help="the SlowDown burst hits ListObjects requests only"

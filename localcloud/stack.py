@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.local.acs3 import AcsCredential
-from pipeline.local.opensearch_server import LocalOpenSearchServer, server_from_config
-from pipeline.local.oss_server import Credential, LocalOssServer
+from localcloud.acs3 import AcsCredential
+from localcloud.opensearch.config import server_from_config
+from localcloud.opensearch.server import LocalOpenSearchServer
+from localcloud.oss.server import Credential, LocalOssServer
 
 log = logging.getLogger(__name__)
 
 INSTANCE_ID = "ha-cn-local-demo"
 REGION = "cn-hangzhou"
+# The demo index: the stack serves its bucket, warehouse table and OpenSearch table.
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "dags" / "indexes" / "demo.yaml"
 
 
 @dataclass(frozen=True)
@@ -215,7 +218,7 @@ def _write_env_file(path: Path, environment: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.local.stack``: run the local stack for the demo index until interrupted.
+    """``python -m localcloud.stack``: run the local stack for the demo index until interrupted.
 
     For running the DAG under a real scheduler offline: start this, ``source .local/stack.env`` in the
     shell that starts Airflow, and the demo index's connections point at the running servers.
@@ -224,16 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    from localcloud.demo_data import upload_demo_bucket
     from pipeline.config import load_index_config
-    from pipeline.local.demo_data import upload_demo_bucket
-    from pipeline.oss import OssConnection
+    from pipeline.oss.client import OssConnection
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.local.stack", description=main.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m localcloud.stack", description=main.__doc__.splitlines()[0])
     parser.add_argument("--env-file", default=None, help="where to write the connection exports (default .local/stack.env)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     paths = LocalPaths.from_env()
-    config = load_index_config(Path(__file__).resolve().parents[2] / "dags" / "indexes" / "demo.yaml")
+    config = load_index_config(DEMO_CONFIG)
     assert config.opensearch is not None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

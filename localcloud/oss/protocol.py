@@ -2,7 +2,7 @@
 
 Why a module of its own: these rules are what ``oss2`` parses and maps to its exceptions, and they are
 the same whichever kind of bucket (folder or generated) answers, so they live apart from the HTTP
-plumbing in :mod:`pipeline.local.oss_server` and from the storage of either bucket kind.
+plumbing in :mod:`localcloud.oss.server` and from the storage of either bucket kind.
 
 Range (as OSS does it, not as RFC 7233 does)
     Only the first range of a multi-range header is used. Without the ``x-oss-range-behavior:

@@ -1,0 +1,97 @@
+"""The local OSS server's command line, ``python -m localcloud.oss``: serve a folder until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from localcloud.oss import faults as oss_faults
+from localcloud.oss.generated import GeneratedBucket
+from localcloud.oss.server import Credential, LocalOssServer
+
+logger = logging.getLogger("localcloud.oss.server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server in the foreground until SIGTERM/SIGINT (for docker-less local runs and tests).
+
+    The secret may come from ``LOCAL_OSS_ACCESS_KEY_SECRET`` instead of the command line, where any
+    local user could read it in the process list.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m localcloud.oss", description="Serve a local folder over the OSS protocol."
+    )
+    parser.add_argument("--root", required=True, help="folder whose sub-folders are buckets")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free one)")
+    parser.add_argument("--access-key-id", default=os.environ.get("LOCAL_OSS_ACCESS_KEY_ID"))
+    parser.add_argument("--access-key-secret", default=os.environ.get("LOCAL_OSS_ACCESS_KEY_SECRET"))
+    parser.add_argument("--pidfile", help="write the process id here once listening; removed on exit")
+    parser.add_argument("--latency-s", type=float, default=0.0, help="sleep this long before each answer")
+    parser.add_argument(
+        "--jitter-s", type=float, default=0.0, help="add a uniform random delay in [0, JITTER_S] to each answer"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="seed of the jitter (default: unseeded)")
+    parser.add_argument(
+        "--generated",
+        action="append",
+        default=[],
+        type=GeneratedBucket.parse,
+        metavar="SPEC",
+        help="serve a generated read-only bucket, e.g. name=bench,prefixes=64,keys_per_prefix=15625,"
+        "flat_keys=200000 (repeatable; see GeneratedBucket)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    oss_faults.add_cli_arguments(parser)
+    args = parser.parse_args(argv)
+    if not args.access_key_id or not args.access_key_secret:
+        parser.error("--access-key-id and --access-key-secret (or LOCAL_OSS_ACCESS_KEY_* variables) are required")
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    logger.setLevel(args.log_level)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        logger.info("local OSS server: received signal %d, stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = LocalOssServer(
+        args.root,
+        [Credential(args.access_key_id, args.access_key_secret)],
+        port=args.port,
+        latency_s=args.latency_s,
+        jitter_s=args.jitter_s,
+        seed=args.seed,
+        generated=args.generated,
+        faults=oss_faults.from_cli_arguments(args),
+    )
+    try:
+        with server:
+            if args.pidfile:
+                with open(args.pidfile, "w", encoding="ascii") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            logger.info("local OSS server listening on %s (root %s)", server.endpoint, server.root)
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if args.pidfile:
+            try:
+                with open(args.pidfile, encoding="ascii") as fh:
+                    mine = fh.read().strip() == str(os.getpid())
+                if mine:
+                    os.remove(args.pidfile)
+            except OSError:
+                pass
+    logger.info("local OSS server stopped")
+    return 0
+

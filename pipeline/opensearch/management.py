@@ -1,0 +1,114 @@
+"""OpenSearch management (``alibabacloud-searchengine20211025``): instance and table status,
+generations, reindex, change history, pause policies; each call retried when that is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pipeline.opensearch.connection import OpenSearchConnection, translate_error
+from pipeline.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class OpenSearchManagement:
+    """The management calls the rebuild needs, each retried when that is safe."""
+
+    def __init__(self, conn: OpenSearchConnection, retry: RetryPolicy | None = None) -> None:
+        from alibabacloud_searchengine20211025.client import Client
+        from alibabacloud_tea_openapi import models as open_api_models
+
+        self.conn = conn
+        self._retry = retry or RetryPolicy()
+        timeout_ms = int(conn.timeout_s * 1000)
+        self._client = Client(
+            open_api_models.Config(
+                access_key_id=conn.access_key_id,
+                access_key_secret=conn.access_key_secret,
+                security_token=conn.security_token,
+                endpoint=conn.endpoint,
+                protocol=conn.protocol,
+                region_id=conn.region,
+                connect_timeout=timeout_ms,
+                read_timeout=timeout_ms,
+            )
+        )
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _call(self, what: str, fn: Callable[[], Any], retry: bool = True) -> dict:
+        def once() -> dict:
+            try:
+                return fn().body.to_map()
+            except Exception as exc:  # the SDK raises a zoo of types; translate_error sorts them
+                raise translate_error(exc, self.conn, what) from None
+
+        return self._retry.call(what, once) if retry else once()
+
+    async def _call_async(self, what: str, coro: Any) -> dict:
+        """One attempt, no retry: the trigger's polling loop is its own retry."""
+        try:
+            return (await coro).body.to_map()
+        except Exception as exc:
+            raise translate_error(exc, self.conn, what) from None
+
+    # -- reads (safe to repeat) -------------------------------------------------------------------
+
+    def instance(self) -> dict:
+        return self._call("GetInstance", lambda: self._client.get_instance(self.conn.instance_id)).get("result", {})
+
+    def table(self, table: str) -> dict:
+        return self._call("GetTable", lambda: self._client.get_table(self.conn.instance_id, table)).get("result", {})
+
+    def generation_ids(self, table: str) -> list[int]:
+        body = self._call(
+            "ListTableGenerations", lambda: self._client.list_table_generations(self.conn.instance_id, table)
+        )
+        return sorted(int(g["generationId"]) for g in body.get("result") or [] if g.get("generationId") is not None)
+
+    def generation(self, table: str, generation_id: int) -> dict:
+        body = self._call(
+            "GetTableGeneration",
+            lambda: self._client.get_table_generation(self.conn.instance_id, table, str(generation_id)),
+        )
+        return body.get("result") or {}
+
+    async def generation_async(self, table: str, generation_id: int) -> dict:
+        body = await self._call_async(
+            "GetTableGeneration",
+            self._client.get_table_generation_async(self.conn.instance_id, table, str(generation_id)),
+        )
+        return body.get("result") or {}
+
+    def data_source_tasks(self) -> list[dict]:
+        body = self._call(
+            "ListDataSourceTasks", lambda: self._client.list_data_source_tasks(self.conn.instance_id)
+        )
+        return list(body.get("result") or [])
+
+    async def data_source_tasks_async(self) -> list[dict]:
+        body = await self._call_async(
+            "ListDataSourceTasks", self._client.list_data_source_tasks_async(self.conn.instance_id)
+        )
+        return list(body.get("result") or [])
+
+    def pause_policies(self) -> dict[str, dict]:
+        body = self._call("ListPausePolicys", lambda: self._client.list_pause_policys(self.conn.instance_id))
+        return dict(body.get("result") or {})
+
+    # -- the one write ----------------------------------------------------------------------------
+
+    def reindex(self, table: str, partition_spec: str) -> None:
+        """Start a full rebuild from ``partition_spec`` (``ds=YYYYMMDD``). Not retried here: a timed-out
+        request may have started a build, so the caller checks for a new generation before repeating."""
+        from alibabacloud_searchengine20211025 import models
+
+        self._call(
+            "Reindex",
+            lambda: self._client.reindex(self.conn.instance_id, table, models.ReindexRequest(partition=partition_spec)),
+            retry=False,
+        )
