@@ -30,12 +30,12 @@ import requests
 
 from localcloud.oss.cli import main
 from localcloud.oss.server import DIR_MARKER_NAME, TEMP_PREFIX, Credential, LocalOssServer
-from tests.integration.oss_cli import wait_for_endpoint
+from tests.localcloud.cli import wait_for_endpoint
 
 AK = "test-ak"
 SK = "test-secret"
 BUCKET = "test-bucket"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SECRET_CONTENT = b"TOP-SECRET-OUTSIDE-ROOT"
 
 

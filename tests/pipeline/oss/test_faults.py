@@ -31,7 +31,7 @@ from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
 from pipeline.warehouse.local import LocalWarehouse
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CREDENTIAL = Credential("LTAIfaultkey", "fault-secret-456")
 NO_SLEEP = RetryPolicy(attempts=4, sleep=lambda _s: None)
 PAGE = 25  # the demo bucket's 342 objects in 14 pages, so faults land mid-listing

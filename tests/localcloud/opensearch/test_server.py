@@ -48,7 +48,7 @@ from pipeline.opensearch.ha.grammar import build_ha_query
 from pipeline.schema import CATALOG_SCHEMA
 from pipeline.warehouse.local import LocalWarehouse
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 OSS_AK, OSS_SK = "oss-ak", "oss-secret"
 AK, SK = "LTAI-test", "test-secret"
 QUERY_USER, QUERY_PASSWORD = "opensearch", "query-password"

@@ -20,7 +20,7 @@ from pipeline.schema import CATALOG_SCHEMA, PartitionStats
 from pipeline.warehouse import LocalWarehouse, Warehouse, open_warehouse
 
 DS = "20261123"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def batch(ids: list[int], cates: list[int] | None = None) -> pa.RecordBatch:

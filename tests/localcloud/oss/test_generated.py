@@ -17,10 +17,10 @@ import oss2
 import pytest
 
 from localcloud.oss.server import Credential, GeneratedBucket, LocalOssServer
-from tests.integration.oss_cli import wait_for_endpoint
+from tests.localcloud.cli import wait_for_endpoint
 
 AK, SK = "gen-ak", "gen-secret"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SMALL = GeneratedBucket("gen-small", prefixes=4, keys_per_prefix=23, flat_keys=61, digits=4, prefix_format="d{:02d}/")
 
 
