@@ -14,11 +14,12 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PIPELINE_LOCAL_DIR ?= $(LOCAL)
 export PIPELINE_REPORT_DIR ?= $(LOCAL)/reports
 
-.PHONY: demo test install clean help
+.PHONY: demo test stack install clean help
 
 help:
 	@echo "make demo   set up .venv and run the demo DAG end to end on the local stack"
 	@echo "make test   set up .venv and run the whole test suite"
+	@echo "make stack  run the local cloud in the foreground; writes .local/stack.env for Airflow"
 	@echo "make clean  remove .local/ (demo data, Airflow state, reports); keeps .venv"
 
 install: $(STAMP)
@@ -36,6 +37,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The local cloud (OSS + OpenSearch servers, the demo bucket) until Ctrl-C, for Airflow under a real
+# scheduler: `source .local/stack.env` in the shell that starts Airflow (see README).
+stack: $(STAMP)
+	$(PY) -m localcloud.stack
 
 clean:
 	rm -rf $(LOCAL)

@@ -1,4 +1,4 @@
-"""`python -m localcloud.stack` runs the offline stack and hands out working connections."""
+"""`python -m localcloud.stack` (and `make stack`) runs the offline stack and hands out working connections."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -22,19 +24,28 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def test_stack_cli_serves_until_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["python -m", "make stack"])
+def test_stack_cli_serves_until_stopped(tmp_path: Path, how: str) -> None:
     from pipeline.opensearch.connection import OpenSearchConnection
     from pipeline.opensearch.management import OpenSearchManagement
     from pipeline.oss.client import OssConnection
     from pipeline.oss.pages import KeyRange, OssLister
 
-    env_file = tmp_path / "stack.env"
+    local_dir = tmp_path / "local"
+    if how == "make stack":
+        # The README's command, with this interpreter and no install step (STAMP= drops the prerequisite).
+        env_file = local_dir / "stack.env"
+        argv = ["make", "-s", "stack", f"PY={sys.executable}", "STAMP="]
+    else:
+        env_file = tmp_path / "stack.env"
+        argv = [sys.executable, "-m", "localcloud.stack", "--env-file", str(env_file)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localcloud.stack", "--env-file", str(env_file)],
+        argv,
         cwd=REPO,
-        env={**os.environ, "PIPELINE_LOCAL_DIR": str(tmp_path / "local")},
+        env={**os.environ, "PIPELINE_LOCAL_DIR": str(local_dir)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # Ctrl-C reaches make and the stack as one process group
     )
     try:
         deadline = time.monotonic() + 60
@@ -52,6 +63,10 @@ def test_stack_cli_serves_until_sigterm(tmp_path: Path) -> None:
         )
         assert mgmt.instance()["status"] == "READY"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        if how == "make stack":
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the shell does
+            proc.wait(timeout=30)
+        else:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
     assert not env_file.exists()
