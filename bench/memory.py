@@ -65,7 +65,7 @@ def child(endpoint: str, keys: int) -> None:
         warehouse=WarehouseConfig(conn_id="unused", table="bench_catalog"),
     )
     conn = OssConnection.from_extras(
-        "oss_bench", {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET, "endpoint": endpoint}
+        "oss_bench", {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET, "region": "cn-hangzhou", "endpoint": endpoint}
     )
     lister = ParallelLister(OssLister(conn, conn.bucket(bucket, pool_size=CONCURRENCY, kind=LeanListingBucket)), concurrency=CONCURRENCY)
     root = Path(tempfile.mkdtemp(prefix="bench-warehouse-"))

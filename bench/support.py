@@ -122,7 +122,7 @@ def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0
 def connection(server: Server):  # -> OssConnection (imported lazily: keep `python -m bench.*` light)
     from pipeline.oss.client import OssConnection
 
-    extra = {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET, "endpoint": server.endpoint}
+    extra = {"access_key_id": ACCESS_KEY_ID, "access_key_secret": ACCESS_KEY_SECRET, "region": "cn-hangzhou", "endpoint": server.endpoint}
     return OssConnection.from_extras("oss_bench", extra)
 
 

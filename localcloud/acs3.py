@@ -43,9 +43,11 @@ already."), ``InvalidSignatureMethod`` (400). A body that does not match x-acs-c
 ``ContentSHA256NotMatched`` (400): named after the V1 gateway's ``ContentMD5NotMatched``; the real
 V3 gateway's code for this case is not documented, so this one is ours.
 
-STS: with ``x-acs-security-token`` present the request is verified with the key pair found in
-``credentials`` under the (temporary) AccessKey ID, and the token must be signed; the local server
-does not validate the token itself (no expiry, no policy).
+STS: a temporary (``STS.``) AccessKey ID is resolved by the account's
+:class:`~localcloud.ram.TokenAuthority` from the signed ``x-acs-security-token``; a missing,
+malformed, mismatched or expired token is refused with the POP gateway's codes
+(``MissingSecurityToken``, ``InvalidSecurityToken.Malformed`` / ``.MismatchWithAccessKey`` /
+``.Expired``, 400). Policies are not evaluated.
 
 No message ever contains a secret. stdlib only.
 """
@@ -59,6 +61,8 @@ from collections.abc import Iterable, Mapping, MutableSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, quote
+
+from localcloud.ram import TokenAuthority, TokenProblem
 
 __all__ = [
     "SIGNATURE_ALGORITHM",
@@ -228,6 +232,7 @@ def verify_acs3_request(
     now: datetime | None = None,
     max_clock_skew: float | None = MAX_CLOCK_SKEW_SECONDS,
     seen_nonces: MutableSet[str] | None = None,
+    authority: TokenAuthority | None = None,
 ) -> AcsCredential:
     """Verify one request; return the matching credential or raise :class:`Acs3SignatureError`.
 
@@ -236,7 +241,8 @@ def verify_acs3_request(
     pairs (``parse_qsl(raw, keep_blank_values=True)``). ``headers``: any mapping or pair list,
     names case-insensitive. ``credentials``: by AccessKey ID. ``now`` / ``max_clock_skew``:
     x-acs-date window (None disables). ``seen_nonces``: pass a set to refuse replays
-    (``SignatureNonceUsed``); a nonce is recorded only once the request has verified.
+    (``SignatureNonceUsed``); a nonce is recorded only once the request has verified. ``authority``:
+    the account's STS, whose temporary (``STS.``) keys are resolved from ``x-acs-security-token``.
     """
     path, _, raw_query = raw_path.partition("?")
     if query is None:
@@ -266,6 +272,11 @@ def verify_acs3_request(
             raise _incomplete(f"header {name} appears more than once")
 
     credential = credentials.get(auth.access_key_id)
+    token_values = norm.get("x-acs-security-token")
+    if credential is None and authority is not None and authority.is_temporary(auth.access_key_id):
+        credential = _temporary(authority, auth.access_key_id, _header_value(token_values) if token_values else None)
+    elif credential is not None and token_values:  # a token belongs to a temporary key, never a long-lived one
+        raise Acs3SignatureError(*_TOKEN_CODES["mismatch"], 400)
     if credential is None:
         raise Acs3SignatureError(
             "InvalidAccessKeyId.NotFound",
@@ -310,6 +321,22 @@ def verify_acs3_request(
             raise Acs3SignatureError("SignatureNonceUsed", "Specified signature nonce was used already.", 400)
         seen_nonces.add(nonce)
     return credential
+
+
+_TOKEN_CODES = {
+    "missing": ("MissingSecurityToken", "SecurityToken is mandatory for this action."),
+    "malformed": ("InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed."),
+    "mismatch": ("InvalidSecurityToken.MismatchWithAccessKey", "Specified SecurityToken mismatch with the AccessKey."),
+    "expired": ("InvalidSecurityToken.Expired", "Specified SecurityToken is expired."),
+}
+
+
+def _temporary(authority: TokenAuthority, access_key_id: str, token: str | None) -> AcsCredential:
+    try:
+        return AcsCredential(access_key_id, authority.resolve(access_key_id, token))
+    except TokenProblem as problem:
+        code, message = _TOKEN_CODES[problem.kind]
+        raise Acs3SignatureError(code, message, 400) from None
 
 
 def _pairs(norm: dict[str, list[str]]) -> list[tuple[str, str]]:

@@ -30,19 +30,20 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
-from localcloud.stack import DEMO_CONFIG, LocalPaths, LocalStack, StackTable
+from localcloud.stack import AUTH_TYPES, DEMO_CONFIG, LocalPaths, LocalStack, StackTable
 
 log = logging.getLogger("localcloud.demo")
 
 
-def demo_stack(paths: LocalPaths) -> LocalStack:
+def demo_stack(paths: LocalPaths, **options: Any) -> LocalStack:
     """The stack the demo index config expects: its OpenSearch table fed from its warehouse table."""
     from pipeline.config import load_index_config
 
     config = load_index_config(DEMO_CONFIG)
     assert config.opensearch is not None
-    return LocalStack(paths, [StackTable(config.opensearch.table, config.warehouse.table)])
+    return LocalStack(paths, [StackTable(config.opensearch.table, config.warehouse.table)], **options)
 
 
 def _parse_value(text: str) -> object:
@@ -87,7 +88,7 @@ def _airflow(args: list[str], env: dict[str, str]) -> None:
     subprocess.run([str(airflow), *args], env=env, check=True)
 
 
-def run_demo(logical_date: str, faults: list[str] | None = None) -> int:
+def run_demo(logical_date: str, faults: list[str] | None = None, auth_type: str = "AK") -> int:
     from localcloud.demo_data import upload_demo_bucket
     from pipeline.config import load_index_config
     from pipeline.dates import resolve_partition_date
@@ -96,7 +97,7 @@ def run_demo(logical_date: str, faults: list[str] | None = None) -> int:
 
     paths = LocalPaths.from_env()
     config = load_index_config(DEMO_CONFIG)
-    with demo_stack(paths) as stack:
+    with demo_stack(paths, auth_type=auth_type) as stack:
         env = {
             **os.environ,
             **stack.environment(),
@@ -106,7 +107,7 @@ def run_demo(logical_date: str, faults: list[str] | None = None) -> int:
             # The triggerer runs inline in `dags test`; the executable must be the venv's.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
-        oss = OssConnection.from_extras("oss_local", stack.connections()["oss_local"]["extra"])
+        oss = OssConnection.from_extras("oss_local", stack.connections("AK")["oss_local"]["extra"])
         written = upload_demo_bucket(oss.bucket(config.source.bucket))
         log.info("demo bucket %s at %s: %d objects uploaded", config.source.bucket, oss.endpoint, written)
         apply_faults(stack, faults or [])
@@ -135,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         "--fault", action="append", default=[], metavar="TARGET.KNOB=VALUE",
         help="set a fault knob before the run (repeatable), e.g. oss.slow_down_next=3",
     )
+    parser.add_argument("--auth", choices=AUTH_TYPES, default="AK",
+                        help="how the connections authenticate (temporary credentials come from the local STS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_demo(args.date, args.fault)
+    return run_demo(args.date, args.fault, args.auth)
 
 
 if __name__ == "__main__":

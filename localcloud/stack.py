@@ -19,11 +19,21 @@ from localcloud.acs3 import AcsCredential
 from localcloud.opensearch.config import server_from_config
 from localcloud.opensearch.server import LocalOpenSearchServer
 from localcloud.oss.server import Credential, LocalOssServer
+from localcloud.ram import TokenAuthority
+from localcloud.sts.metadata import LocalInstanceMetadata
+from localcloud.sts.server import LocalSts, StsAccount
+from localcloud.sts.tls import LocalTls
 
 log = logging.getLogger(__name__)
 
 INSTANCE_ID = "ha-cn-local-demo"
 REGION = "cn-hangzhou"
+ACCOUNT_ID = "1000000000000001"
+ROLE_ARN = f"acs:ram::{ACCOUNT_ID}:role/image-index"  # what ram_role_arn / oidc_role_arn connections assume
+ECS_ROLE_NAME = "image-index-ecs"  # the RAM role of the (pretend) ECS instance Airflow runs on
+OIDC_PROVIDER_ARN = f"acs:ram::{ACCOUNT_ID}:oidc-provider/ack-rrsa-local"
+#: How the stack's connections authenticate (see pipeline.credentials for what each means).
+AUTH_TYPES = ("AK", "ram_role_arn", "ecs_ram_role", "oidc_role_arn")
 # The demo index: the stack serves its bucket, warehouse table and OpenSearch table.
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "dags" / "indexes" / "demo.yaml"
 
@@ -36,9 +46,10 @@ class LocalSecrets:
     access_key_secret: str = field(repr=False)
     query_user: str = "demo"
     query_password: str = field(default="", repr=False)
+    sts_key_hex: str = field(default="", repr=False)  # the account's STS: signs its temporary credentials
 
     def values(self) -> list[str]:
-        return [self.access_key_secret, self.query_password]
+        return [self.access_key_secret, self.query_password, self.sts_key_hex]
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,11 @@ class LocalPaths:
     def secrets_file(self) -> Path:
         return self.root / "credentials.json"
 
+    @property
+    def sts(self) -> Path:
+        """The local CA and certificate of the STS endpoint, and the OIDC token of the RRSA example."""
+        return self.root / "sts"
+
     @classmethod
     def from_env(cls) -> LocalPaths:
         return cls(Path(os.environ.get("PIPELINE_LOCAL_DIR", ".local")).resolve())
@@ -78,12 +94,13 @@ def local_secrets(paths: LocalPaths) -> LocalSecrets:
     """Load the stack's secrets, or make them on first use (file readable by the owner only)."""
     if paths.secrets_file.exists():
         data = json.loads(paths.secrets_file.read_text())
-        if "query_password" in data:
+        if data.get("query_password") and data.get("sts_key_hex"):
             return LocalSecrets(**data)
     paths.root.mkdir(parents=True, exist_ok=True)
-    made = LocalSecrets("LTAI" + secrets.token_hex(8), secrets.token_urlsafe(24), "demo", secrets.token_urlsafe(16))
-    tmp = paths.secrets_file.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    made = LocalSecrets("LTAI" + secrets.token_hex(8), secrets.token_urlsafe(24), "demo", secrets.token_urlsafe(16),
+                        secrets.token_hex(32))
+    tmp = paths.secrets_file.with_name(f".{paths.secrets_file.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(made.__dict__, fh)
     os.replace(tmp, paths.secrets_file)
@@ -109,22 +126,39 @@ class LocalStack:
         *,
         conn_ids: tuple[str, str, str] = ("oss_local", "warehouse_local", "opensearch_local"),
         engine_options: dict[str, Any] | None = None,
+        auth_type: str = "AK",
+        token_lifetime_s: float | None = None,
     ) -> None:
+        """``auth_type``: how :meth:`connections` authenticate (one of :data:`AUTH_TYPES`).
+        ``token_lifetime_s``: cap every temporary token's life (the real minimum is 900 s) to rehearse
+        expiry within a test."""
+        if auth_type not in AUTH_TYPES:
+            raise ValueError(f"auth_type must be one of {AUTH_TYPES}, not {auth_type!r}")
         self.paths = paths
         self.secrets = local_secrets(paths)
         self.tables = tables
         self.conn_ids = conn_ids
         self.engine_options = engine_options or {}
+        self.auth_type = auth_type
+        self.authority = TokenAuthority.from_hex(self.secrets.sts_key_hex, max_lifetime_s=token_lifetime_s)
+        self.tls = LocalTls(paths.sts)
         self.oss: LocalOssServer | None = None
         self.opensearch: LocalOpenSearchServer | None = None
+        self.sts: LocalSts | None = None
+        self.metadata: LocalInstanceMetadata | None = None
 
     def start(self) -> LocalStack:
         for folder in (self.paths.oss, self.paths.warehouse, self.paths.opensearch):
             folder.mkdir(parents=True, exist_ok=True)
+        account = StsAccount({self.secrets.access_key_id: self.secrets.access_key_secret},
+                             {ROLE_ARN: 3600}, OIDC_PROVIDER_ARN)
+        self.sts = LocalSts(account, self.authority, self.tls).start()
+        self.metadata = LocalInstanceMetadata(self.authority, ECS_ROLE_NAME, ACCOUNT_ID).start()
         credential = Credential(self.secrets.access_key_id, self.secrets.access_key_secret)
-        self.oss = LocalOssServer(self.paths.oss, [credential]).start()
+        self.oss = LocalOssServer(self.paths.oss, [credential], region=REGION, authority=self.authority).start()
         config = {
             "instance_id": INSTANCE_ID,
+            "sts_key_hex": self.secrets.sts_key_hex,
             "state_dir": str(self.paths.opensearch),
             "credentials": [
                 {"access_key_id": self.secrets.access_key_id, "access_key_secret": self.secrets.access_key_secret}
@@ -137,6 +171,7 @@ class LocalStack:
                     "warehouse": {"root": str(self.paths.warehouse), "table": table.warehouse_table},
                     "oss": {
                         "endpoint": self.oss.endpoint,
+                        "region": REGION,
                         "access_key_id": self.secrets.access_key_id,
                         "access_key_secret": self.secrets.access_key_secret,
                     },
@@ -147,16 +182,16 @@ class LocalStack:
         }
         try:
             self.opensearch = server_from_config(config, self.paths.root).start()
+            self.opensearch.authority = self.authority  # the same account, token lifetime knob included
         except BaseException:
-            self.oss.stop()
+            self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        if self.opensearch is not None:
-            self.opensearch.stop()
-        if self.oss is not None:
-            self.oss.stop()
+        for server in (self.opensearch, self.oss, self.metadata, self.sts):
+            if server is not None:
+                server.stop()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -164,20 +199,34 @@ class LocalStack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def connections(self) -> dict[str, dict]:
+    def credential_extras(self, auth_type: str | None = None) -> dict[str, Any]:
+        """The credential fields of a connection that authenticates with ``auth_type`` against this stack."""
+        auth_type = auth_type or self.auth_type
+        assert self.sts is not None and self.metadata is not None, "start() the stack first"
+        keys = {"access_key_id": self.secrets.access_key_id, "access_key_secret": self.secrets.access_key_secret}
+        if auth_type == "AK":
+            return {"auth_type": "AK", **keys}
+        if auth_type == "ram_role_arn":
+            return {"auth_type": "ram_role_arn", **keys, "role_arn": ROLE_ARN, "sts_endpoint": self.sts.endpoint}
+        if auth_type == "ecs_ram_role":
+            return {"auth_type": "ecs_ram_role", "role_name": ECS_ROLE_NAME, "disable_imds_v1": True,
+                    "proxy": self.metadata.proxy}
+        if auth_type == "oidc_role_arn":
+            token_file = self.paths.sts / "oidc-token"
+            _write_private(token_file, self.authority.oidc_token("system:serviceaccount:airflow:worker", 24 * 3600))
+            return {"auth_type": "oidc_role_arn", "role_arn": ROLE_ARN, "oidc_provider_arn": OIDC_PROVIDER_ARN,
+                    "oidc_token_file": str(token_file), "sts_endpoint": self.sts.endpoint}
+        raise ValueError(f"auth_type must be one of {AUTH_TYPES}, not {auth_type!r}")
+
+    def connections(self, auth_type: str | None = None) -> dict[str, dict]:
         """The Airflow connections of the stack, keyed by conn id (the alibaba provider's formats)."""
         assert self.oss is not None and self.opensearch is not None, "start() the stack first"
         oss_id, warehouse_id, opensearch_id = self.conn_ids
+        credentials = self.credential_extras(auth_type)
         return {
             oss_id: {
                 "conn_type": "oss",
-                "extra": {
-                    "auth_type": "AK",
-                    "access_key_id": self.secrets.access_key_id,
-                    "access_key_secret": self.secrets.access_key_secret,
-                    "region": REGION,
-                    "endpoint": self.oss.endpoint,
-                },
+                "extra": {**credentials, "region": REGION, "endpoint": self.oss.endpoint},
             },
             warehouse_id: {"conn_type": "fs", "extra": {"path": str(self.paths.warehouse)}},
             opensearch_id: {
@@ -189,32 +238,40 @@ class LocalStack:
                     "endpoint": self.opensearch.endpoint,
                     "protocol": "http",
                     "region": REGION,
-                    "access_key_id": self.secrets.access_key_id,
-                    "access_key_secret": self.secrets.access_key_secret,
+                    **credentials,
                     "query_endpoint": self.opensearch.endpoint,
-                    "query_protocol": "http",
+                    "query_protocol": "http",  # loopback: no warning
                 },
             },
         }
 
-    def environment(self) -> dict[str, str]:
-        """``AIRFLOW_CONN_<ID>`` variables for :meth:`connections`."""
-        return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn) for conn_id, conn in self.connections().items()}
+    def environment(self, auth_type: str | None = None) -> dict[str, str]:
+        """``AIRFLOW_CONN_<ID>`` variables for :meth:`connections`, and ``SSL_CERT_FILE``: the bundle that
+        trusts the local STS's certificate (certifi's roots included, so nothing else stops working)."""
+        env = {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(conn)
+               for conn_id, conn in self.connections(auth_type).items()}
+        env["SSL_CERT_FILE"] = str(self.tls.bundle)
+        return env
 
     def credential(self) -> AcsCredential:
         return AcsCredential(self.secrets.access_key_id, self.secrets.access_key_secret)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only, through a fresh temporary name, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def _write_env_file(path: Path, environment: dict[str, str]) -> None:
     """``export AIRFLOW_CONN_...='...'`` lines, readable by the owner only (they hold the local keys)."""
     import shlex
 
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        for name, value in sorted(environment.items()):
-            fh.write(f"export {name}={shlex.quote(value)}\n")
-    os.replace(tmp, path)
+    _write_private(path, "".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(environment.items())))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m localcloud.stack", description=main.__doc__.splitlines()[0])
     parser.add_argument("--env-file", default=None, help="where to write the connection exports (default .local/stack.env)")
+    parser.add_argument("--auth", choices=AUTH_TYPES, default="AK",
+                        help="how the connections authenticate: long-lived keys, or a provider of temporary ones")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     paths = LocalPaths.from_env()
@@ -241,12 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with LocalStack(paths, [StackTable(config.opensearch.table, config.warehouse.table)]) as stack:
-        oss = OssConnection.from_extras("oss_local", stack.connections()["oss_local"]["extra"])
+    tables = [StackTable(config.opensearch.table, config.warehouse.table)]
+    with LocalStack(paths, tables, auth_type=args.auth) as stack:
+        oss = OssConnection.from_extras("oss_local", stack.connections("AK")["oss_local"]["extra"])
         upload_demo_bucket(oss.bucket(config.source.bucket))
         env_file = Path(args.env_file) if args.env_file else paths.root / "stack.env"
         _write_env_file(env_file, stack.environment())
-        log.info("local stack up: OSS %s, OpenSearch %s; connections in %s", oss.endpoint, stack.opensearch.url, env_file)
+        log.info("local stack up: OSS %s, OpenSearch %s, STS %s; connections (%s) in %s",
+                 oss.endpoint, stack.opensearch.url, stack.sts.endpoint, args.auth, env_file)
         stop.wait()
         env_file.unlink(missing_ok=True)
     log.info("local stack stopped")

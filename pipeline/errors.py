@@ -3,6 +3,8 @@
     PipelineError                  base of everything we raise on purpose
     ├── ConfigError                an index config file is invalid (names file, field, value)
     ├── ConnectionConfigError      an Airflow connection is missing or malformed (names the conn id)
+    ├── CredentialsError           the credential provider was refused (role, trust policy, token file)
+    │   └── TransientCredentialsError  STS or the metadata service unreachable or failing: retry
     ├── SourceError                listing OSS failed
     │   ├── SourceAccessError      credentials refused, bucket missing: fix config, do not retry
     │   └── TransientSourceError   5xx, throttling, reset connection: safe to retry the page
@@ -39,6 +41,16 @@ class ConfigError(PipelineError):
 
 class ConnectionConfigError(PipelineError):
     """An Airflow connection is missing or lacks a field we need."""
+
+
+class CredentialsError(PipelineError):
+    """The credential provider could not produce credentials and will not by trying again."""
+
+
+class TransientCredentialsError(CredentialsError):
+    """STS, the instance metadata service or a credentials URI failed in a way a retry may cure."""
+
+    transient = True
 
 
 class SourceError(PipelineError):

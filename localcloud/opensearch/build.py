@@ -77,6 +77,7 @@ class TableSource:
     oss_endpoint: str  # e.g. http://127.0.0.1:PORT (the schema's oss_endpoint is the cloud one)
     oss_access_key_id: str
     oss_access_key_secret: str = field(repr=False)
+    oss_region: str = "cn-hangzhou"  # signed with V4, as the service's role reads a V4-only bucket
 
 
 def read_partition_rows(source: TableSource, partition: str) -> tuple[Rows, int]:
@@ -116,8 +117,9 @@ def fetch_and_vectorize(
     """Embed every row's image: (vectors of the kept rows, kept row indices, failures with reasons)."""
     schema = source.schema
     paths, pks = rows[schema.image_field], rows[schema.primary_key]
-    bucket = oss2.Bucket(oss2.Auth(source.oss_access_key_id, source.oss_access_key_secret), source.oss_endpoint,
-                         schema.oss_bucket, session=oss2.Session(pool_size=workers), connect_timeout=30)
+    bucket = oss2.Bucket(oss2.AuthV4(source.oss_access_key_id, source.oss_access_key_secret), source.oss_endpoint,
+                         schema.oss_bucket, session=oss2.Session(pool_size=workers), connect_timeout=30,
+                         region=source.oss_region)
 
     def one(path: object) -> np.ndarray | str:
         if closing.is_set():

@@ -16,6 +16,7 @@ from localcloud.acs3 import AcsCredential
 from localcloud.opensearch.engine import EngineFaults, LocalEngine, TableSource
 from localcloud.opensearch.schema import DEMO_SCHEMA, load_table_schema, load_table_schema_file
 from localcloud.opensearch.server import HttpFaults, LocalOpenSearchServer
+from localcloud.ram import TokenAuthority
 
 
 def _setting(obj: Mapping[str, Any], key: str, where: str, *, required: bool = True) -> Any:
@@ -70,6 +71,7 @@ def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") ->
             oss_endpoint=_setting(oss, "endpoint", f"{here}.oss"),
             oss_access_key_id=_setting(oss, "access_key_id", f"{here}.oss"),
             oss_access_key_secret=_setting(oss, "access_key_secret", f"{here}.oss"),
+            oss_region=oss.get("region", "cn-hangzhou"),
         )
     faults = EngineFaults(**_knobs(config.get("faults"), ENGINE_FAULT_KNOBS, f"{where}: faults"))
     engine = LocalEngine(
@@ -86,4 +88,9 @@ def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") ->
         engine, credentials, _setting(config, "query_user", where), _setting(config, "query_password", where),
         host=config.get("host", "127.0.0.1"), port=int(config.get("port", 0)),
         http_faults=HttpFaults(**_knobs(config.get("http_faults"), HTTP_FAULT_KNOBS, f"{where}: http_faults")),
+        authority=TokenAuthority.from_hex(_setting(config, "sts_key_hex", where)) if _has(config, "sts_key_hex") else None,
     )
+
+
+def _has(obj: Mapping[str, Any], key: str) -> bool:
+    return key in obj or f"{key}_env" in obj

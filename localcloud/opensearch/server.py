@@ -70,6 +70,7 @@ from urllib.parse import parse_qsl, unquote
 from localcloud.acs3 import Acs3SignatureError, AcsCredential, verify_acs3_request
 from localcloud.opensearch.engine import EngineError, LocalEngine
 from localcloud.opensearch.search import ERROR_INTERNAL, ERROR_SQL_NOT_SUPPORTED, error_result
+from localcloud.ram import TokenAuthority
 from pipeline.opensearch.ha.errors import ERROR_EMPTY_QUERY_STRING, ERROR_PARSE_SYNTAX
 from pipeline.opensearch.ha.grammar import HaQueryError, parse_ha_query
 
@@ -298,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             credential = verify_acs3_request(self.command, self.path, None, list(self.headers.items()), body,
-                                             app.credentials, seen_nonces=app.nonces())
+                                             app.credentials, seen_nonces=app.nonces(), authority=app.authority)
         except Acs3SignatureError as exc:
             log.warning("management request refused: %s %s", exc.code, _short(exc.message, 200))
             if exc.canonical_request:
@@ -460,6 +461,7 @@ class LocalOpenSearchServer:
         port: int = 0,
         *,
         http_faults: HttpFaults | None = None,
+        authority: TokenAuthority | None = None,
     ) -> None:
         if host == "localhost":
             host = "127.0.0.1"
@@ -475,6 +477,7 @@ class LocalOpenSearchServer:
             known = self.credentials.setdefault(cred.access_key_id, cred)
             if known.access_key_secret != cred.access_key_secret:
                 raise ValueError(f"AccessKey ID {cred.access_key_id!r} is configured twice with different secrets")
+        self.authority = authority  # the account's STS: its temporary credentials are accepted
         self.query_user = query_user
         self.query_password = query_password
         self.http_faults = http_faults or HttpFaults()

@@ -3,29 +3,51 @@
 Why a module of its own: the signing rules are long, exacting and independent of how objects are
 stored or served; the HTTP handler only calls :func:`authenticate` before routing a request.
 
-Signature V1 (``Authorization: OSS <ak>:<sig>``, HMAC-SHA1) is verified byte for byte as ``oss2.Auth``
-computes it, including the canonical sub-resource list copied from oss2 2.19.1. V1 pre-signed URLs
-(``OSSAccessKeyId``/``Expires``/``Signature``) are accepted too. Signature V4 (``OSS4-HMAC-SHA256``,
-``oss2.AuthV4``) is verified as well; any region and product in the credential scope are accepted. V2
-(``OSS2``) is refused with AccessDenied. STS: a request carrying ``x-oss-security-token`` is accepted
-when its key pair is configured and the token is non-empty; the local server does NOT validate tokens
-(there is no STS here). No clock-skew check is made. Unknown access key ids answer ``AccessDenied``
-(real OSS says ``InvalidAccessKeyId``, which oss2 has no class for); unsigned requests answer
-``AccessDenied``.
+Signature V4 (``OSS4-HMAC-SHA256``, ``oss2.AuthV4`` / ``ProviderAuthV4``) is what the server accepts by
+default: the credential scope must name the server's region and the product ``oss`` (as a bucket in
+that region requires), and ``x-oss-date`` must be within 15 minutes of the server's clock
+(``RequestTimeTooSkewed`` otherwise). Signature V1 (``Authorization: OSS <ak>:<sig>``, HMAC-SHA1, and
+V1 pre-signed URLs) is refused with 403 ``AccessDenied`` / EC ``0002-00000080``, as OSS refuses it for
+new accounts (from 2025-03-01) and new buckets (from 2025-09-01); with ``accept_v1`` it is verified
+byte for byte as ``oss2.Auth`` computes it, including the canonical sub-resource list copied from oss2
+2.19.1, with the same clock check on its ``Date``. V2 (``OSS2``) is refused with AccessDenied.
+
+STS: an ``STS.`` AccessKey ID is resolved by the account's :class:`~localcloud.ram.TokenAuthority`
+from its ``x-oss-security-token`` (or ``security-token`` of a pre-signed URL): a missing, malformed or
+mismatched token answers 403 ``InvalidSecurityToken``, an expired one 403 ``SecurityTokenExpired``
+(EC 0002-00000007; OSS documents the EC, the code name is our reading). Unknown access key ids answer
+``AccessDenied`` (real OSS says ``InvalidAccessKeyId``, which oss2 has no class for); unsigned
+requests answer ``AccessDenied``.
 """
 
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Mapping, Sequence
 from urllib.parse import quote
 
 from localcloud.oss.protocol import OssError, invalid_argument
+from localcloud.ram import TokenAuthority, TokenProblem
 
 _V4_ALGORITHM = "OSS4-HMAC-SHA256"
+MAX_CLOCK_SKEW_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """Whom the server trusts and how strictly: long-lived keys, the STS authority, region, V1."""
+
+    secrets_by_id: Mapping[str, str]
+    authority: TokenAuthority | None = None
+    region: str = "cn-hangzhou"
+    accept_v1: bool = False
+    max_clock_skew_s: float | None = MAX_CLOCK_SKEW_S
 
 # Query parameters that oss2 (2.19.1, oss2/auth.py ProviderAuth._subresource_key_set) puts into the V1
 # canonicalized resource. Every other parameter (prefix, marker, max-keys, delimiter, encoding-type,
@@ -130,44 +152,67 @@ def authenticate(
     key: str,
     params: Mapping[str, str],
     headers: Mapping[str, str],
-    secrets_by_id: Mapping[str, str],
+    policy: AuthPolicy,
 ) -> None:
     """Check the request's signature (header or pre-signed URL); raise the OssError OSS would answer.
 
-    ``headers`` have lower-case names; ``secrets_by_id`` maps access key ids to their secrets.
+    ``headers`` have lower-case names.
     """
     authorization = headers.get("authorization", "")
     if not authorization:
         if "Signature" in params and "OSSAccessKeyId" in params:
-            _check_presigned_v1(method, bucket, key, params, headers, secrets_by_id)
+            _refuse_v1_unless_accepted(policy)
+            _check_presigned_v1(method, bucket, key, params, headers, policy)
             return
         if "x-oss-signature" in params or "x-oss-signature-version" in params:
-            raise OssError(403, "AccessDenied", "The local OSS server accepts V1 pre-signed URLs only.")
+            _check_presigned_v4(method, bucket, key, params, headers, policy)
+            return
         raise OssError(
             403, "AccessDenied", "You have no right to access this object: the request is not signed."
         )
     scheme, _, rest = authorization.partition(" ")
     if scheme == "OSS":
+        _refuse_v1_unless_accepted(policy)
         access_key_id, sep, signature = rest.strip().rpartition(":")
         if not sep or not access_key_id:
             raise OssError(400, "InvalidArgument", "Authorization header is invalid.")
-        secret = _secret_for(secrets_by_id, access_key_id)
-        _check_security_token(headers)
+        secret = _secret_for(policy, access_key_id, headers.get("x-oss-security-token"))
         date = headers.get("x-oss-date") or headers.get("date", "")
+        _check_skew(policy, _http_date(date))
         to_sign = _v1_string_to_sign(method, headers, bucket, key, params, date)
         expected = base64.b64encode(hmac.new(secret.encode(), to_sign, hashlib.sha1).digest()).decode()
         if not _same_signature(expected, signature):
             raise _signature_mismatch(access_key_id, signature, to_sign)
     elif scheme == _V4_ALGORITHM:
-        _check_v4(method, bucket, key, params, headers, secrets_by_id, rest)
+        _check_v4(method, bucket, key, params, headers, policy, rest)
     elif scheme == "OSS2":
-        raise OssError(403, "AccessDenied", "The local OSS server supports signature V1 and V4, not V2.")
+        raise OssError(403, "AccessDenied", "The local OSS server supports signature V4 (and V1 when asked), not V2.")
     else:
         raise OssError(400, "InvalidArgument", "Authorization header is invalid.")
 
 
-def _secret_for(secrets_by_id: Mapping[str, str], access_key_id: str) -> str:
-    secret = secrets_by_id.get(access_key_id)
+def _refuse_v1_unless_accepted(policy: AuthPolicy) -> None:
+    if not policy.accept_v1:
+        raise OssError(
+            403,
+            "AccessDenied",
+            "V1 signatures are not accepted for this bucket: sign requests with V4 (OSS4-HMAC-SHA256) and "
+            "the bucket's region.",
+            EC="0002-00000080",
+        )
+
+
+def _secret_for(policy: AuthPolicy, access_key_id: str, token: str | None) -> str:
+    if policy.authority is not None and policy.authority.is_temporary(access_key_id):
+        try:
+            return policy.authority.resolve(access_key_id, token)
+        except TokenProblem as problem:
+            if problem.kind == "expired":
+                raise OssError(403, "SecurityTokenExpired", "The security token you provided has expired.",
+                               EC="0002-00000007") from None
+            raise OssError(403, "InvalidSecurityToken", f"The security token you provided is invalid: {problem}.",
+                           EC="0002-00000008") from None
+    secret = policy.secrets_by_id.get(access_key_id)
     if secret is None:
         raise OssError(
             403,
@@ -175,13 +220,30 @@ def _secret_for(secrets_by_id: Mapping[str, str], access_key_id: str) -> str:
             "The OSS Access Key Id you provided does not exist in our records.",
             OSSAccessKeyId=access_key_id,
         )
+    if token is not None:  # a token belongs to a temporary key, never to a long-lived one
+        raise OssError(403, "InvalidSecurityToken",
+                       "The security token you provided does not belong to this AccessKey ID.", EC="0002-00000008")
     return secret
 
 
-def _check_security_token(headers: Mapping[str, str]) -> None:
-    # STS: the token is accepted, not validated (documented); an empty one is a client bug.
-    if "x-oss-security-token" in headers and not headers["x-oss-security-token"].strip():
-        raise OssError(403, "InvalidSecurityToken", "The security token you provided is empty.")
+def _http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _check_skew(policy: AuthPolicy, sent_at: float | None) -> None:
+    if policy.max_clock_skew_s is None:
+        return
+    if sent_at is None:
+        raise OssError(403, "AccessDenied", "The request carries no valid date to check its signature's age.")
+    if abs(time.time() - sent_at) > policy.max_clock_skew_s:
+        raise OssError(
+            403, "RequestTimeTooSkewed",
+            "The difference between the request time and the current time is too large.",
+            MaxAllowedSkewMilliseconds=str(int(policy.max_clock_skew_s * 1000)),
+        )
 
 
 def _signature_mismatch(access_key_id: str, provided: str, to_sign: bytes, **extra: str) -> OssError:
@@ -198,45 +260,82 @@ def _signature_mismatch(access_key_id: str, provided: str, to_sign: bytes, **ext
 
 
 def _check_presigned_v1(
-    method: str, bucket: str, key: str, params: Mapping[str, str], headers: Mapping[str, str],
-    secrets_by_id: Mapping[str, str],
+    method: str, bucket: str, key: str, params: Mapping[str, str], headers: Mapping[str, str], policy: AuthPolicy
 ) -> None:
     access_key_id = params["OSSAccessKeyId"]
-    secret = _secret_for(secrets_by_id, access_key_id)
+    secret = _secret_for(policy, access_key_id, params.get("security-token"))
     expires = params.get("Expires", "")
     if not expires.isdigit():
         raise invalid_argument("Expires is not a number.", "Expires", expires)
     if int(expires) < time.time():
         raise OssError(403, "AccessDenied", "Request has expired.", Expires=expires)
     signed_params = {k: v for k, v in params.items() if k not in _PRESIGN_PARAMS}
-    if "security-token" in signed_params and not signed_params["security-token"]:
-        raise OssError(403, "InvalidSecurityToken", "The security token you provided is empty.")
     to_sign = _v1_string_to_sign(method, headers, bucket, key, signed_params, expires)
     expected = base64.b64encode(hmac.new(secret.encode(), to_sign, hashlib.sha1).digest()).decode()
     if not _same_signature(expected, params["Signature"]):
         raise _signature_mismatch(access_key_id, params["Signature"], to_sign)
 
 
+def _check_presigned_v4(
+    method: str, bucket: str, key: str, params: Mapping[str, str], headers: Mapping[str, str], policy: AuthPolicy
+) -> None:
+    """A V4 pre-signed URL (``oss2.AuthV4.sign_url``): the signature covers every other query parameter."""
+    if params.get("x-oss-signature-version") != _V4_ALGORITHM or not params.get("x-oss-signature"):
+        raise invalid_argument("x-oss-signature-version must be OSS4-HMAC-SHA256, with x-oss-signature.")
+    expires, date_time = params.get("x-oss-expires", ""), params.get("x-oss-date", "")
+    if not expires.isdigit() or not 0 < int(expires) <= 7 * 24 * 3600:
+        raise invalid_argument("x-oss-expires must be 1..604800 seconds.", "x-oss-expires", expires)
+    try:
+        signed_at = calendar.timegm(time.strptime(date_time, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        raise invalid_argument("x-oss-date is not an ISO 8601 basic date-time.", "x-oss-date", date_time) from None
+    if signed_at + int(expires) < time.time():
+        raise OssError(403, "AccessDenied", "Request has expired.", Expires=expires)
+    unsigned = {k: v for k, v in params.items() if k != "x-oss-signature"}
+    fields = {"Credential": params.get("x-oss-credential", ""), "Signature": params["x-oss-signature"],
+              "AdditionalHeaders": params.get("x-oss-additional-headers", "")}
+    _verify_v4(method, bucket, key, unsigned, headers, policy, fields, params.get("x-oss-security-token"),
+               date_time, check_skew=False)
+
+
 def _check_v4(
     method: str, bucket: str, key: str, params: Mapping[str, str], headers: Mapping[str, str],
-    secrets_by_id: Mapping[str, str], rest: str,
+    policy: AuthPolicy, rest: str,
 ) -> None:
     fields: dict[str, str] = {}
     for part in rest.split(","):
         name, sep, value = part.strip().partition("=")
         if sep:
             fields[name.strip()] = value.strip()
+    _verify_v4(method, bucket, key, params, headers, policy, fields, headers.get("x-oss-security-token"),
+               headers.get("x-oss-date", ""))
+
+
+def _verify_v4(
+    method: str, bucket: str, key: str, params: Mapping[str, str], headers: Mapping[str, str],
+    policy: AuthPolicy, fields: Mapping[str, str], token: str | None, date_time: str, check_skew: bool = True,
+) -> None:
     credential = fields.get("Credential", "")
     provided = fields.get("Signature", "")
     scope_parts = credential.split("/")
     if len(scope_parts) != 5 or scope_parts[4] != "aliyun_v4_request" or not provided:
         raise OssError(400, "InvalidArgument", "Authorization header (V4) is invalid.")
     access_key_id, scope_date, region, product = scope_parts[:4]
-    secret = _secret_for(secrets_by_id, access_key_id)
-    _check_security_token(headers)
-    date_time = headers.get("x-oss-date", "")
+    if region != policy.region or product != "oss":
+        raise OssError(
+            400, "InvalidArgument",
+            f"The credential scope names region {region!r} and product {product!r}; this bucket is in "
+            f"{policy.region!r} (product 'oss'): set the connection's region.",
+        )
+    secret = _secret_for(policy, access_key_id, token)
     if not date_time.startswith(scope_date):
-        raise OssError(403, "AccessDenied", "The x-oss-date header does not match the credential scope date.")
+        raise OssError(403, "AccessDenied", "The x-oss-date does not match the credential scope date.")
+    try:
+        sent_at: float | None = calendar.timegm(time.strptime(date_time, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        sent_at = None
+    if check_skew:
+        _check_skew(policy, sent_at)
     additional = [h for h in fields.get("AdditionalHeaders", "").split(";") if h]
     canonical = _v4_canonical_request(method, headers, bucket, key, params, additional)
     scope = "/".join(scope_parts[1:])

@@ -12,6 +12,7 @@ import threading
 from localcloud.oss import faults as oss_faults
 from localcloud.oss.generated import GeneratedBucket
 from localcloud.oss.server import Credential, LocalOssServer
+from localcloud.ram import TokenAuthority
 
 logger = logging.getLogger("localcloud.oss.server")
 
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         help="serve a generated read-only bucket, e.g. name=bench,prefixes=64,keys_per_prefix=15625,"
         "flat_keys=200000 (repeatable; see GeneratedBucket)",
     )
+    parser.add_argument("--region", default="cn-hangzhou", help="the buckets' region, which V4 signatures must name")
+    parser.add_argument("--accept-v1", action="store_true",
+                        help="also accept V1 signatures (an old bucket); refused by default, as by a new bucket")
+    parser.add_argument("--sts-key-hex", default=os.environ.get("LOCAL_STS_KEY_HEX"),
+                        help="the local STS authority's key: accept the temporary credentials it issues")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     oss_faults.add_cli_arguments(parser)
     args = parser.parse_args(argv)
@@ -72,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         generated=args.generated,
         faults=oss_faults.from_cli_arguments(args),
+        region=args.region,
+        accept_v1=args.accept_v1,
+        authority=TokenAuthority.from_hex(args.sts_key_hex) if args.sts_key_hex else None,
     )
     try:
         with server:

@@ -167,7 +167,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
 
     def _route(self, bucket: str, key: str, params: dict[str, str]) -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}
-        authenticate(self.command, bucket, key, params, headers, self.server.secrets_by_id)
+        authenticate(self.command, bucket, key, params, headers, self.server.auth)
         method = self.command
         if not bucket:
             raise not_implemented("Service-level operations (ListBuckets)")

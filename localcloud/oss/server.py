@@ -13,8 +13,8 @@ Operations (path-style URLs ``http://127.0.0.1:PORT/bucket/key``, which oss2 use
 
 Range and Authentication
     OSS Range semantics (not RFC 7233's) are described in :mod:`localcloud.oss.protocol`; the
-    accepted signatures (V1, V1 pre-signed URLs, V4; STS tokens accepted, not validated) in
-    :mod:`localcloud.oss.auth`.
+    accepted signatures (V4 with the bucket's region; V1 only with ``accept_v1``; STS tokens verified
+    against the account's authority, expired ones refused) in :mod:`localcloud.oss.auth`.
 
 Realism knobs (benchmarks)
     ``latency_s`` delays every answer; ``jitter_s`` adds a uniform random ``[0, jitter_s]`` to it, drawn
@@ -54,10 +54,12 @@ from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Mapping, Sequence
 
+from localcloud.oss.auth import AuthPolicy
 from localcloud.oss.faults import OssFaults
 from localcloud.oss.generated import GeneratedBucket
 from localcloud.oss.handler import OssRequestHandler
 from localcloud.oss.store import DIR_MARKER_NAME, TEMP_PREFIX, Credential
+from localcloud.ram import TokenAuthority
 
 __all__ = ["DIR_MARKER_NAME", "TEMP_PREFIX", "Credential", "GeneratedBucket", "LocalOssServer", "OssFaults"]
 
@@ -74,7 +76,7 @@ class OssHttpServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         root: str,
-        secrets_by_id: Mapping[str, str],
+        auth: AuthPolicy,
         latency_s: float,
         jitter_s: float = 0.0,
         seed: int | None = None,
@@ -83,7 +85,7 @@ class OssHttpServer(ThreadingHTTPServer):
     ) -> None:
         self.root = root
         self.faults = faults if faults is not None else OssFaults()
-        self.secrets_by_id = dict(secrets_by_id)
+        self.auth = auth
         self.latency_s = latency_s
         self.jitter_s = jitter_s
         self.generated = dict(generated or {})
@@ -136,13 +138,18 @@ class LocalOssServer:
         seed: int | None = None,
         generated: Sequence[GeneratedBucket] = (),
         faults: OssFaults | None = None,
+        region: str = "cn-hangzhou",
+        accept_v1: bool = False,
+        authority: TokenAuthority | None = None,
     ) -> None:
         """Check the configuration now, so a bad root or key set fails before anything listens.
 
         ``latency_s`` is slept before each request is answered (to rehearse slow networks), plus a
         uniform random ``[0, jitter_s]`` drawn from a generator seeded with ``seed`` (None: unseeded).
         ``generated`` buckets are served read-only next to the folder buckets under ``root``, and take
-        precedence over a folder of the same name.
+        precedence over a folder of the same name. ``region``: the buckets' region, which V4 signatures
+        must name. ``accept_v1``: also accept V1 signatures (an old bucket); refused by default, as by a
+        new bucket. ``authority``: the STS whose temporary credentials are accepted (none by default).
         """
         real_root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real_root):
@@ -170,7 +177,7 @@ class LocalOssServer:
         if len(by_name) != len(generated):
             raise ValueError("generated buckets need distinct names")
         self._root = real_root
-        self._secrets = secrets_by_id
+        self._auth = AuthPolicy(secrets_by_id, authority=authority, region=region, accept_v1=accept_v1)
         self._host = host
         self._port = port
         self._latency_s = float(latency_s)
@@ -188,7 +195,7 @@ class LocalOssServer:
         self._httpd = OssHttpServer(
             (self._host, self._port),
             self._root,
-            self._secrets,
+            self._auth,
             self._latency_s,
             jitter_s=self._jitter_s,
             seed=self._seed,

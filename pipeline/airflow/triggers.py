@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from pipeline.errors import PipelineError
 from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings, WaitState
 
 # Consecutive failed polls (after which the API has been failing for several intervals) that end the wait.
@@ -52,7 +53,11 @@ class RebuildTrigger(BaseTrigger):
                 try:
                     verdict = assess(handle, await observe_async(mgmt, handle), state, now, settings)
                     errors = 0
-                except Exception as exc:  # a failed poll is not the end: the API may recover
+                except Exception as exc:  # a failed poll is not the end: the API may recover...
+                    if isinstance(exc, PipelineError) and not exc.transient:
+                        # ...unless it cannot: refused credentials, an expired static token.
+                        yield TriggerEvent(_event("error", str(exc), state))
+                        return
                     errors += 1
                     self.log.warning("poll %d of generation %s failed: %s", errors, handle.generation_id, exc)
                     if errors >= MAX_CONSECUTIVE_ERRORS or now >= handle.deadline_at:

@@ -6,9 +6,10 @@ The connection (any ``conn_type``; ``generic`` is fine), documented in README.md
     extra.instance_id  e.g. ha-cn-zvp2iv9a401
     extra.endpoint     management endpoint, e.g. searchengine.cn-hangzhou.aliyuncs.com
     extra.region       e.g. cn-hangzhou
-    extra.access_key_id, extra.access_key_secret, optional extra.security_token (STS)
+    extra.auth_type and its fields (see pipeline.credentials), e.g. access_key_id, access_key_secret
     extra.query_endpoint  the instance's API domain, e.g. ha-cn-zvp2iv9a401.public.ha.aliyuncs.com
-    extra.protocol (https), extra.query_protocol (http), extra.timeout_s (30)
+    extra.protocol (https), extra.query_protocol (https; http warns unless the host is loopback),
+    extra.timeout_s (30)
 
 SDK errors are mapped into our hierarchy: 5xx, throttling (with ``x-acs-retry-after``) and unreachable
 endpoints are transient and retried with backoff; everything else is terminal.
@@ -16,14 +17,28 @@ endpoints are transient and retried with backoff; everything else is terminal.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.connections import aget_connection, extras, get_connection
-from pipeline.errors import ConnectionConfigError, OpenSearchAccessError, OpenSearchError, TransientOpenSearchError
+from pipeline.credentials import CredentialSettings, CredentialSource, credential_source
+from pipeline.errors import (
+    ConnectionConfigError,
+    OpenSearchAccessError,
+    OpenSearchError,
+    PipelineError,
+    TransientOpenSearchError,
+)
 from pipeline.redact import register_secrets
+
+log = logging.getLogger(__name__)
 
 _ACCESS_CODES = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "Forbidden", "NoPermission", "InvalidSecurityToken")
 _NOT_FOUND_CODES = ("NotFound", "NotExist")
+
 
 
 @dataclass(frozen=True)
@@ -33,22 +48,20 @@ class OpenSearchConnection:
     conn_id: str
     instance_id: str
     endpoint: str
-    access_key_id: str
-    access_key_secret: str = field(repr=False)
+    credentials: CredentialSettings
     query_endpoint: str = ""
     query_user: str = ""
     query_password: str = field(default="", repr=False)
-    security_token: str | None = field(default=None, repr=False)
     region: str | None = None
     protocol: str = "https"
-    query_protocol: str = "http"
+    query_protocol: str = "https"
     timeout_s: float = 30.0
 
     @classmethod
     def from_fields(
         cls, conn_id: str, extra: dict, login: str | None = None, password: str | None = None
     ) -> OpenSearchConnection:
-        required = ("instance_id", "endpoint", "access_key_id", "access_key_secret", "query_endpoint")
+        required = ("instance_id", "endpoint", "query_endpoint")
         missing = [name for name in required if not extra.get(name)]
         if not login:
             missing.append("login (the query user)")
@@ -59,22 +72,30 @@ class OpenSearchConnection:
                 f"OpenSearch connection {conn_id!r} lacks {', '.join(missing)}; see README.md, "
                 "'Pointing it at the cloud', for the connection's form"
             )
+        # login/password are the query user here, never an access key pair.
+        credentials = CredentialSettings.from_extras(conn_id, extra)
         for name in ("protocol", "query_protocol"):
-            if extra.get(name, "https" if name == "protocol" else "http") not in ("http", "https"):
+            if extra.get(name, "https") not in ("http", "https"):
                 raise ConnectionConfigError(f"OpenSearch connection {conn_id!r}: {name} must be http or https")
+        query_endpoint = _strip_scheme(extra["query_endpoint"])
+        query_protocol = extra.get("query_protocol", "https")
+        if query_protocol == "http" and not _is_loopback(query_endpoint):
+            log.warning(
+                "OpenSearch connection %r sends the query user's password over plain http to %s; "
+                "set query_protocol https unless this endpoint is inside a network you trust",
+                conn_id, query_endpoint,
+            )
         return cls(
             conn_id=conn_id,
             instance_id=extra["instance_id"],
             endpoint=_strip_scheme(extra["endpoint"]),
-            access_key_id=extra["access_key_id"],
-            access_key_secret=extra["access_key_secret"],
-            query_endpoint=_strip_scheme(extra["query_endpoint"]),
+            credentials=credentials,
+            query_endpoint=query_endpoint,
             query_user=login or "",
             query_password=password or "",
-            security_token=extra.get("security_token") or None,
             region=extra.get("region"),
             protocol=extra.get("protocol", "https"),
-            query_protocol=extra.get("query_protocol", "http"),
+            query_protocol=query_protocol,
             timeout_s=float(extra.get("timeout_s", 30.0)),
         )
 
@@ -96,8 +117,35 @@ class OpenSearchConnection:
         return made
 
     def secrets(self) -> list[str]:
-        """The values that must never appear in logs, errors or reports."""
-        return [s for s in (self.access_key_secret, self.security_token, self.query_password) if s]
+        """The static values that must never appear in logs, errors or reports."""
+        return [*self.credentials.secrets(), *([self.query_password] if self.query_password else [])]
+
+    def sdk_credential(self) -> TeaCredential:
+        """What tea-openapi's ``Config(credential=...)`` takes: asked before every signed request."""
+        return TeaCredential(credential_source(self.credentials))
+
+
+class TeaCredential:
+    """tea-openapi's credential interface over our source, so provider failures arrive as our errors."""
+
+    def __init__(self, source: CredentialSource) -> None:
+        self._source = source
+
+    def get_credential(self) -> Any:
+        return self._source.model()
+
+    async def get_credential_async(self) -> Any:
+        return await self._source.amodel()
+
+
+def _is_loopback(host_port: str) -> bool:
+    host = urlsplit("//" + host_port).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _strip_scheme(endpoint: str) -> str:
@@ -113,11 +161,13 @@ def _describe_sdk_error(exc: Exception) -> tuple[str, str, int | None, float | N
     return code, message, status, (float(retry_after_ms) / 1000 if retry_after_ms else None)
 
 
-def translate_error(exc: Exception, conn: OpenSearchConnection, what: str) -> OpenSearchError:
+def translate_error(exc: Exception, conn: OpenSearchConnection, what: str) -> PipelineError:
     """Map an SDK exception to our hierarchy; the message names the connection and the call."""
     from alibabacloud_tea_openapi.exceptions import ClientException, ServerException, ThrottlingException
     from Tea.exceptions import TeaException, UnretryableException
 
+    if isinstance(exc, PipelineError):  # ours already, e.g. the credential provider was refused
+        return exc
     where = f"OpenSearch instance {conn.instance_id!r} (connection {conn.conn_id!r})"
     if isinstance(exc, UnretryableException) or isinstance(exc, (ConnectionError, TimeoutError, OSError)):
         # Transport failures: the request may or may not have reached the server.
@@ -133,6 +183,11 @@ def translate_error(exc: Exception, conn: OpenSearchConnection, what: str) -> Op
     if isinstance(exc, ServerException) or (status is not None and int(status) >= 500):
         return TransientOpenSearchError(f"{what}: {where} answered {status} {code}: {message}{suffix}")
     if isinstance(exc, ClientException):
+        if "InvalidSecurityToken.Expired" in code:
+            return OpenSearchAccessError(
+                f"{what}: {where} refused an expired security token ({code}); "
+                + conn.credentials.expired_token_advice() + suffix
+            )
         if any(c in code for c in _ACCESS_CODES):
             return OpenSearchAccessError(
                 f"{what}: {where} refused the credentials ({code}); check access_key_id / access_key_secret "

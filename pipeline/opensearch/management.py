@@ -27,9 +27,7 @@ class OpenSearchManagement:
         timeout_ms = int(conn.timeout_s * 1000)
         self._client = Client(
             open_api_models.Config(
-                access_key_id=conn.access_key_id,
-                access_key_secret=conn.access_key_secret,
-                security_token=conn.security_token,
+                credential=conn.sdk_credential(),  # asked before every call: refreshed tokens are used
                 endpoint=conn.endpoint,
                 protocol=conn.protocol,
                 region_id=conn.region,

@@ -1,23 +1,26 @@
 """OSS client: credentials from an Airflow ``oss`` connection, an oss2 bucket on an explicit endpoint,
 errors mapped to our hierarchy, and single-object reads.
 
-The connection uses the alibaba provider's format (``conn_type`` ``oss``; extras ``auth_type``,
-``access_key_id``, ``access_key_secret``, ``region``, ``endpoint``, optionally ``security_token``).
+The connection uses the alibaba provider's format (``conn_type`` ``oss``; extras ``endpoint``,
+``region``, and the credentials of :mod:`pipeline.credentials`: ``auth_type`` with its fields).
 Unlike the provider's ``OSSHook`` we never derive the endpoint from the region: it is always explicit,
 so the same code lists real OSS (``https://oss-cn-hangzhou-internal.aliyuncs.com``) and the local
-server (``http://127.0.0.1:9470``).
+server (``http://127.0.0.1:9470``). Requests are signed with V4 (``OSS4-HMAC-SHA256``, which needs the
+region; read from the endpoint when it names one); V1 only when the connection sets
+``signature_version: v1``, since OSS refuses V1 for new accounts and new buckets.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 
 import oss2
 import oss2.exceptions
 import requests
 
 from pipeline.connections import extras, get_connection
+from pipeline.credentials import CredentialSettings, CredentialSource, credential_source
 from pipeline.errors import ConnectionConfigError, SourceAccessError, SourceError, TransientSourceError
 from pipeline.redact import quiet_sdk_loggers, register_secrets
 from pipeline.retry import RetryPolicy
@@ -30,44 +33,41 @@ _TRANSIENT_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "Interna
 
 @dataclass(frozen=True)
 class OssConnection:
-    """What we need to reach one OSS endpoint. Secrets are kept out of ``repr``."""
+    """What we need to reach one OSS endpoint; the credentials are settings, resolved when used."""
 
     conn_id: str
     endpoint: str
-    access_key_id: str
-    access_key_secret: str = field(repr=False)
-    security_token: str | None = field(default=None, repr=False)
+    credentials: CredentialSettings
     region: str | None = None
+    signature_version: str = "v4"
     connect_timeout_s: float = 30.0
 
     @classmethod
     def from_extras(cls, conn_id: str, extra: dict, login: str | None = None, password: str | None = None) -> OssConnection:
         """Build from an Airflow connection's fields; errors name the connection and the missing field."""
-        auth_type = extra.get("auth_type", "AK")
-        if auth_type not in ("AK", "STS"):
-            raise ConnectionConfigError(
-                f"connection {conn_id!r}: auth_type {auth_type!r} is not supported; use 'AK' (access key) or 'STS'"
-            )
-        access_key_id = extra.get("access_key_id") or login
-        access_key_secret = extra.get("access_key_secret") or password
-        token = extra.get("security_token")
         endpoint = extra.get("endpoint")
-        missing = [
-            name
-            for name, value in (("access_key_id", access_key_id), ("access_key_secret", access_key_secret), ("endpoint", endpoint))
-            if not value
-        ]
-        if auth_type == "STS" and not token:
-            missing.append("security_token")
-        if missing:
+        if not endpoint:
             raise ConnectionConfigError(
-                f"connection {conn_id!r} lacks extra field(s) {', '.join(missing)}; the endpoint is always explicit, "
+                f"connection {conn_id!r} lacks extra field(s) endpoint; the endpoint is always explicit, "
                 "e.g. https://oss-cn-hangzhou-internal.aliyuncs.com or http://127.0.0.1:9470 for the local server"
             )
+        credentials = CredentialSettings.from_extras(conn_id, extra, login=login, password=password)
         if "://" not in endpoint:
             endpoint = "https://" + endpoint
-        timeout = extra.get("connect_timeout_s", 30.0)
-        return cls(conn_id, endpoint, access_key_id, access_key_secret, token, extra.get("region"), float(timeout))
+        version = str(extra.get("signature_version", "v4")).lower()
+        if version not in ("v4", "v1"):
+            raise ConnectionConfigError(
+                f"connection {conn_id!r}: signature_version {version!r} is not supported; use 'v4' (the default) "
+                "or 'v1' (only for old buckets that still accept it)"
+            )
+        region = _region(conn_id, endpoint, extra.get("region"))
+        if version == "v4" and not region:
+            raise ConnectionConfigError(
+                f"connection {conn_id!r}: V4 signing needs the bucket's region; set extra 'region' "
+                "(e.g. cn-hangzhou)"
+            )
+        timeout = float(extra.get("connect_timeout_s", 30.0))
+        return cls(conn_id, endpoint, credentials, region, version, timeout)
 
     @classmethod
     def from_airflow(cls, conn_id: str) -> OssConnection:
@@ -75,21 +75,51 @@ class OssConnection:
         conn = get_connection(conn_id, "type 'oss'")
         extra = extras(conn, conn_id)
         made = cls.from_extras(conn_id, extra, conn.login, conn.password)
-        register_secrets(made.access_key_secret, made.security_token)
+        register_secrets(*made.credentials.secrets())
         return made
 
     def bucket(self, name: str, pool_size: int = 10, *, kind: type[oss2.Bucket] = oss2.Bucket) -> oss2.Bucket:
         """An oss2 Bucket on this endpoint; ``pool_size`` should match the listing concurrency.
 
+        Signed with V4 and the region unless the connection asks for V1; keys come from the
+        connection's credential provider on every request, so refreshed tokens are picked up.
         ``kind``: an ``oss2.Bucket`` subclass, e.g. the listing's lean parser
         (:class:`pipeline.oss.pages.LeanListingBucket`).
         """
-        if self.security_token:
-            auth: oss2.AuthBase = oss2.StsAuth(self.access_key_id, self.access_key_secret, self.security_token)
-        else:
-            auth = oss2.Auth(self.access_key_id, self.access_key_secret)
+        provider = _Oss2Credentials(credential_source(self.credentials))
+        auth = oss2.ProviderAuthV4(provider) if self.signature_version == "v4" else oss2.ProviderAuth(provider)
         session = oss2.Session(pool_size=pool_size)
-        return kind(auth, self.endpoint, name, session=session, connect_timeout=self.connect_timeout_s)
+        return kind(
+            auth, self.endpoint, name, session=session, connect_timeout=self.connect_timeout_s, region=self.region
+        )
+
+
+class _Oss2Credentials(oss2.credentials.CredentialsProvider):
+    """oss2's provider interface over ours: oss2 asks before signing each request."""
+
+    def __init__(self, source: CredentialSource) -> None:
+        self._source = source
+
+    def get_credentials(self) -> oss2.credentials.Credentials:
+        current = self._source.get()
+        return oss2.credentials.Credentials(current.access_key_id, current.access_key_secret, current.security_token or "")
+
+
+# oss-cn-hangzhou.aliyuncs.com, oss-cn-hangzhou-internal.aliyuncs.com, oss-accelerate... (no region)
+_ENDPOINT_REGION_RE = re.compile(r"^oss-((?:cn|ap|eu|us|me|rg)-[a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
+
+
+def _region(conn_id: str, endpoint: str, configured: str | None) -> str | None:
+    """The configured region, else the one an ``oss-<region>[-internal].aliyuncs.com`` endpoint names."""
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    match = _ENDPOINT_REGION_RE.match(host)
+    named = match.group(1) if match else None
+    if configured and named and configured != named:
+        raise ConnectionConfigError(
+            f"connection {conn_id!r}: region {configured!r} does not match the endpoint {host!r} "
+            f"(region {named!r}); V4 signatures would be refused"
+        )
+    return configured or named
 
 
 def translate_error(exc: oss2.exceptions.OssError, conn: OssConnection, bucket: str, what: str) -> Exception:
@@ -101,6 +131,10 @@ def translate_error(exc: oss2.exceptions.OssError, conn: OssConnection, bucket: 
     suffix = f" [request id {request_id}]" if request_id else ""
     if isinstance(exc, oss2.exceptions.RequestError):
         return TransientSourceError(f"{what}: cannot reach {where}: {exc.body or exc}{suffix}")
+    if code == "SecurityTokenExpired":
+        return SourceAccessError(
+            f"{what}: {where} refused an expired security token; {conn.credentials.expired_token_advice()}{suffix}"
+        )
     if isinstance(exc, oss2.exceptions.NoSuchBucket):
         return SourceAccessError(f"{what}: {where} does not exist; check the bucket name in the index config and the endpoint{suffix}")
     if code in _AUTH_CODES or status == 403:
@@ -125,8 +159,3 @@ def read_object(conn: OssConnection, bucket: oss2.Bucket, key: str, retry: Retry
             raise translate_error(oss2.exceptions.RequestError(exc), conn, bucket.bucket_name, f"reading {key!r}") from None
 
     return (retry or RetryPolicy()).call(f"reading oss://{bucket.bucket_name}/{key}", once)
-
-
-def describe_connection(conn: OssConnection) -> str:
-    """A log-safe one-liner: never the secret or the token."""
-    return json.dumps({"conn_id": conn.conn_id, "endpoint": conn.endpoint, "access_key_id": conn.access_key_id})

@@ -15,7 +15,10 @@ import pyarrow as pa
 import requests
 from odps import errors as odps_errors
 from odps.tunnel import TableTunnel
+from odps.tunnel.errors import TunnelError
 
+from pipeline.connections import extras, get_connection
+from pipeline.credentials import CredentialSettings, CredentialSource, credential_source
 from pipeline.errors import (
     ConnectionConfigError,
     PipelineError,
@@ -23,6 +26,7 @@ from pipeline.errors import (
     TransientWarehouseError,
     WarehouseError,
 )
+from pipeline.redact import register_secrets
 from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, IdChanges, PartitionStats, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 from pipeline.warehouse.local import conform_batch, iter_source
@@ -50,9 +54,51 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 _SERVICE_ERRORS: tuple[type[BaseException], ...] = (odps_errors.ODPSError, requests.RequestException)
 
 
+# Tunnel errors carry a code but no HTTP status (pyodps' TunnelError.parse drops it): these are the
+# documented ones whose advice is "try again later", plus the 5xx codes.
+_TRANSIENT_TUNNEL_CODES = frozenset({
+    "InternalServerError", "ServiceUnavailable", "CorruptedDataStream", "DataUnderReplication",
+    "DataVersionConflict", "FlowExceeded", "SlotExceeded", "RequestTimeout", "TooManyRequests",
+})
+
+
+def _is_transient(cause: BaseException) -> bool:
+    if isinstance(cause, _TRANSIENT) or (isinstance(cause, PipelineError) and cause.transient):
+        return True
+    status = getattr(cause, "status_code", None)
+    if isinstance(status, int) and (status >= 500 or status == 429):
+        return True
+    return isinstance(cause, TunnelError) and getattr(cause, "code", None) in _TRANSIENT_TUNNEL_CODES
+
+
 def _warehouse_error(message: str, cause: BaseException) -> WarehouseError:
-    kind = TransientWarehouseError if isinstance(cause, _TRANSIENT) else WarehouseError
+    kind = TransientWarehouseError if _is_transient(cause) else WarehouseError
     return kind(f"{message}: {type(cause).__name__}: {cause}")
+
+
+class _PyodpsCredentials:
+    """pyodps' ``CredentialProviderAccount`` asks this before signing each request."""
+
+    def __init__(self, source: CredentialSource) -> None:
+        self._source = source
+
+    def get_credential(self) -> _KeyTriple:
+        current = self._source.get()
+        return _KeyTriple(current.access_key_id, current.access_key_secret, current.security_token)
+
+
+class _KeyTriple:
+    def __init__(self, access_key_id: str, access_key_secret: str, security_token: str | None) -> None:
+        self._values = (access_key_id, access_key_secret, security_token)
+
+    def get_access_key_id(self) -> str:
+        return self._values[0]
+
+    def get_access_key_secret(self) -> str:
+        return self._values[1]
+
+    def get_security_token(self) -> str | None:
+        return self._values[2]
 
 
 class MaxComputeWarehouse:
@@ -72,24 +118,27 @@ class MaxComputeWarehouse:
 
     @classmethod
     def from_airflow(cls, conn_id: str, table: str, lifecycle_days: int) -> MaxComputeWarehouse:
-        """Build the ODPS entry from an Airflow ``maxcompute`` connection (extras ``access_key_id``,
-        ``access_key_secret``, ``project``, ``endpoint``) through the Alibaba provider's hook."""
-        # Airflow is only needed here; the warehouse itself stays importable without it.
-        from airflow.sdk.exceptions import AirflowNotFoundException
-        from airflow.providers.alibaba.cloud.exceptions import MaxComputeConfigurationException
-        from airflow.providers.alibaba.cloud.hooks.maxcompute import MaxComputeHook
+        """Build the ODPS entry from an Airflow ``maxcompute`` connection: extras ``project``,
+        ``endpoint`` and the credentials of :mod:`pipeline.credentials` (``auth_type`` and its fields;
+        plain ``access_key_id`` / ``access_key_secret`` as the provider's hook reads them).
 
-        try:
-            odps = MaxComputeHook(maxcompute_conn_id=conn_id).get_client()
-        except AirflowNotFoundException:
-            raise ConnectionConfigError(f"Airflow connection {conn_id!r} is not defined") from None
-        except (MaxComputeConfigurationException, ValueError) as exc:
-            # The provider's messages name the missing field, never its value.
+        Not through ``MaxComputeHook``: it knows access keys only, and production runs with RAM roles.
+        Constructing the entry makes no network call.
+        """
+        from odps import ODPS
+        from odps.accounts import CredentialProviderAccount
+
+        conn = get_connection(conn_id, "type 'maxcompute'")
+        extra = extras(conn, conn_id)
+        missing = [name for name in ("project", "endpoint") if not extra.get(name)]
+        if missing:
             raise ConnectionConfigError(
-                f"Airflow connection {conn_id!r} (type maxcompute) is incomplete: {exc} "
-                "(extras needed: access_key_id, access_key_secret, project, endpoint)"
-            ) from None
-        return cls(odps, table, lifecycle_days)
+                f"Airflow connection {conn_id!r} (type maxcompute) lacks extra field(s) {', '.join(missing)}"
+            )
+        settings = CredentialSettings.from_extras(conn_id, extra)
+        register_secrets(*settings.secrets())
+        account = CredentialProviderAccount(_PyodpsCredentials(credential_source(settings)))
+        return cls(ODPS(account=account, project=extra["project"], endpoint=extra["endpoint"]), table, lifecycle_days)
 
     def _where(self, ds: str | None = None) -> str:
         where = f"MaxCompute table {self.project}.{self.table}"

@@ -1,8 +1,9 @@
 """No access key secret, STS token or query password ever appears in logs, reports or errors.
 
-The DAG runs with known secrets (and STS tokens) on every connection, once successfully and once with
-a wrong OSS secret so that error paths are exercised too; then every byte it printed, logged or wrote
-is searched for them.
+The DAG runs with RAM-role connections: a known long-lived key assumes a role at the local STS, and
+every temporary secret and token the STS issues is recorded. It runs once successfully and once with a
+wrong OSS source secret so that error paths are exercised too; then every byte it printed, logged or
+wrote is searched for all of them.
 """
 
 from __future__ import annotations
@@ -25,20 +26,25 @@ def test_secrets_never_leak(airflow_db, demo_stack, monkeypatch: pytest.MonkeyPa
     from airflow.dag_processing.dagbag import DagBag
 
     _, stack, _ = demo_stack
-    sts_token = "STS." + secrets.token_urlsafe(24)
-    connections = stack.connections()
-    connections["oss_local"]["extra"]["auth_type"] = "STS"
-    connections["oss_local"]["extra"]["security_token"] = sts_token
-    connections["opensearch_local"]["extra"]["security_token"] = sts_token
-    for conn_id, conn in connections.items():
+    issued = []
+    real_issue = stack.authority.issue
+
+    def recording_issue(*args, **kwargs):
+        issued.append(real_issue(*args, **kwargs))
+        return issued[-1]
+
+    monkeypatch.setattr(stack.authority, "issue", recording_issue)
+    for conn_id, conn in stack.connections("ram_role_arn").items():
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
-    known = [stack.secrets.access_key_secret, stack.secrets.query_password, sts_token]
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["image_index_demo"]
     for task in dag.tasks:
         task.retries = 0
     good = dag.test(logical_date=None, run_conf={"partition_date": "2027-02-01"})
     assert good.state == "success"
+    assert issued, "the run must have used temporary credentials"
+    known = [stack.secrets.access_key_secret, stack.secrets.query_password,
+             *(c.access_key_secret for c in issued), *(c.security_token for c in issued)]
 
     wrong = "wrong-" + secrets.token_urlsafe(12)
     bad_oss = json.loads(os.environ["AIRFLOW_CONN_OSS_LOCAL"])

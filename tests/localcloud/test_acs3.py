@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,14 +29,16 @@ from darabonba.core import DaraCore
 from darabonba.request import DaraRequest
 
 from localcloud.acs3 import Acs3SignatureError, AcsCredential, canonical_query_string, verify_acs3_request
+from localcloud.ram import TokenAuthority
 
 AK_ID = "LTAI5tLocalTestKey01"
 AK_SECRET = "local-secret-Zx9+/=&%20~*"  # characters that would show if echoed or mis-encoded
-STS_ID = "STS.NUlocalTemporary01"
-STS_SECRET = "sts-secret-9f8e7d"
+# Temporary credentials as the account's local STS issues them (the authority verifies them back).
+AUTHORITY = TokenAuthority(b"acs3-test-authority-key-0123456789")
+TEMPORARY = AUTHORITY.issue("acs:ram::1:role/test", "acs3", 3600)
+STS_ID, STS_SECRET = TEMPORARY.access_key_id, TEMPORARY.access_key_secret
 CREDENTIALS = {
     AK_ID: AcsCredential(AK_ID, AK_SECRET),
-    STS_ID: AcsCredential(STS_ID, STS_SECRET),
 }
 INSTANCE = "ha-cn-abc123"
 
@@ -63,7 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = list(self.headers.items())
         try:
             cred = verify_acs3_request(
-                self.command, self.path, None, self.headers, body, CREDENTIALS, seen_nonces=self.server.nonces
+                self.command, self.path, None, self.headers, body, CREDENTIALS, seen_nonces=self.server.nonces,
+                authority=AUTHORITY,
             )
         except Acs3SignatureError as exc:
             self.server.seen.append(Seen(self.command, self.path, headers, body, exc.code))
@@ -207,11 +211,11 @@ def test_unknown_key_id(server: _Server) -> None:
 
 def test_sts_token_is_accepted_and_must_be_signed(server: _Server) -> None:
     server.seen.clear()
-    _client(server, key_id=STS_ID, secret=STS_SECRET, token="CAIS-local-token").get_instance(INSTANCE)
+    _client(server, key_id=STS_ID, secret=STS_SECRET, token=TEMPORARY.security_token).get_instance(INSTANCE)
     seen = server.seen[-1]
     assert seen.outcome == STS_ID
     names = {k.lower(): v for k, v in seen.headers}
-    assert names["x-acs-security-token"] == "CAIS-local-token"
+    assert names["x-acs-security-token"] == TEMPORARY.security_token
     assert names["x-acs-accesskey-id"] == STS_ID
     assert "x-acs-security-token" in names["authorization"]
 
@@ -220,8 +224,34 @@ def test_sts_token_is_accepted_and_must_be_signed(server: _Server) -> None:
     auth = names["authorization"].replace("x-acs-security-token;", "")
     headers = {k: (auth if k.lower() == "authorization" else v) for k, v in headers.items()}
     with pytest.raises(Acs3SignatureError) as info:
-        verify_acs3_request(seen.method, seen.path, None, headers, seen.body, CREDENTIALS)
+        verify_acs3_request(seen.method, seen.path, None, headers, seen.body, CREDENTIALS, authority=AUTHORITY)
     assert info.value.code == "IncompleteSignature" and "x-acs-security-token" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("key_id", "secret", "token", "code"),
+    [
+        (STS_ID, STS_SECRET, None, "MissingSecurityToken"),
+        (STS_ID, STS_SECRET, "CAISforged.AAAA", "InvalidSecurityToken.Malformed"),
+        (STS_ID, STS_SECRET, AUTHORITY.issue("acs:ram::1:role/test", "other", 3600).security_token,
+         "InvalidSecurityToken.MismatchWithAccessKey"),
+        (AK_ID, AK_SECRET, TEMPORARY.security_token, "InvalidSecurityToken.MismatchWithAccessKey"),
+    ],
+)
+def test_bad_security_tokens_are_refused(server: _Server, key_id: str, secret: str, token: str | None, code: str) -> None:
+    with pytest.raises(ClientException) as info:
+        _client(server, key_id=key_id, secret=secret, token=token).get_instance(INSTANCE)
+    assert info.value.code == code
+
+
+def test_expired_security_tokens_are_refused(server: _Server) -> None:
+    expired = TokenAuthority(b"acs3-test-authority-key-0123456789", clock=lambda: time.time() - 7200).issue(
+        "acs:ram::1:role/test", "old", 3600
+    )
+    with pytest.raises(ClientException) as info:
+        _client(server, key_id=expired.access_key_id, secret=expired.access_key_secret,
+                token=expired.security_token).get_instance(INSTANCE)
+    assert info.value.code == "InvalidSecurityToken.Expired"
 
 
 # --- raw replays of captured SDK requests ----------------------------------------------------------

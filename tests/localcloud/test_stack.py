@@ -53,7 +53,9 @@ def test_stack_cli_serves_until_stopped(tmp_path: Path, how: str) -> None:
             time.sleep(0.2)
         assert env_file.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no env file"
         assert env_file.stat().st_mode & 0o077 == 0  # it holds the local keys: owner only
-        conns = {k: json.loads(v) for k, v in _read_env_file(env_file).items()}
+        env = _read_env_file(env_file)
+        conns = {k: json.loads(v) for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}
+        assert Path(env["SSL_CERT_FILE"]).is_file()  # trusts the local STS's certificate
         oss = OssConnection.from_extras("oss_local", conns["AIRFLOW_CONN_OSS_LOCAL"]["extra"])
         listed = [o.key for page in OssLister.connect(oss, "demo-images").iter_pages(KeyRange("catalog/shoes/")) for o in page]
         assert "catalog/shoes/10001.jpg" in listed

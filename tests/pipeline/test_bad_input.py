@@ -86,7 +86,7 @@ def warehouse(tmp_path: Path, config) -> LocalWarehouse:
 
 def connection(server: LocalOssServer) -> OssConnection:
     extra = {"access_key_id": CREDENTIAL.access_key_id, "access_key_secret": CREDENTIAL.access_key_secret,
-             "endpoint": server.endpoint}
+             "region": "cn-hangzhou", "endpoint": server.endpoint}
     return OssConnection.from_extras("oss_bad_input", extra)
 
 

@@ -72,7 +72,7 @@ def oss(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalOssServ
     root = tmp_path_factory.mktemp("oss")
     (root / "demo-images").mkdir()
     with LocalOssServer(root, [Credential(OSS_AK, OSS_SK)]) as server:
-        bucket = oss2.Bucket(oss2.Auth(OSS_AK, OSS_SK), server.endpoint, "demo-images")
+        bucket = oss2.Bucket(oss2.AuthV4(OSS_AK, OSS_SK), server.endpoint, "demo-images", region="cn-hangzhou")
         images = []
         for obj in demo_objects(per_category=6):
             name = obj.key.rsplit("/", 1)[1]

@@ -34,8 +34,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory):
         path.write_bytes(b"x" * SMALL.lookup(key)[1])  # type: ignore[index]
     huge = GeneratedBucket("gen-huge", prefixes=1000, keys_per_prefix=1_000_000, flat_keys=5_000_000_000, digits=12)
     with LocalOssServer(root, [Credential(AK, SK)], generated=[SMALL, huge], jitter_s=0.001, seed=7) as server:
-        auth = oss2.Auth(AK, SK)
-        yield server, oss2.Bucket(auth, server.endpoint, "gen-small"), oss2.Bucket(auth, server.endpoint, "disk-small")
+        auth = oss2.AuthV4(AK, SK)
+        yield (server, oss2.Bucket(auth, server.endpoint, "gen-small", region="cn-hangzhou"),
+               oss2.Bucket(auth, server.endpoint, "disk-small", region="cn-hangzhou"))
 
 
 def _page(result, v2: bool) -> tuple:
@@ -77,7 +78,7 @@ def test_keys_are_numbered_uniquely_and_sized_deterministically() -> None:
 
 def test_a_page_of_a_billion_key_bucket_is_computed_not_enumerated(servers) -> None:
     server, _, _ = servers
-    bucket = oss2.Bucket(oss2.Auth(AK, SK), server.endpoint, "gen-huge")
+    bucket = oss2.Bucket(oss2.AuthV4(AK, SK), server.endpoint, "gen-huge", region="cn-hangzhou")
     page = bucket.list_objects_v2(prefix="flat/", start_after="flat/003999999999.jpg", max_keys=1000)
     assert len(page.object_list) == 1000 and page.object_list[0].key == "flat/004000000000.jpg"
     top = bucket.list_objects_v2(delimiter="/", max_keys=1000)
@@ -150,7 +151,7 @@ def test_cli_serves_a_generated_bucket_with_latency(tmp_path: Path) -> None:
     )
     try:
         endpoint, output = wait_for_endpoint(proc)
-        bucket = oss2.Bucket(oss2.Auth(AK, SK), endpoint, "cli-gen")
+        bucket = oss2.Bucket(oss2.AuthV4(AK, SK), endpoint, "cli-gen", region="cn-hangzhou")
         assert len(list(oss2.ObjectIteratorV2(bucket))) == 3 * 5 + 7
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

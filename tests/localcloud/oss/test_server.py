@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 import oss2
 import pytest
@@ -30,11 +30,13 @@ import requests
 
 from localcloud.oss.cli import main
 from localcloud.oss.server import DIR_MARKER_NAME, TEMP_PREFIX, Credential, LocalOssServer
+from localcloud.ram import TokenAuthority
 from tests.localcloud.cli import wait_for_endpoint
 
 AK = "test-ak"
 SK = "test-secret"
 BUCKET = "test-bucket"
+REGION = "cn-hangzhou"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SECRET_CONTENT = b"TOP-SECRET-OUTSIDE-ROOT"
 
@@ -56,7 +58,7 @@ def oss_server(oss_root: Path):
 
 @pytest.fixture()
 def bucket(oss_server: LocalOssServer) -> oss2.Bucket:
-    return oss2.Bucket(oss2.Auth(AK, SK), oss_server.endpoint, BUCKET)
+    return oss2.Bucket(oss2.AuthV4(AK, SK), oss_server.endpoint, BUCKET, region=REGION)
 
 
 def _touch_many(base: Path, keys: list[str]) -> None:
@@ -80,17 +82,24 @@ def _raw(
     secret: str = SK,
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
+    v1: bool = False,
 ) -> tuple[int, dict[str, str], bytes]:
-    """Send a request with an exact request-target; sign it with V1 (resource /sign_bucket/sign_key)."""
+    """Send a request with an exact request-target; sign it with V4 as oss2 does (resource
+    /sign_bucket/sign_key), or with V1 when ``v1`` is set."""
     parsed = urlparse(server.endpoint)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
     hdrs = dict(headers or {})
-    if sign_bucket is not None:
+    if sign_bucket is not None and v1:
         date = formatdate(usegmt=True)
         hdrs["Date"] = date
         to_sign = f"{method}\n\n{hdrs.get('Content-Type', '')}\n{date}\n/{sign_bucket}/{sign_key}"
         sig = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
         hdrs["Authorization"] = f"OSS {AK}:{sig}"
+    elif sign_bucket is not None:
+        query = dict(parse_qsl(urlparse(raw_path).query, keep_blank_values=True))
+        request = oss2.http.Request(method, server.endpoint, params=query, headers=hdrs, region=REGION, product="oss")
+        oss2.AuthV4(AK, secret)._sign_request(request, sign_bucket, sign_key)
+        hdrs = {k: v for k, v in request.headers.items() if v is not None}
     try:
         conn.request(method, raw_path, body=body, headers=hdrs)
         resp = conn.getresponse()
@@ -119,7 +128,7 @@ def big_listing(tmp_path_factory: pytest.TempPathFactory):
     _touch_many(root / BUCKET, keys)
     (root / BUCKET / "other.txt").write_bytes(b"not under big/")
     with LocalOssServer(root, [Credential(AK, SK)]) as server:
-        yield oss2.Bucket(oss2.Auth(AK, SK), server.endpoint, BUCKET), _utf8_sorted(keys)
+        yield oss2.Bucket(oss2.AuthV4(AK, SK), server.endpoint, BUCKET, region=REGION), _utf8_sorted(keys)
 
 
 def test_iterators_page_through_more_than_1000_keys(big_listing) -> None:
@@ -362,8 +371,8 @@ def test_response_overrides_are_signed_subresources(bucket: oss2.Bucket) -> None
 
 def test_refused_upload_keeps_the_session_usable(oss_server: LocalOssServer) -> None:
     session = oss2.Session(pool_size=1)
-    good = oss2.Bucket(oss2.Auth(AK, SK), oss_server.endpoint, BUCKET, session=session)
-    bad = oss2.Bucket(oss2.Auth(AK, "wrong"), oss_server.endpoint, BUCKET, session=session)
+    good = oss2.Bucket(oss2.AuthV4(AK, SK), oss_server.endpoint, BUCKET, region=REGION, session=session)
+    bad = oss2.Bucket(oss2.AuthV4(AK, "wrong"), oss_server.endpoint, BUCKET, region=REGION, session=session)
     payload = os.urandom(2 * 1024 * 1024)
     for _ in range(2):
         with pytest.raises(oss2.exceptions.SignatureDoesNotMatch):
@@ -373,7 +382,7 @@ def test_refused_upload_keeps_the_session_usable(oss_server: LocalOssServer) -> 
 
 
 def test_create_bucket(oss_server: LocalOssServer, oss_root: Path) -> None:
-    fresh = oss2.Bucket(oss2.Auth(AK, SK), oss_server.endpoint, "fresh-bucket")
+    fresh = oss2.Bucket(oss2.AuthV4(AK, SK), oss_server.endpoint, "fresh-bucket", region=REGION)
     fresh.create_bucket()
     assert (oss_root / "fresh-bucket").is_dir()
     fresh.put_object("k", b"v")
@@ -392,10 +401,10 @@ def test_streamed_upload(bucket: oss2.Bucket) -> None:
 
 
 def test_wrong_secret(oss_server: LocalOssServer) -> None:
-    bad = oss2.Bucket(oss2.Auth(AK, "wrong"), oss_server.endpoint, BUCKET)
+    bad = oss2.Bucket(oss2.AuthV4(AK, "wrong"), oss_server.endpoint, BUCKET, region=REGION)
     with pytest.raises(oss2.exceptions.SignatureDoesNotMatch) as err:
         bad.list_objects()
-    assert err.value.details["StringToSign"].endswith(f"/{BUCKET}/")
+    assert f"\n/{BUCKET}/\n" in err.value.details["CanonicalRequest"]
     with pytest.raises(oss2.exceptions.SignatureDoesNotMatch):
         bad.get_object("anything")
 
@@ -407,11 +416,11 @@ def test_garbage_authorization_headers(oss_server: LocalOssServer) -> None:
         assert ET.fromstring(body).findtext("Code") in ("SignatureDoesNotMatch", "InvalidArgument", "AccessDenied")
     v2_header = {"Authorization": "OSS2 AccessKeyId:x,Signature:y"}
     status, _, body = _raw(oss_server, "GET", f"/{BUCKET}/", headers=v2_header)
-    assert status == 403 and b"V1 and V4" in body
+    assert status == 403 and b"not V2" in body
 
 
 def test_unknown_key_id(oss_server: LocalOssServer) -> None:
-    stranger = oss2.Bucket(oss2.Auth("nobody", SK), oss_server.endpoint, BUCKET)
+    stranger = oss2.Bucket(oss2.AuthV4("nobody", SK), oss_server.endpoint, BUCKET, region=REGION)
     with pytest.raises(oss2.exceptions.AccessDenied):
         stranger.list_objects_v2()
 
@@ -428,7 +437,7 @@ def test_unsigned_request(oss_server: LocalOssServer) -> None:
 
 
 def test_missing_bucket_and_key(oss_server: LocalOssServer, bucket: oss2.Bucket) -> None:
-    ghost = oss2.Bucket(oss2.Auth(AK, SK), oss_server.endpoint, "no-such-bucket")
+    ghost = oss2.Bucket(oss2.AuthV4(AK, SK), oss_server.endpoint, "no-such-bucket", region=REGION)
     with pytest.raises(oss2.exceptions.NoSuchBucket):
         ghost.list_objects()
     with pytest.raises(oss2.exceptions.NoSuchBucket):
@@ -515,14 +524,56 @@ def test_symlinks_cannot_escape(bucket: oss2.Bucket, oss_root: Path, tmp_path: P
     assert (tmp_path / "secret.txt").read_bytes() == SECRET_CONTENT
 
 
-def test_sts_auth_accepted(oss_server: LocalOssServer) -> None:
-    sts = oss2.Bucket(oss2.StsAuth(AK, SK, "any-token"), oss_server.endpoint, BUCKET)
-    sts.put_object("sts/k.txt", b"sts")
-    assert [o.key for o in oss2.ObjectIteratorV2(sts)] == ["sts/k.txt"]
-    assert sts.get_object("sts/k.txt").read() == b"sts"
-    wrong = oss2.Bucket(oss2.StsAuth(AK, "nope", "any-token"), oss_server.endpoint, BUCKET)
-    with pytest.raises(oss2.exceptions.SignatureDoesNotMatch):
-        wrong.list_objects()
+def test_v1_is_refused_by_default_as_by_a_new_bucket(oss_server: LocalOssServer) -> None:
+    v1 = oss2.Bucket(oss2.Auth(AK, SK), oss_server.endpoint, BUCKET)
+    with pytest.raises(oss2.exceptions.AccessDenied) as err:
+        v1.list_objects_v2()
+    assert err.value.ec == "0002-00000080" and "V4" in err.value.message
+    with pytest.raises(oss2.exceptions.AccessDenied):
+        v1.get_object("anything")
+    status, _, body = _raw(oss_server, "GET", f"/{BUCKET}/", sign_bucket=BUCKET, v1=True)
+    assert status == 403 and b"0002-00000080" in body
+    presigned = v1.sign_url("GET", "anything", 60)
+    assert requests.get(presigned, timeout=10).status_code == 403
+
+
+def test_v1_is_verified_when_the_bucket_accepts_it(oss_root: Path) -> None:
+    with LocalOssServer(oss_root, [Credential(AK, SK)], accept_v1=True) as server:
+        v1 = oss2.Bucket(oss2.Auth(AK, SK), server.endpoint, BUCKET)
+        v1.put_object("v1/k.txt", b"v1")
+        assert [o.key for o in oss2.ObjectIteratorV2(v1)] == ["v1/k.txt"]
+        with pytest.raises(oss2.exceptions.SignatureDoesNotMatch):
+            oss2.Bucket(oss2.Auth(AK, "wrong"), server.endpoint, BUCKET).list_objects()
+        status, _, body = _raw(server, "GET", f"/{BUCKET}/", sign_bucket=BUCKET, v1=True)
+        assert status == 200, body
+        assert requests.get(v1.sign_url("GET", "v1/k.txt", 60), timeout=10).content == b"v1"
+
+
+def test_sts_tokens_are_verified_and_expire(oss_root: Path) -> None:
+    now = [1_000_000.0]
+    authority = TokenAuthority(b"k" * 32, clock=lambda: now[0])
+    temporary = authority.issue("acs:ram::1:role/reader", "test", 900)
+    with LocalOssServer(oss_root, [Credential(AK, SK)], authority=authority) as server:
+        def sts_bucket(token: str, secret: str = temporary.access_key_secret) -> oss2.Bucket:
+            auth = oss2.StsAuth(temporary.access_key_id, secret, token, auth_version="v4")
+            return oss2.Bucket(auth, server.endpoint, BUCKET, region=REGION)
+
+        # The server's clock is the authority's: the token is valid now...
+        sts = sts_bucket(temporary.security_token)
+        sts.put_object("sts/k.txt", b"sts")
+        assert sts.get_object("sts/k.txt").read() == b"sts"
+        with pytest.raises(oss2.exceptions.SignatureDoesNotMatch):
+            sts_bucket(temporary.security_token, secret="nope").list_objects_v2()
+        other = authority.issue("acs:ram::1:role/reader", "other", 900)
+        for token in ("", "CAISforged.AAAA", other.security_token):
+            with pytest.raises(oss2.exceptions.OssError) as err:
+                sts_bucket(token).list_objects_v2()
+            assert err.value.status == 403 and err.value.code in ("InvalidSecurityToken", "AccessDenied")
+        # ...and refused once expired, with the code the pipeline maps to "expired".
+        now[0] += 901
+        with pytest.raises(oss2.exceptions.OssError) as err:
+            sts.list_objects_v2()
+        assert (err.value.status, err.value.code, err.value.ec) == (403, "SecurityTokenExpired", "0002-00000007")
 
 
 def test_auth_v4(oss_server: LocalOssServer) -> None:
@@ -533,10 +584,10 @@ def test_auth_v4(oss_server: LocalOssServer) -> None:
     assert [o.key for o in oss2.ObjectIterator(v4, prefix="with space/")] == ["with space/a b.txt"]
     assert v4.get_object(SPECIAL_KEYS[0], byte_range=(0, 2)).read() == SPECIAL_KEYS[0].encode()[:3]
     assert v4.head_object(SPECIAL_KEYS[1]).content_length == len(SPECIAL_KEYS[1].encode())
-    sts_v4 = oss2.Bucket(
-        oss2.StsAuth(AK, SK, "tok", auth_version="v4"), oss_server.endpoint, BUCKET, region="cn-shanghai"
-    )
-    assert sts_v4.get_object("plus+sign").read() == b"plus+sign"
+    elsewhere = oss2.Bucket(oss2.AuthV4(AK, SK), oss_server.endpoint, BUCKET, region="cn-shanghai")
+    with pytest.raises(oss2.exceptions.OssError) as err:  # a scope in another region is refused
+        elsewhere.get_object("plus+sign")
+    assert err.value.status == 400 and "cn-hangzhou" in err.value.message
     bad = oss2.Bucket(oss2.AuthV4(AK, "wrong"), oss_server.endpoint, BUCKET, region="cn-hangzhou")
     with pytest.raises(oss2.exceptions.SignatureDoesNotMatch) as err:
         bad.list_objects_v2()
@@ -578,7 +629,7 @@ def test_concurrent_writers_and_deleters(bucket: oss2.Bucket) -> None:
 def test_presigned_url(bucket: oss2.Bucket) -> None:
     bucket.put_object("signed/猫.jpg", b"meow")
     assert requests.get(bucket.sign_url("GET", "signed/猫.jpg", 60), timeout=10).content == b"meow"
-    tampered = bucket.sign_url("GET", "signed/猫.jpg", 60).replace("Signature=", "Signature=x")
+    tampered = bucket.sign_url("GET", "signed/猫.jpg", 60).replace("x-oss-signature=", "x-oss-signature=0")
     assert requests.get(tampered, timeout=10).status_code == 403
 
 
@@ -618,7 +669,7 @@ def test_cli_serves_until_sigterm(oss_root: Path, tmp_path: Path) -> None:
     try:
         endpoint, output = wait_for_endpoint(proc)
         assert pidfile.read_text().strip() == str(proc.pid)
-        cli_bucket = oss2.Bucket(oss2.Auth(AK, SK), endpoint, BUCKET)
+        cli_bucket = oss2.Bucket(oss2.AuthV4(AK, SK), endpoint, BUCKET, region=REGION)
         assert cli_bucket.get_object("cli.txt").read() == b"from cli"
         assert SK.encode() not in output
         proc.send_signal(signal.SIGTERM)

@@ -184,8 +184,7 @@ def _extra(conn: OpenSearchConnection) -> dict:
         "instance_id": conn.instance_id,
         "endpoint": conn.endpoint,
         "protocol": conn.protocol,
-        "access_key_id": conn.access_key_id,
-        "access_key_secret": conn.access_key_secret,
+        **conn.credentials.values,
         "query_endpoint": conn.query_endpoint,
         "query_protocol": conn.query_protocol,
     }

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import oss2
 import pytest
 
 from localcloud.oss.server import Credential, LocalOssServer
+from localcloud.ram import TokenAuthority
 from pipeline.errors import ConnectionConfigError, SourceAccessError, TransientSourceError
 from pipeline.oss.catalog import ListedObject
 from pipeline.oss.client import OssConnection
@@ -31,7 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def connection(server: LocalOssServer, secret: str = CREDENTIAL.access_key_secret) -> OssConnection:
-    extra = {"auth_type": "AK", "access_key_id": CREDENTIAL.access_key_id, "access_key_secret": secret, "endpoint": server.endpoint}
+    extra = {"auth_type": "AK", "access_key_id": CREDENTIAL.access_key_id, "access_key_secret": secret, "region": "cn-hangzhou", "endpoint": server.endpoint}
     return OssConnection.from_extras("oss_test", extra)
 
 
@@ -112,23 +114,28 @@ def test_missing_bucket_is_a_clear_error(server: LocalOssServer) -> None:
 
 
 def test_unreachable_endpoint_is_transient() -> None:
-    extra = {"access_key_id": "a", "access_key_secret": "b", "endpoint": "http://127.0.0.1:9", "connect_timeout_s": 2}
+    extra = {"access_key_id": "a", "access_key_secret": "b", "region": "cn-hangzhou", "endpoint": "http://127.0.0.1:9", "connect_timeout_s": 2}
     lister = OssLister.connect(OssConnection.from_extras("dead", extra), "imgs", retry=RetryPolicy(attempts=2, sleep=lambda _s: None))
     with pytest.raises(TransientSourceError, match="cannot reach"):
         list(lister.iter_pages(KeyRange("")))
 
 
-def test_sts_token_connection(server: LocalOssServer) -> None:
+def test_sts_token_connection(tmp_path: Path) -> None:
+    authority = TokenAuthority(b"pages-test-authority-key-0123456789")
+    temporary = authority.issue("acs:ram::1:role/reader", "pages", 3600)
     extra = {
         "auth_type": "STS",
-        "access_key_id": CREDENTIAL.access_key_id,
-        "access_key_secret": CREDENTIAL.access_key_secret,
-        "security_token": "sts-token-value",
-        "endpoint": server.endpoint,
+        "access_key_id": temporary.access_key_id,
+        "access_key_secret": temporary.access_key_secret,
+        "security_token": temporary.security_token,
+        "region": "cn-hangzhou",
     }
-    conn = OssConnection.from_extras("oss_sts", extra)
-    assert "sts-token-value" not in repr(conn) and CREDENTIAL.access_key_secret not in repr(conn)
-    assert len(keys(OssLister.connect(conn, "imgs").iter_pages(KeyRange("nested/a/")))) == 30
+    (tmp_path / "imgs" / "sts").mkdir(parents=True)
+    (tmp_path / "imgs" / "sts" / "a.jpg").write_bytes(b"x")
+    with LocalOssServer(tmp_path, [CREDENTIAL], authority=authority) as sts_server:
+        conn = OssConnection.from_extras("oss_sts", {**extra, "endpoint": sts_server.endpoint})
+        assert temporary.security_token not in repr(conn) and temporary.access_key_secret not in repr(conn)
+        assert keys(OssLister.connect(conn, "imgs").iter_pages(KeyRange("sts/"))) == ["sts/a.jpg"]
 
 
 def test_connection_from_airflow_environment(server: LocalOssServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,7 +150,7 @@ def test_connection_from_airflow_environment(server: LocalOssServer, monkeypatch
     [
         ({"access_key_id": "a", "access_key_secret": "b"}, r"lacks extra field\(s\) endpoint"),
         ({"endpoint": "http://x"}, r"lacks extra field\(s\) access_key_id, access_key_secret"),
-        ({"auth_type": "STS", "access_key_id": "a", "access_key_secret": "b", "endpoint": "e"}, "security_token"),
+        ({"auth_type": "STS", "access_key_id": "a", "access_key_secret": "b", "region": "cn-hangzhou", "endpoint": "e"}, "security_token"),
         ({"auth_type": "RAM", "endpoint": "e"}, "auth_type 'RAM' is not supported"),
     ],
 )

@@ -56,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def connection(server: LocalOssServer) -> OssConnection:
-    extra = {"access_key_id": CREDENTIAL.access_key_id, "access_key_secret": CREDENTIAL.access_key_secret, "endpoint": server.endpoint}
+    extra = {"access_key_id": CREDENTIAL.access_key_id, "access_key_secret": CREDENTIAL.access_key_secret, "region": "cn-hangzhou", "endpoint": server.endpoint}
     return OssConnection.from_extras("oss_parallel", extra)
 
 

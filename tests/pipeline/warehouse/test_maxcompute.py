@@ -23,6 +23,7 @@ from odps import errors as odps_errors
 from odps.models import Record, TableSchema
 from odps.rest import RestClient
 from odps.tunnel import TableTunnel
+from odps.tunnel.errors import TunnelError
 from odps.tunnel.io.writer import BufferedArrowWriter
 from odps.types import PartitionSpec
 
@@ -341,6 +342,15 @@ def test_bad_batch_commits_nothing(wh: MaxComputeWarehouse, service: FakeService
     assert service.sessions[0].commits == []
 
 
+def _tunnel_error(status: int, code: str, message: str) -> Exception:
+    """What pyodps raises for a tunnel answer with ``status`` (the status itself is dropped on the way)."""
+    response = requests.Response()
+    response.status_code = status
+    response.headers["x-odps-request-id"] = "REQ"
+    response._content = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    return TunnelError.parse(response)
+
+
 @pytest.mark.parametrize(
     ("error", "transient"),
     [
@@ -348,6 +358,10 @@ def test_bad_batch_commits_nothing(wh: MaxComputeWarehouse, service: FakeService
         (odps_errors.NoPermission("Access Denied"), False),
         (odps_errors.InternalServerError("Internal server error"), True),
         (requests.ConnectionError("connection reset"), True),
+        # Tunnel errors as pyodps parses a 5xx / 4xx tunnel answer: a code, no HTTP status.
+        (_tunnel_error(500, "InternalServerError", "Service internal error, please try again later"), True),
+        (_tunnel_error(503, "FlowExceeded", "Your flow quota is exceeded"), True),
+        (_tunnel_error(400, "InvalidPartitionSpec", "The specified partitionspec is not valid"), False),
     ],
 )
 def test_session_errors_are_mapped(wh: MaxComputeWarehouse, service: FakeService,
@@ -441,7 +455,10 @@ def test_from_airflow_builds_the_entry_from_the_connection(service: FakeService,
     assert time.monotonic() - start < 1.0, "building the ODPS entry made network calls"
     assert (wh.project, wh.table, wh.lifecycle_days) == (PROJECT, TABLE, 14)
     assert wh._odps.endpoint == "http://127.0.0.1:9/api"
-    assert wh._odps.account.access_id == "AKID-test"
+    request = requests.Request("GET", "http://127.0.0.1:9/api/projects/p").prepare()
+    wh._odps.account.sign_request(request, wh._odps.endpoint)  # keys come from the provider when signing
+    assert request.headers["Authorization"].startswith("ODPS AKID-test:")
+    assert "authorization-sts-token" not in request.headers
 
 
 def test_open_warehouse_dispatches_maxcompute(service: FakeService, monkeypatch: pytest.MonkeyPatch) -> None:
