@@ -19,9 +19,10 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
+from localcloud.http_service import BackgroundHttpService
 from localcloud.ram import TokenAuthority
 
 METADATA_HOST = "100.100.100.200"
@@ -29,49 +30,27 @@ _CREDENTIALS_PATH = "/latest/meta-data/ram/security-credentials/"
 _ROLE_SESSION_S = 6 * 3600  # what ECS hands out: tokens live about six hours
 
 
-class LocalInstanceMetadata:
+class LocalInstanceMetadata(BackgroundHttpService):
     """The metadata service of one instance whose RAM role is ``role_name`` in account ``account_id``."""
 
+    name = "local-ecs-metadata"
+
     def __init__(self, authority: TokenAuthority, role_name: str, account_id: str, *, require_token: bool = True) -> None:
+        super().__init__()
         self.authority = authority
         self.role_name = role_name
         self.account_id = account_id
         self.require_token = require_token
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def proxy(self) -> str:
         """``http://127.0.0.1:PORT``: the connection's ``proxy`` extra."""
-        if self._httpd is None:
-            raise RuntimeError("metadata service not started")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.address}"
 
-    def start(self) -> LocalInstanceMetadata:
-        handler = type("MetadataHandler", (_MetadataHandler,), {"service": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="local-ecs-metadata", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> LocalInstanceMetadata:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return type("MetadataHandler", (_MetadataHandler,), {"service": self})
 
     def new_token(self, ttl_s: float) -> str:
         token = secrets.token_urlsafe(32)

@@ -36,9 +36,10 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
+from localcloud.http_service import BackgroundHttpService
 from localcloud.ram import TokenAuthority, TokenProblem
 from localcloud.sts.tls import LocalTls
 
@@ -64,51 +65,25 @@ class StsError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class LocalSts:
+class LocalSts(BackgroundHttpService):
     """The STS endpoint on 127.0.0.1 over HTTPS; give ``endpoint`` to a connection's ``sts_endpoint``."""
 
+    name = "local-sts"
+
     def __init__(self, account: StsAccount, authority: TokenAuthority, tls: LocalTls, port: int = 0) -> None:
+        super().__init__(port, tls=tls.ensure().server_context())
         self.account = account
         self.authority = authority
-        self._tls = tls.ensure()
-        self._port = port
         self._nonces: set[str] = set()
         self._nonce_lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def endpoint(self) -> str:
         """``127.0.0.1:PORT`` (the providers take a host, and always speak https)."""
-        if self._httpd is None:
-            raise RuntimeError("STS not started")
-        host, port = self._httpd.server_address[:2]
-        return f"{host}:{port}"
+        return self.address
 
-    def start(self) -> LocalSts:
-        handler = type("StsHandler", (_StsHandler,), {"sts": self})
-        httpd = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
-        httpd.daemon_threads = True
-        httpd.socket = self._tls.server_context().wrap_socket(httpd.socket, server_side=True)
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="local-sts", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> LocalSts:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return type("StsHandler", (_StsHandler,), {"sts": self})
 
     # -- the two actions --------------------------------------------------------------------------
 

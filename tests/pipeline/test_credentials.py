@@ -25,6 +25,7 @@ from pipeline.oss.client import OssConnection
 from pipeline.oss.pages import KeyRange, OssLister
 from pipeline.stages import load_partition
 from pipeline.warehouse.maxcompute import MaxComputeWarehouse
+from tests.pipeline.opensearch.waiting import settle
 
 TABLE = "demo_images"
 DS = "20261202"
@@ -100,7 +101,7 @@ def test_a_static_token_that_expires_mid_wait_ends_it_at_once_saying_why(demo_st
     assert "InvalidSecurityToken.Expired" in event["message"] and "cannot renew" in event["message"]
     assert temporary.security_token not in event["message"] and temporary.access_key_secret not in event["message"]
     monkeypatch.setattr(stack.authority, "clock", real_clock)
-    _settle(OpenSearchManagement(OpenSearchConnection.from_airflow("opensearch_local")))
+    settle(OpenSearchManagement(OpenSearchConnection.from_airflow("opensearch_local")))
 
 
 def test_an_expired_static_token_on_oss_says_what_to_do(demo_stack) -> None:
@@ -160,12 +161,3 @@ async def _events(trigger: RebuildTrigger) -> list[dict]:
 def _settings(settings: RebuildSettings) -> dict:
     return {"poll_interval_s": settings.poll_interval_s, "stall_timeout_s": settings.stall_timeout_s,
             "deadline_s": settings.deadline_s, "new_generation_timeout_s": settings.new_generation_timeout_s}
-
-
-def _settle(mgmt: OpenSearchManagement) -> None:
-    for _ in range(300):
-        ids = mgmt.generation_ids(TABLE)
-        if not ids or mgmt.generation(TABLE, ids[-1]).get("status") not in ("starting", "building"):
-            return
-        time.sleep(0.05)
-    raise AssertionError("a build did not settle within 15 s")

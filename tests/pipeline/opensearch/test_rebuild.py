@@ -8,7 +8,6 @@ for the real service's failures.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -26,6 +25,7 @@ from pipeline.opensearch.management import OpenSearchManagement
 from pipeline.opensearch.rebuild import RebuildSettings, preflight, start_rebuild, wait_until_ready
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
+from tests.pipeline.opensearch.waiting import settle
 
 FAST = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=30, deadline_s=60, new_generation_timeout_s=10)
 TABLE = "demo_images"
@@ -52,16 +52,6 @@ def engine(demo_stack):
     engine.release_stalled_builds()
     engine.modify_pause_policy({"general": {"pauseIndex": False, "pauseAll": False}})
     settle(OpenSearchManagement(OpenSearchConnection.from_airflow("opensearch_local")))
-
-
-def settle(mgmt: OpenSearchManagement) -> None:
-    """Wait (bounded) until no generation of the table is still starting or building."""
-    for _ in range(300):
-        ids = mgmt.generation_ids(TABLE)
-        if not ids or mgmt.generation(TABLE, ids[-1]).get("status") not in ("starting", "building"):
-            return
-        time.sleep(0.05)
-    raise AssertionError("a build did not settle within 15 s")
 
 
 def no_sleep() -> RetryPolicy:
