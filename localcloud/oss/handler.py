@@ -26,6 +26,7 @@ from localcloud.oss.protocol import (
     BUCKET_RE,
     RESPONSE_OVERRIDES,
     OssError,
+    cut_page,
     error_document,
     invalid_argument,
     list_objects_document,
@@ -252,6 +253,14 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             page = generated.list_page(request.prefix, request.delimiter, request.after, request.max_keys)
         else:
             page = list_bucket(bucket_dir, request.prefix, request.delimiter, request.after, request.max_keys)
+        # Fault knob short_pages_rate: a legal short (or empty) page that is still truncated.
+        keep = self.server.faults.short_page_length(
+            (request.v2, request.prefix, request.delimiter, request.after, request.max_keys),
+            len(page.objects) + len(page.prefixes),
+            may_be_empty=request.v2 or bool(request.after),
+        )
+        if keep is not None:
+            page = cut_page(page, keep, request.after)
         self._send(200, {"Content-Type": "application/xml"}, list_objects_document(bucket, params, request, page))
 
     def _put_bucket(self, bucket: str, bucket_dir: str) -> None:

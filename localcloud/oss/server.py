@@ -25,7 +25,8 @@ Realism knobs (benchmarks)
 Fault knobs (reliability tests)
     ``faults`` (:class:`~localcloud.oss.faults.OssFaults`, also ``server.faults`` at runtime and the
     ``--fault-*`` CLI flags): 503 SlowDown bursts, connections reset mid-response, slow ListObjects
-    pages, a page that fails once. See :mod:`localcloud.oss.faults`.
+    pages, a page that fails once, short or empty pages that are still truncated (as OSS may answer
+    them). See :mod:`localcloud.oss.faults`.
 
 Safety
     The server binds to a loopback address only. Bucket names are checked against the OSS rules; keys
