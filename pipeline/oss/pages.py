@@ -3,7 +3,8 @@
 Listing works on :class:`KeyRange` units (a prefix, optionally cut by ``start_after`` / ``end_before``)
 so that a parallel fan-out (:mod:`pipeline.oss.parallel`) can hand ranges to workers; each unit is
 listed page by page, each page retried on its own, resuming from the continuation token of the last
-good page.
+good page. A listing goes on while ``IsTruncated`` says so, whatever the length of a page: OSS, like S3,
+may answer fewer keys than ``max-keys``, even none, with more to follow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from oss2 import xml_utils
 from oss2.models import ListObjectsV2Result
 
 from pipeline.oss.catalog import ListedObject
+from pipeline.errors import SourceError
 from pipeline.oss.client import OssConnection, translate_error
 from pipeline.retry import RetryPolicy
 
@@ -164,9 +166,11 @@ class OssLister:
                 return
             if page:
                 yield page
+            # Only IsTruncated says whether more follow: a page may hold fewer keys than max-keys, or
+            # none at all (then it is not yielded), and still be followed by more.
             if not result.is_truncated:
                 return
-            token = result.next_continuation_token
+            token = self._next_token(result, key_range.prefix)
 
     def list_delimited(self, prefix: str, *, start_after: str = "", token: str = "", delimiter: str = "/") -> DelimitedPage:
         """One page of ``prefix`` with a delimiter (fan-out discovery), retried like any other page."""
@@ -179,8 +183,19 @@ class OssLister:
             _as_listed(result.object_list),
             list(result.prefix_list),
             bool(result.is_truncated),
-            result.next_continuation_token if result.is_truncated else "",
+            self._next_token(result, prefix) if result.is_truncated else "",
         )
+
+    def _next_token(self, result: ListObjectsV2Result, prefix: str) -> str:
+        """The token of a truncated page; without one the listing would start over, forever."""
+        token = result.next_continuation_token
+        if not token:
+            raise SourceError(
+                f"listing {prefix!r} of bucket {self._bucket.bucket_name!r} at {self._conn.endpoint} "
+                f"(connection {self._conn.conn_id!r}): a truncated ListObjectsV2 page came without a "
+                "NextContinuationToken; OSS always sends one, so check that the endpoint is an OSS endpoint"
+            )
+        return token
 
     def _count_page(self) -> None:
         with self._count_lock:

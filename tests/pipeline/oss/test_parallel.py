@@ -124,6 +124,24 @@ def test_parallel_lists_the_same_objects_as_sequential(
     assert not listing_threads()
 
 
+@pytest.mark.parametrize(("bucket", "prefixes"), [("disk-imgs", [""]), ("gen-imgs", [""]), ("gen-imgs", ["flat/", "p01"])])
+@pytest.mark.parametrize(("concurrency", "page_size"), [(4, 9), (16, 40)])
+def test_short_and_empty_truncated_pages_lose_no_key(
+    server: LocalOssServer, bucket: str, prefixes: list[str], concurrency: int, page_size: int
+) -> None:
+    """OSS may answer fewer keys than max-keys, even none, with IsTruncated true. Ranges once ended at
+    the first short page, and an empty discovery page broke the fan-out."""
+    expected = sequential(server, bucket, prefixes)
+    server.faults.set(short_pages_rate=0.3, short_pages_seed=concurrency)
+    try:
+        lister = make(server, bucket, concurrency=concurrency, page_size=page_size, min_split_keys=1)
+        assert sorted(parallel(lister, prefixes)) == sorted(expected)
+        assert sequential(server, bucket, prefixes) == expected
+        assert server.faults.short_pages_sent and server.faults.empty_pages_sent
+    finally:
+        server.faults.reset()
+
+
 def test_keys_directly_under_a_prefix_are_listed_once_with_its_folders(server: LocalOssServer) -> None:
     lister = make(server, "disk-imgs", concurrency=4, page_size=2, min_split_keys=1)
     listed = sorted(obj.key for obj in parallel(lister, ["mixed/"]))
@@ -320,6 +338,10 @@ class _Response:
         b"    <LastModified>2026-01-01T00:00:00.000Z</LastModified>\n    <ETag>\"X\"</ETag>\n    <Type>Normal</Type>\n"
         b"    <Size>12</Size>\n    <StorageClass>Standard</StorageClass>\n  </Contents>\n"
         b"  <CommonPrefixes>\n    <Prefix>d%2F/</Prefix>\n  </CommonPrefixes>\n</ListBucketResult>",
+        # An empty page that is still truncated (legal on OSS): it must keep its token.
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult><Name>b</Name><Prefix>p%2F</Prefix><MaxKeys>9</MaxKeys>'
+        b"<Delimiter>%2F</Delimiter><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+        b"<NextContinuationToken>YWZ0ZXI6cC8w</NextContinuationToken><KeyCount>0</KeyCount></ListBucketResult>",
         # CDATA: fallback.
         b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key><![CDATA[c.jpg]]></Key>"
         b"<LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>X</ETag><Type>Normal</Type><Size>1</Size>"
