@@ -10,6 +10,7 @@ import sys
 import threading
 
 from localcloud.oss import faults as oss_faults
+from localcloud.oss.archive import DEFAULT_RESTORE_DELAY_S
 from localcloud.oss.generated import GeneratedBucket
 from localcloud.oss.server import Credential, LocalOssServer
 
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         "--jitter-s", type=float, default=0.0, help="add a uniform random delay in [0, JITTER_S] to each answer"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the jitter (default: unseeded)")
+    parser.add_argument(
+        "--restore-delay-s", type=float, default=DEFAULT_RESTORE_DELAY_S,
+        help="how long a RestoreObject takes before the archived object is readable",
+    )
     parser.add_argument(
         "--generated",
         action="append",
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         generated=args.generated,
         faults=oss_faults.from_cli_arguments(args),
+        restore_delay_s=args.restore_delay_s,
     )
     try:
         with server:

@@ -103,6 +103,8 @@ class ListedObject:
     size: int
     mtime: float
     etag: str
+    storage_class: str = "Standard"
+    restore: str = ""  # <RestoreInfo> text, "" when there is none to show
 
 
 @dataclass
@@ -226,7 +228,9 @@ def list_objects_document(bucket: str, params: Mapping[str, str], request: ListR
         parts.append(
             f"<Contents><Key>{enc(obj.key)}</Key><LastModified>{stamp}</LastModified>"
             f"<ETag>{obj.etag}</ETag><Type>Normal</Type><Size>{obj.size}</Size>"
-            f"<StorageClass>Standard</StorageClass>{owner}</Contents>"
+            f"<StorageClass>{obj.storage_class}</StorageClass>"
+            + (f"<RestoreInfo>{xml_text(obj.restore)}</RestoreInfo>" if obj.restore else "")
+            + f"{owner}</Contents>"
         )
     for common in page.prefixes:
         parts.append(f"<CommonPrefixes><Prefix>{enc(common)}</Prefix></CommonPrefixes>")
