@@ -34,7 +34,7 @@ from pipeline.warehouse.local import LocalWarehouse
 REPO = Path(__file__).resolve().parents[3]
 CREDENTIAL = Credential("LTAIfaultkey", "fault-secret-456")
 NO_SLEEP = RetryPolicy(attempts=4, sleep=lambda _s: None)
-PAGE = 25  # the demo bucket's 342 objects in 14 pages, so faults land mid-listing
+PAGE = 25  # the demo bucket's 343 objects in 14 pages, so faults land mid-listing
 BASELINE_DS = "20261201"
 
 
