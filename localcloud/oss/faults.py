@@ -28,9 +28,11 @@ Knobs (all off by default)
                               ``NextMarker`` would be empty). Only ``IsTruncated`` says whether more follow.
     ``short_pages_seed``      seeds that choice. The draw for a page depends on the seed, the request
                               (prefix, delimiter, resume point, max-keys, v1/v2) and how often that same
-                              request was answered before, not on arrival order: a parallel listing sees
-                              the same pages whatever its threads do, and a repeated request (after an
-                              empty page) draws anew, so a listing always ends.
+                              request was answered before, not on the order requests arrive in: the same
+                              request gets the same answer however a parallel listing's threads run, and a
+                              repeated request (after an empty page) draws anew, so every listing ends.
+                              The server counts answers per distinct request while the knob is on (about
+                              one per page listed) and forgets them when knobs change.
 
 Precedence when several apply to one request: token failure, k-th failure, SlowDown burst, reset.
 """
@@ -186,7 +188,7 @@ class OssFaults:
                 raise ValueError(f"{name} must be >= 0")
         if self.list_delay_s < 0:
             raise ValueError("list_delay_s must be >= 0")
-        if not 0 <= self.short_pages_rate < 1:
+        if not 0 <= float(self.short_pages_rate) < 1:
             raise ValueError(f"short_pages_rate must be in [0, 1) (at 1 a listing might never end), got {self.short_pages_rate}")
 
     def __post_init__(self) -> None:

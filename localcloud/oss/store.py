@@ -24,8 +24,8 @@ Reserved names
     Files named :data:`DIR_MARKER_NAME` or :data:`OBJECT_META_NAME`, or starting with
     :data:`TEMP_PREFIX` (``.oss-tmp-``, the temporary files PutObject writes before an atomic
     ``os.replace``) are never listed, and keys containing such a path segment are refused with
-    ``InvalidArgument``. Files whose names cannot be
-    part of a key (backslashes, bytes that are not UTF-8, more than 255 bytes) are not listed either.
+    ``InvalidArgument``. Files whose names cannot be part of a key (backslashes, bytes that are not
+    UTF-8, more than 255 bytes) are not listed either.
 
 Limits of a folder
     A key cannot be both an object and a folder on disk (``a`` and ``a/b``): such a PutObject answers

@@ -23,8 +23,8 @@ import requests
 from oss2 import xml_utils
 from oss2.models import ListObjectsV2Result
 
-from pipeline.oss.catalog import ARCHIVE_CLASSES, ListedObject
 from pipeline.errors import SourceError
+from pipeline.oss.catalog import ARCHIVE_CLASSES, ListedObject
 from pipeline.oss.client import OssConnection, translate_error
 from pipeline.retry import RetryPolicy
 
@@ -56,9 +56,10 @@ def parse_listing_page(result: ListObjectsV2Result, body: bytes) -> None:
     oss2's parser builds a full ``SimplifiedObjectInfo`` per key (seven element lookups and an ISO-8601
     date parse each): about 70% of a listing's CPU, and under the GIL the ceiling of a parallel listing.
     This reads the same document with four regular expressions, decodes exactly as oss2 does
-    (``encoding-type=url``: ``unquote``), and checks that it accounted for every ``<Contents>``,
-    ``<StorageClass>``, ``<RestoreInfo>`` and ``<CommonPrefixes>``; on any surprise it falls back to
-    oss2's own parser. A truncated page keeps its token however few entries it holds, none included.
+    (``encoding-type=url``: ``unquote``), and checks that it accounted for every ``<Contents>`` (each
+    with its ``<StorageClass>`` right after ``<Size>``), every ``<RestoreInfo>`` of a page holding
+    archived objects, and every ``<CommonPrefixes>``; on any surprise it falls back to oss2's own parser.
+    A truncated page keeps its token however few entries it holds, none included.
     """
     try:
         text = body.decode("utf-8")

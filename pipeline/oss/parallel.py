@@ -146,9 +146,9 @@ def guess_split_points(
     ``ahead_keys`` keys of a range into ``pieces + 1`` parts (empty when the rest looks too small).
 
     ``keys`` are the latest keys listed (sorted; about a page of them, gathered over short pages if
-    need be). Strings are read as numbers whose digits
-    are the characters seen in the page (and in ``hi``), so a page of ``000123.jpg`` keys is measured
-    in decimal-like steps rather than in Unicode code points, and the page gives the key density.
+    need be). Strings are read as numbers whose digits are the characters seen in those keys (and in
+    ``hi``), so keys like ``000123.jpg`` are measured in decimal-like steps rather than in Unicode code
+    points, and the keys give the density.
     When ``hi`` is nearer than ``ahead_keys``, ``(keys[-1], hi)`` is cut evenly instead. The caller
     gives the last part everything up to ``hi`` (or to the end of the prefix). Any answer is safe: a
     poor one costs balance (an empty part is one request), never correctness.
