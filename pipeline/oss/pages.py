@@ -34,11 +34,12 @@ MAX_PAGE_SIZE = 1000  # the most OSS returns in one ListObjects page
 
 
 # One <Contents> entry: Key, then only simple elements (LastModified, ETag, Type) up to Size, then
-# StorageClass: the order OSS documents. Anything else (CDATA, comments, entities in a key, nesting,
-# another order) fails a count check and takes oss2's parser.
+# simple elements (e.g. TransitionTime) up to StorageClass: the order OSS documents. Anything else
+# (CDATA, comments, entities in a key, nesting, another order) fails a count check and takes oss2's parser.
+_SIMPLE_ELEMENTS = r"(?:\s*<[A-Za-z]+>[^<]*</[A-Za-z]+>)*?"
 _CONTENTS_RE = re.compile(
-    r"<Contents>\s*<Key>([^<&]*)</Key>(?:\s*<[A-Za-z]+>[^<]*</[A-Za-z]+>)*?\s*<Size>\s*(\d+)\s*</Size>"
-    r"\s*<StorageClass>([A-Za-z]+)</StorageClass>"
+    rf"<Contents>\s*<Key>([^<&]*)</Key>{_SIMPLE_ELEMENTS}\s*<Size>\s*(\d+)\s*</Size>"
+    rf"{_SIMPLE_ELEMENTS}\s*<StorageClass>([A-Za-z]+)</StorageClass>"
 )
 # The same, with the RestoreInfo that objects restored or being restored carry. Where OSS puts it is
 # not documented; the local server puts it right after StorageClass, elsewhere oss2's parser reads it.
@@ -57,7 +58,7 @@ def parse_listing_page(result: ListObjectsV2Result, body: bytes) -> None:
     date parse each): about 70% of a listing's CPU, and under the GIL the ceiling of a parallel listing.
     This reads the same document with four regular expressions, decodes exactly as oss2 does
     (``encoding-type=url``: ``unquote``), and checks that it accounted for every ``<Contents>`` (each
-    with its ``<StorageClass>`` right after ``<Size>``), every ``<RestoreInfo>`` of a page holding
+    with its ``<StorageClass>`` after ``<Size>``), every ``<RestoreInfo>`` of a page holding
     archived objects, and every ``<CommonPrefixes>``; on any surprise it falls back to oss2's own parser.
     A truncated page keeps its token however few entries it holds, none included.
     """

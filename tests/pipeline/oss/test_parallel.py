@@ -372,6 +372,8 @@ ARCHIVE_PAGE = _page(
         # Storage classes and RestoreInfo where the local server writes them (right after StorageClass),
         # quotes escaped or not: the lean parse reads them (see the test after this one).
         ARCHIVE_PAGE,
+        # An element between Size and StorageClass (OSS lists TransitionTime for objects a lifecycle rule moved).
+        _page(_entry("t.jpg", "<TransitionTime>2024-04-23T07:21:42.000Z</TransitionTime><StorageClass>ColdArchive</StorageClass>")),
         # RestoreInfo after Owner, or StorageClass after Owner: another order, so oss2's parser reads them.
         _page(
             _entry("f.jpg", "<StorageClass>Archive</StorageClass>", f"<RestoreInfo>{RESTORED_INFO}</RestoreInfo>"),
@@ -403,6 +405,9 @@ def test_the_lean_parse_reads_storage_classes_and_restore_state_itself() -> None
     assert [(o.storage_class, o.restore) for o in lean.object_list] == [
         ("Standard", ""), ("Archive", 'ongoing-request="true"'), ("ColdArchive", RESTORED_INFO), ("DeepColdArchive", ""), ("IA", "")
     ]
+    moved = ListObjectsV2Result(_Response())
+    parse_listing_page(moved, _page(_entry("t.jpg", "<TransitionTime>2024-04-23T07:21:42.000Z</TransitionTime><StorageClass>ColdArchive</StorageClass>")))
+    assert moved.object_list == [ListedObject("t.jpg", 7, "ColdArchive")]
 
 
 # -- split points -------------------------------------------------------------------------------------
