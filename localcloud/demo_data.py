@@ -20,6 +20,7 @@ CATEGORIES = {"shoes": 1, "bags": 2, "hats": 3, "watches": 4}
 class DemoObject:
     key: str
     data: bytes
+    storage_class: str = "Standard"
 
 
 def _image(seed: int, fmt: str, size: int = 96) -> bytes:
@@ -63,6 +64,8 @@ def demo_objects(per_category: int = 80, prefix: str = "catalog/") -> Iterator[D
     noise = random.Random(7).randbytes(300 * 1024)  # above the demo's 256 KiB max_size_bytes
     yield DemoObject(f"{prefix}bags/29999.png", noise)
     yield DemoObject(f"{prefix}shoes/cover-photo.jpg", _image(5, "JPEG"))  # no digits: bad_id
+    # An image moved to the Archive class and never restored: nobody can read it, so it is no row.
+    yield DemoObject(f"{prefix}watches/40998.jpg", _image(40998, "JPEG"), storage_class="Archive")
 
 
 def upload_demo_bucket(bucket: oss2.Bucket, per_category: int = 80) -> int:
@@ -75,6 +78,7 @@ def upload_demo_bucket(bucket: oss2.Bucket, per_category: int = 80) -> int:
     written = 0
     for obj in demo_objects(per_category):
         if obj.key not in existing:
-            bucket.put_object(obj.key, obj.data)
+            headers = {"x-oss-storage-class": obj.storage_class} if obj.storage_class != "Standard" else None
+            bucket.put_object(obj.key, obj.data, headers=headers)
             written += 1
     return written

@@ -7,6 +7,7 @@
     │   └── TransientCredentialsError  STS or the metadata service unreachable or failing: retry
     ├── SourceError                listing OSS failed
     │   ├── SourceAccessError      credentials refused, bucket missing: fix config, do not retry
+    │   ├── ArchivedObjectError    an object in an archive storage class is not restored: restore it
     │   └── TransientSourceError   5xx, throttling, reset connection: safe to retry the page
     ├── WarehouseError             writing or reading the catalog table failed
     │   ├── SchemaMismatchError    the existing table does not have the catalog schema
@@ -59,6 +60,11 @@ class SourceError(PipelineError):
 
 class SourceAccessError(SourceError):
     """OSS refused us (bad key, wrong secret, no such bucket): retrying will not help."""
+
+
+class ArchivedObjectError(SourceError):
+    """OSS refused to read an Archive / ColdArchive / DeepColdArchive object that is not restored
+    (403 InvalidObjectState): retrying will not help until someone restores it."""
 
 
 class TransientSourceError(SourceError):

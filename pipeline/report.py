@@ -90,6 +90,11 @@ def summarize(report: dict) -> str:
         )
         if load.get("unmapped_category_examples"):
             lines.append(f"  unmapped categories: {load['unmapped_category_examples']}")
+        if load.get("archived_examples"):
+            lines.append(
+                f"  archived, not restored {load.get('archived_by_class') or ''}: e.g. {load['archived_examples'][:3]}; "
+                "restore them or convert them to Standard/IA to index them"
+            )
     if stats:
         lines.append(f"  partition: {stats.get('rows')} rows, {stats.get('distinct_ids')} distinct ids")
         lines.append(f"  rows per category: {stats.get('rows_per_category')}")

@@ -10,6 +10,7 @@ import sys
 import threading
 
 from localcloud.oss import faults as oss_faults
+from localcloud.oss.archive import DEFAULT_RESTORE_DELAY_S
 from localcloud.oss.generated import GeneratedBucket
 from localcloud.oss.server import Credential, LocalOssServer
 from localcloud.ram import TokenAuthority
@@ -36,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         "--jitter-s", type=float, default=0.0, help="add a uniform random delay in [0, JITTER_S] to each answer"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed of the jitter (default: unseeded)")
+    parser.add_argument(
+        "--restore-delay-s", type=float, default=DEFAULT_RESTORE_DELAY_S,
+        help="how long a RestoreObject takes before the archived object is readable",
+    )
     parser.add_argument(
         "--generated",
         action="append",
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         region=args.region,
         accept_v1=args.accept_v1,
         authority=TokenAuthority.from_hex(args.sts_key_hex) if args.sts_key_hex else None,
+        restore_delay_s=args.restore_delay_s,
     )
     try:
         with server:

@@ -18,25 +18,45 @@ Knobs (all off by default)
                               the page that follows a key.
     ``fail_every_kth_list``   ListObjects requests number k, 2k, 3k, ... fail with 503 SlowDown (their
                               retry is another request, so each page fails at most once in a row).
+    ``short_pages_rate``      the share (0 <= rate < 1) of ListObjects pages (v1 and v2, folder and
+                              generated buckets, with or without delimiter) answered short, as OSS and S3
+                              may: the first k entries of what a full page would hold (objects and common
+                              prefixes in key order, 0 <= k < full), ``IsTruncated`` true, and a
+                              continuation token / ``NextMarker`` that resumes right after the last entry
+                              returned. About a third of short pages are empty (k = 0); their token resumes
+                              where the page began. A v1 page that began at no marker is never empty (its
+                              ``NextMarker`` would be empty). Only ``IsTruncated`` says whether more follow.
+    ``short_pages_seed``      seeds that choice. The draw for a page depends on the seed, the request
+                              (prefix, delimiter, resume point, max-keys, v1/v2) and how often that same
+                              request was answered before, not on the order requests arrive in: the same
+                              request gets the same answer however a parallel listing's threads run, and a
+                              repeated request (after an empty page) draws anew, so every listing ends.
+                              The server counts answers per distinct request while the knob is on (about
+                              one per page listed) and forgets them when knobs change.
 
 Precedence when several apply to one request: token failure, k-th failure, SlowDown burst, reset.
 """
 
 from __future__ import annotations
 
-import base64
+import random
 import socket
 import struct
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 
+from localcloud.oss.protocol import continuation_token
+
 __all__ = ["FaultAction", "OssFaults", "abort_connection", "token_after"]
+
+#: Share of short pages that are empty (when an empty page is legal).
+EMPTY_SHARE = 1 / 3
 
 
 def token_after(key: str) -> str:
     """The continuation token the local server hands out for the page that follows ``key``."""
-    return base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii")
+    return continuation_token(key)
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,8 @@ class OssFaults:
     list_delay_s: float = 0.0
     fail_tokens_once: set[str] = field(default_factory=set)
     fail_every_kth_list: int = 0
+    short_pages_rate: float = 0.0
+    short_pages_seed: int = 0
     # -- counters (read them; reset() clears them) --
     requests: int = 0
     list_requests: int = 0
@@ -71,19 +93,31 @@ class OssFaults:
     token_failures_sent: int = 0
     kth_failures_sent: int = 0
     delayed_lists: int = 0
+    short_pages_sent: int = 0
+    empty_pages_sent: int = 0
     failed_tokens: list[str] = field(default_factory=list)
     #: continuation-token / marker of the latest ListObjects requests, in arrival order ("" = first page)
     list_tokens: deque[str] = field(default_factory=lambda: deque(maxlen=10_000))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    #: how often each ListObjects request was answered while short pages are on (see short_page_length)
+    _answered: dict[tuple, int] = field(default_factory=dict, repr=False, compare=False)
 
     def set(self, **knobs: object) -> OssFaults:
         """Change knobs atomically with respect to requests in flight, e.g. ``faults.set(slow_down_next=3)``."""
         with self._lock:
-            for name, value in knobs.items():
+            for name in knobs:
                 if name.startswith("_") or name not in _KNOBS:
                     raise ValueError(f"unknown OSS fault knob {name!r}; knobs are {sorted(_KNOBS)}")
+            previous = {name: getattr(self, name) for name in knobs}
+            for name, value in knobs.items():
                 setattr(self, name, set(value) if name == "fail_tokens_once" else value)  # type: ignore[arg-type]
-            self._check()
+            try:
+                self._check()
+            except ValueError:  # a refused value leaves the knobs as they were
+                for name, value in previous.items():
+                    setattr(self, name, value)
+                raise
+            self._answered.clear()
         return self
 
     def reset(self) -> None:
@@ -92,6 +126,7 @@ class OssFaults:
             fresh = OssFaults()
             for name in (*_KNOBS, *_COUNTERS):
                 setattr(self, name, getattr(fresh, name))
+            self._answered.clear()
 
     def on_request(self, method: str, bucket: str, key: str, params: dict[str, str]) -> FaultAction:
         """Count the request and decide its fault (consuming one-shot state)."""
@@ -125,12 +160,36 @@ class OssFaults:
                 return FaultAction(reset=True, delay_s=delay)
             return FaultAction(delay_s=delay) if delay else NO_FAULT
 
+    def short_page_length(self, listing: tuple, full: int, may_be_empty: bool) -> int | None:
+        """How many of the ``full`` entries a full page would hold to answer (None: the full page).
+
+        ``listing`` identifies the request (prefix, delimiter, resume point, max-keys, version);
+        ``may_be_empty`` is False where an empty page could not say where to resume (v1, no marker).
+        """
+        if self.short_pages_rate <= 0 or full < 1:
+            return None
+        with self._lock:
+            answered = self._answered.get(listing, 0)
+            self._answered[listing] = answered + 1
+            rate, seed = self.short_pages_rate, self.short_pages_seed
+        rng = random.Random(f"{seed}|{answered}|{listing!r}")  # str seeds hash stably (SHA-512), unsalted
+        if rng.random() >= rate or (full == 1 and not may_be_empty):
+            return None
+        keep = 0 if may_be_empty and (full == 1 or rng.random() < EMPTY_SHARE) else rng.randrange(1, full)
+        with self._lock:
+            self.short_pages_sent += 1
+            if keep == 0:
+                self.empty_pages_sent += 1
+        return keep
+
     def _check(self) -> None:
         for name in ("slow_down_next", "reset_next", "fail_every_kth_list"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.list_delay_s < 0:
             raise ValueError("list_delay_s must be >= 0")
+        if not 0 <= float(self.short_pages_rate) < 1:
+            raise ValueError(f"short_pages_rate must be in [0, 1) (at 1 a listing might never end), got {self.short_pages_rate}")
 
     def __post_init__(self) -> None:
         self.fail_tokens_once = set(self.fail_tokens_once)
@@ -145,6 +204,8 @@ _KNOBS = (
     "list_delay_s",
     "fail_tokens_once",
     "fail_every_kth_list",
+    "short_pages_rate",
+    "short_pages_seed",
 )
 _COUNTERS = (
     "requests",
@@ -154,6 +215,8 @@ _COUNTERS = (
     "token_failures_sent",
     "kth_failures_sent",
     "delayed_lists",
+    "short_pages_sent",
+    "empty_pages_sent",
     "failed_tokens",
     "list_tokens",
 )
@@ -193,6 +256,14 @@ def add_cli_arguments(parser) -> None:  # argparse.ArgumentParser
     group.add_argument(
         "--fault-fail-every-kth-list", type=int, default=0, metavar="K", help="fail ListObjects requests k, 2k, 3k, ... once"
     )
+    group.add_argument(
+        "--fault-short-pages",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="answer this share (0 <= RATE < 1) of ListObjects pages short or empty, yet truncated, as OSS may",
+    )
+    group.add_argument("--fault-short-pages-seed", type=int, default=0, metavar="N", help="seed of --fault-short-pages")
 
 
 def from_cli_arguments(args) -> OssFaults:  # argparse.Namespace
@@ -204,4 +275,6 @@ def from_cli_arguments(args) -> OssFaults:  # argparse.Namespace
         list_delay_s=args.fault_list_delay_s,
         fail_tokens_once=set(args.fault_fail_token),
         fail_every_kth_list=args.fault_fail_every_kth_list,
+        short_pages_rate=args.fault_short_pages,
+        short_pages_seed=args.fault_short_pages_seed,
     )

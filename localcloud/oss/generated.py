@@ -4,8 +4,10 @@ Why: benchmarks and large-listing tests need buckets far bigger than a test mach
 hold. A :class:`GeneratedBucket` serves computed keys (``p037/000123456.jpg``) read-only: ListObjects
 v1/v2 (prefix, delimiter, marker / start-after / continuation-token, max-keys, encoding-type),
 HeadObject and GetObject (a deterministic body of the listed size); a page costs O(page size +
-folders), not O(bucket). PutObject and DeleteObject on it answer ``AccessDenied`` (see
-:mod:`localcloud.oss.server`, which serves it next to the folder buckets).
+folders), not O(bucket). ``archive_every`` puts every n-th key in an archive class (its GetObject
+answers 403 InvalidObjectState, see :mod:`localcloud.oss.archive`). PutObject, DeleteObject and
+RestoreObject on it answer ``AccessDenied`` (see :mod:`localcloud.oss.server`, which serves it next
+to the folder buckets).
 """
 
 from __future__ import annotations
@@ -90,11 +92,12 @@ class GeneratedBucket:
     max_size: int = 256 * 1024
     seed: int = 0
     mtime: float = 1767225600.0  # 2026-01-01T00:00:00Z
+    archive_every: int = 0  # > 0: keys numbered n with n % archive_every == archive_every - 1 are archived
 
     def __post_init__(self) -> None:
         if not BUCKET_RE.match(self.name):
             raise ValueError(f"generated bucket name {self.name!r} breaks the OSS bucket naming rules")
-        if min(self.prefixes, self.keys_per_prefix, self.flat_keys) < 0 or not 1 <= self.digits <= 18:
+        if min(self.prefixes, self.keys_per_prefix, self.flat_keys, self.archive_every) < 0 or not 1 <= self.digits <= 18:
             raise ValueError("generated bucket: counts must be >= 0 and digits 1..18")
         if not 0 <= self.min_size <= self.max_size:
             raise ValueError("generated bucket: need 0 <= min_size <= max_size")
@@ -112,7 +115,7 @@ class GeneratedBucket:
     def parse(cls, spec: str) -> GeneratedBucket:
         """``name=bench,prefixes=64,keys_per_prefix=15625,flat_keys=200000`` (the CLI's --generated)."""
         fields: dict[str, object] = {}
-        ints = {"prefixes", "keys_per_prefix", "flat_keys", "digits", "min_size", "max_size", "seed"}
+        ints = {"prefixes", "keys_per_prefix", "flat_keys", "digits", "min_size", "max_size", "seed", "archive_every"}
         for part in spec.split(","):
             name, sep, value = part.partition("=")
             name = name.strip()
@@ -154,6 +157,13 @@ class GeneratedBucket:
     def size_of(self, number: int) -> int:
         span = self.max_size - self.min_size + 1
         return self.min_size + ((number * _GOLDEN + self.seed) >> 16) % span
+
+    def storage_class_of(self, number: int) -> str:
+        """Every ``archive_every``-th key is archived, in turn Archive, ColdArchive, DeepColdArchive; the
+        bucket is read-only, so they can never be restored (RestoreObject answers AccessDenied)."""
+        if self.archive_every and number % self.archive_every == self.archive_every - 1:
+            return ("Archive", "ColdArchive", "DeepColdArchive")[number // self.archive_every % 3]
+        return "Standard"
 
     def etag_of(self, number: int) -> str:
         return '"%032X"' % (((number + self.seed) * _GOLDEN * _GOLDEN) & ((1 << 128) - 1))
@@ -210,7 +220,9 @@ class GeneratedBucket:
                     truncated = True
                     break
                 number = group.first + i
-                objects.append(ListedObject(key, self.size_of(number), self.mtime, self.etag_of(number)))
+                objects.append(
+                    ListedObject(key, self.size_of(number), self.mtime, self.etag_of(number), self.storage_class_of(number))
+                )
                 last = key
                 count += 1
                 i += 1

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 from urllib.parse import parse_qsl, unquote
 
+from localcloud.oss import archive
 from localcloud.oss import faults as oss_faults
 from localcloud.oss.auth import V1_SUBRESOURCES, authenticate
 from localcloud.oss.generated import GeneratedBucket
@@ -26,6 +27,7 @@ from localcloud.oss.protocol import (
     BUCKET_RE,
     RESPONSE_OVERRIDES,
     OssError,
+    cut_page,
     error_document,
     invalid_argument,
     list_objects_document,
@@ -41,6 +43,8 @@ from localcloud.oss.store import (
     file_in_the_way,
     is_within,
     list_bucket,
+    object_class,
+    set_object_class,
     validate_key,
 )
 
@@ -53,6 +57,11 @@ _CHUNK = 256 * 1024
 _DISCARD_LIMIT = 16 * 1024 * 1024  # refused bodies up to this size are read and dropped
 # Sub-resources that select an operation we do not implement (their presence must not be ignored).
 _HARMLESS_PARAMS = frozenset(["continuation-token", "security-token", "objectMeta"])
+
+
+def _object_params(method: str) -> set[str]:
+    """Sub-resources an object request may carry: ``restore`` selects RestoreObject, on POST only."""
+    return set(_HARMLESS_PARAMS) | set(RESPONSE_OVERRIDES) | ({"restore"} if method == "POST" else set())
 
 
 class OssRequestHandler(BaseHTTPRequestHandler):
@@ -185,13 +194,15 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             else:
                 raise method_not_allowed(method)
             return
-        self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | set(RESPONSE_OVERRIDES))
+        self._check_subresources(params, allowed=_object_params(method))
         if method in ("GET", "HEAD"):
             self._get_object(bucket_dir, key, params, headers, head=method == "HEAD")
         elif method == "PUT":
             self._put_object(bucket_dir, key, headers)
         elif method == "DELETE":
             self._delete_object(bucket_dir, key)
+        elif method == "POST" and "restore" in params:
+            self._restore_object(bucket_dir, key)
         else:
             raise method_not_allowed(method)
 
@@ -209,7 +220,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             else:
                 raise method_not_allowed(method)
             return
-        self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | set(RESPONSE_OVERRIDES))
+        self._check_subresources(params, allowed=_object_params(method))
         if method in ("GET", "HEAD"):
             self._get_generated(generated, key, params, headers, head=method == "HEAD")
         elif method in ("PUT", "DELETE", "POST"):
@@ -252,6 +263,14 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             page = generated.list_page(request.prefix, request.delimiter, request.after, request.max_keys)
         else:
             page = list_bucket(bucket_dir, request.prefix, request.delimiter, request.after, request.max_keys)
+        # Fault knob short_pages_rate: a legal short (or empty) page that is still truncated.
+        keep = self.server.faults.short_page_length(
+            (request.v2, request.prefix, request.delimiter, request.after, request.max_keys),
+            len(page.objects) + len(page.prefixes),
+            may_be_empty=request.v2 or bool(request.after),
+        )
+        if keep is not None:
+            page = cut_page(page, keep, request.after)
         self._send(200, {"Content-Type": "application/xml"}, list_objects_document(bucket, params, request, page))
 
     def _put_bucket(self, bucket: str, bucket_dir: str) -> None:
@@ -280,7 +299,9 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             def send_file(start: int, length: int) -> None:
                 self.connection.sendfile(handle, offset=start, count=length)
 
-            self._answer_object(key, st.st_size, etag_of(st), st.st_mtime, params, headers, head, send_file)
+            self._answer_object(
+                key, st.st_size, etag_of(st), st.st_mtime, params, headers, head, send_file, object_class(path)
+            )
 
     def _get_generated(
         self, generated: GeneratedBucket, key: str, params: Mapping[str, str], headers: Mapping[str, str], head: bool
@@ -294,8 +315,9 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             for chunk in generated.body(number, start, length):
                 self.wfile.write(chunk)
 
+        state = archive.ObjectClass(generated.storage_class_of(number))
         self._answer_object(
-            key, size, generated.etag_of(number), generated.mtime, params, headers, head, send_generated
+            key, size, generated.etag_of(number), generated.mtime, params, headers, head, send_generated, state
         )
 
     def _answer_object(
@@ -308,20 +330,25 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         headers: Mapping[str, str],
         head: bool,
         send_body: Callable[[int, int], None],
+        state: archive.ObjectClass = archive.STANDARD,
     ) -> None:
         """Answer GetObject / HeadObject / GetObjectMeta for an object of either bucket kind.
 
-        Headers, response overrides and Range are the same whatever stores the object; only the body
-        differs, so the caller passes ``send_body(start, length)``, called once the headers are out.
+        Headers, response overrides, Range and storage classes are the same whatever stores the object;
+        only the body differs, so the caller passes ``send_body(start, length)``, called once the
+        headers are out. A frozen archived object answers HEAD but not GET (403 InvalidObjectState).
         """
+        now = time.time()
         out = {
             "Content-Type": mimetypes.guess_type(key)[0] or "application/octet-stream",
             "ETag": etag,
             "Last-Modified": formatdate(mtime, usegmt=True),
             "Accept-Ranges": "bytes",
             "x-oss-object-type": "Normal",
-            "x-oss-storage-class": "Standard",
+            **archive.object_headers(state, now),
         }
+        if not head:
+            archive.check_readable(state, now)
         if head:
             if "objectMeta" in params:  # GetObjectMeta answers only the basic metadata
                 out = {k: out[k] for k in ("ETag", "Last-Modified")}
@@ -347,6 +374,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
     def _put_object(self, bucket_dir: str, key: str, headers: Mapping[str, str]) -> None:
         if "x-oss-copy-source" in headers:
             raise not_implemented("CopyObject")
+        storage_class = archive.storage_class_of_put(headers)
         path = self._object_path(bucket_dir, key)
         parent = os.path.dirname(path)
         conflict = OssError(
@@ -394,6 +422,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             except (IsADirectoryError, NotADirectoryError) as exc:
                 raise conflict from exc
             tmp_path = ""
+            set_object_class(path, archive.ObjectClass(storage_class))  # a new object: no restore yet
         finally:
             if tmp_path:
                 try:
@@ -409,6 +438,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         try:
             if not os.path.isdir(path):
                 os.remove(path)
+                set_object_class(path, None)
         except (FileNotFoundError, NotADirectoryError):
             pass
         # Folders exist on OSS only through their objects: prune the ones this delete emptied.
@@ -420,6 +450,19 @@ class OssRequestHandler(BaseHTTPRequestHandler):
                 break
             directory = os.path.dirname(directory)
         self._send(204, {})
+
+    def _restore_object(self, bucket_dir: str, key: str) -> None:
+        """RestoreObject: see :mod:`localcloud.oss.archive` for what it answers and when."""
+        path = self._object_path(bucket_dir, key)
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if length.isdigit() and int(length) > archive.MAX_RESTORE_BODY:
+            raise invalid_argument("The RestoreRequest body is too large.", "Content-Length", length)
+        body = b"".join(self._body_chunks()) if self._body_pending else b""
+        if not os.path.isfile(path):
+            raise OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
+        status, state = archive.restore(object_class(path), body, time.time(), self.server.restore_delay_s)
+        set_object_class(path, state)
+        self._send(status, {})
 
     # -- bodies and responses -----------------------------------------------------------------------
 

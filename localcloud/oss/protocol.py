@@ -103,6 +103,8 @@ class ListedObject:
     size: int
     mtime: float
     etag: str
+    storage_class: str = "Standard"
+    restore: str = ""  # <RestoreInfo> text, "" when there is none to show
 
 
 @dataclass
@@ -127,6 +129,38 @@ class ListRequest:
     after: str
 
 
+_TOKEN_TAG = b"after:"  # keeps tokens non-empty and opaque-looking, even for "from the start"
+
+
+def continuation_token(after: str) -> str:
+    """The ``NextContinuationToken`` of a page that resumes right after ``after`` ("" = from the start)."""
+    return base64.urlsafe_b64encode(_TOKEN_TAG + after.encode("utf-8")).decode("ascii")
+
+
+def resume_point(token: str) -> str:
+    """The key (or common prefix) a continuation token resumes after; InvalidArgument if it is not ours."""
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii"))
+        if not raw.startswith(_TOKEN_TAG):
+            raise ValueError("not a token of this server")
+        return raw[len(_TOKEN_TAG) :].decode("utf-8")
+    except (ValueError, binascii.Error, UnicodeError) as exc:
+        raise invalid_argument("The continuation token is not valid.", "continuation-token", token) from exc
+
+
+def cut_page(page: ListPage, keep: int, began_after: str) -> ListPage:
+    """A legal short page: the first ``keep`` entries of ``page`` (objects and common prefixes in key
+    order), truncated, resuming right after the last one kept, or where the page began if none is."""
+    entries = sorted([(obj.key, obj) for obj in page.objects] + [(common, None) for common in page.prefixes], key=lambda e: e[0])
+    kept = entries[:keep]
+    return ListPage(
+        [obj for _, obj in kept if obj is not None],
+        [name for name, obj in kept if obj is None],
+        True,
+        kept[-1][0] if kept else began_after,
+    )
+
+
 def parse_list_request(params: Mapping[str, str]) -> ListRequest:
     """Check a ListObjects (v1 or v2) query, raising InvalidArgument as OSS does."""
     v2 = params.get("list-type") == "2"
@@ -145,15 +179,9 @@ def parse_list_request(params: Mapping[str, str]) -> ListRequest:
 
     if v2:
         token = params.get("continuation-token", "")
-        start_after = params.get("start-after", "")
-        after = start_after
+        after = params.get("start-after", "")
         if token:
-            try:
-                after = max(after, base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8"))
-            except (ValueError, binascii.Error, UnicodeError) as exc:
-                raise invalid_argument(
-                    "The continuation token is not valid.", "continuation-token", token
-                ) from exc
+            after = max(after, resume_point(token))
     else:
         after = params.get("marker", "")
     return ListRequest(v2, prefix, delimiter, url, max_keys, after)
@@ -184,7 +212,7 @@ def list_objects_document(bucket: str, params: Mapping[str, str], request: ListR
     parts.append(f"<IsTruncated>{'true' if page.truncated else 'false'}</IsTruncated>")
     if page.truncated and page.last is not None:
         if v2:
-            token = base64.urlsafe_b64encode(page.last.encode("utf-8")).decode("ascii")
+            token = continuation_token(page.last)
             parts.append(f"<NextContinuationToken>{enc(token)}</NextContinuationToken>")
         else:
             parts.append(f"<NextMarker>{enc(page.last)}</NextMarker>")
@@ -200,7 +228,9 @@ def list_objects_document(bucket: str, params: Mapping[str, str], request: ListR
         parts.append(
             f"<Contents><Key>{enc(obj.key)}</Key><LastModified>{stamp}</LastModified>"
             f"<ETag>{obj.etag}</ETag><Type>Normal</Type><Size>{obj.size}</Size>"
-            f"<StorageClass>Standard</StorageClass>{owner}</Contents>"
+            f"<StorageClass>{obj.storage_class}</StorageClass>"
+            + (f"<RestoreInfo>{xml_text(obj.restore)}</RestoreInfo>" if obj.restore else "")
+            + f"{owner}</Contents>"
         )
     for common in page.prefixes:
         parts.append(f"<CommonPrefixes><Prefix>{enc(common)}</Prefix></CommonPrefixes>")

@@ -8,8 +8,14 @@ library only.
 Operations (path-style URLs ``http://127.0.0.1:PORT/bucket/key``, which oss2 uses for IP endpoints)
     ListObjects v1 and v2 (prefix, delimiter, marker / continuation-token / start-after, max-keys 1-1000,
     encoding-type=url, fetch-owner), GetObject (with a single Range, OSS semantics, see below),
-    HeadObject, GetObjectMeta (``HEAD ?objectMeta``), PutObject (atomic), DeleteObject (idempotent),
-    PutBucket (creates the folder). Everything else answers ``NotImplemented`` or ``MethodNotAllowed``.
+    HeadObject, GetObjectMeta (``HEAD ?objectMeta``), PutObject (atomic, with ``x-oss-storage-class``),
+    DeleteObject (idempotent), RestoreObject, PutBucket (creates the folder). Everything else answers
+    ``NotImplemented`` or ``MethodNotAllowed``.
+
+Storage classes
+    Every object has one (Standard unless PutObject said otherwise); Archive, ColdArchive and
+    DeepColdArchive objects answer GetObject with 403 ``InvalidObjectState`` until restored. See
+    :mod:`localcloud.oss.archive`.
 
 Range and Authentication
     OSS Range semantics (not RFC 7233's) are described in :mod:`localcloud.oss.protocol`; the
@@ -25,7 +31,8 @@ Realism knobs (benchmarks)
 Fault knobs (reliability tests)
     ``faults`` (:class:`~localcloud.oss.faults.OssFaults`, also ``server.faults`` at runtime and the
     ``--fault-*`` CLI flags): 503 SlowDown bursts, connections reset mid-response, slow ListObjects
-    pages, a page that fails once. See :mod:`localcloud.oss.faults`.
+    pages, a page that fails once, short or empty pages that are still truncated (as OSS may answer
+    them). See :mod:`localcloud.oss.faults`.
 
 Safety
     The server binds to a loopback address only. Bucket names are checked against the OSS rules; keys
@@ -38,8 +45,9 @@ Module layout
     configuration; :mod:`localcloud.oss.handler` answers one request (dispatch, authentication, object
     operations); folder buckets (keys on disk, listing, ETags) are :mod:`localcloud.oss.store`; the wire
     format (errors, listing XML, Range) :mod:`localcloud.oss.protocol`; signature checks
-    :mod:`localcloud.oss.auth`; generated buckets :mod:`localcloud.oss.generated`; fault knobs
-    :mod:`localcloud.oss.faults`; the command line ``python -m localcloud.oss``.
+    :mod:`localcloud.oss.auth`; generated buckets :mod:`localcloud.oss.generated`; storage classes and
+    restores :mod:`localcloud.oss.archive`; fault knobs :mod:`localcloud.oss.faults`; the command line
+    ``python -m localcloud.oss``.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Mapping, Sequence
 
+from localcloud.oss.archive import DEFAULT_RESTORE_DELAY_S
 from localcloud.oss.auth import AuthPolicy
 from localcloud.oss.faults import OssFaults
 from localcloud.oss.generated import GeneratedBucket
@@ -82,8 +91,10 @@ class OssHttpServer(ThreadingHTTPServer):
         seed: int | None = None,
         generated: Mapping[str, GeneratedBucket] | None = None,
         faults: OssFaults | None = None,
+        restore_delay_s: float = DEFAULT_RESTORE_DELAY_S,
     ) -> None:
         self.root = root
+        self.restore_delay_s = restore_delay_s
         self.faults = faults if faults is not None else OssFaults()
         self.auth = auth
         self.latency_s = latency_s
@@ -141,6 +152,7 @@ class LocalOssServer:
         region: str = "cn-hangzhou",
         accept_v1: bool = False,
         authority: TokenAuthority | None = None,
+        restore_delay_s: float = DEFAULT_RESTORE_DELAY_S,
     ) -> None:
         """Check the configuration now, so a bad root or key set fails before anything listens.
 
@@ -150,6 +162,8 @@ class LocalOssServer:
         precedence over a folder of the same name. ``region``: the buckets' region, which V4 signatures
         must name. ``accept_v1``: also accept V1 signatures (an old bucket); refused by default, as by a
         new bucket. ``authority``: the STS whose temporary credentials are accepted (none by default).
+        ``restore_delay_s``: how long a RestoreObject takes before the object is readable (see
+        :mod:`localcloud.oss.archive`).
         """
         real_root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real_root):
@@ -171,8 +185,8 @@ class LocalOssServer:
             loopback = False
         if not loopback:
             raise ValueError(f"the local OSS server binds to IPv4 loopback addresses only, not {host!r}")
-        if latency_s < 0 or jitter_s < 0:
-            raise ValueError("latency_s and jitter_s must be >= 0")
+        if latency_s < 0 or jitter_s < 0 or restore_delay_s < 0:
+            raise ValueError("latency_s, jitter_s and restore_delay_s must be >= 0")
         by_name = {bucket.name: bucket for bucket in generated}
         if len(by_name) != len(generated):
             raise ValueError("generated buckets need distinct names")
@@ -185,6 +199,7 @@ class LocalOssServer:
         self._seed = seed
         self._generated = by_name
         self._faults = faults if faults is not None else OssFaults()
+        self._restore_delay_s = float(restore_delay_s)
         self._httpd: OssHttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -201,6 +216,7 @@ class LocalOssServer:
             seed=self._seed,
             generated=self._generated,
             faults=self._faults,
+            restore_delay_s=self._restore_delay_s,
         )
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-oss-server", daemon=True
@@ -238,6 +254,19 @@ class LocalOssServer:
     def faults(self) -> OssFaults:
         """The fault knobs (see :mod:`localcloud.oss.faults`); change them while the server runs."""
         return self._faults
+
+    @property
+    def restore_delay_s(self) -> float:
+        """How long a RestoreObject takes; tests may change it while the server runs."""
+        return self._restore_delay_s
+
+    @restore_delay_s.setter
+    def restore_delay_s(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("restore_delay_s must be >= 0")
+        self._restore_delay_s = float(seconds)
+        if self._httpd is not None:
+            self._httpd.restore_delay_s = self._restore_delay_s
 
     def __enter__(self) -> "LocalOssServer":
         return self.start()

@@ -11,11 +11,21 @@ Folder markers
     object's content. It is listed as ``dir/``, sorts before the directory's children, and is never
     listed under its own file name.
 
+Storage classes
+    A folder whose files are not all Standard holds a sidecar, :data:`OBJECT_META_NAME`
+    (``.oss-object-meta``): JSON mapping a file name (``.oss-dir-marker`` for the folder marker) to its
+    class and restore (see :mod:`localcloud.oss.archive`). Files it does not name are Standard, so a
+    folder written by hand needs none. PutObject sets or clears the file's entry, DeleteObject clears it,
+    RestoreObject updates it; the sidecar is rewritten atomically under one lock per process (two
+    server processes writing classes into one folder at once could lose an update), and removed when
+    its last entry goes, so folders still vanish with their last object.
+
 Reserved names
-    Files named :data:`DIR_MARKER_NAME` or starting with :data:`TEMP_PREFIX` (``.oss-tmp-``, the
-    temporary files PutObject writes before an atomic ``os.replace``) are never listed, and keys
-    containing such a path segment are refused with ``InvalidArgument``. Files whose names cannot be
-    part of a key (backslashes, bytes that are not UTF-8, more than 255 bytes) are not listed either.
+    Files named :data:`DIR_MARKER_NAME` or :data:`OBJECT_META_NAME`, or starting with
+    :data:`TEMP_PREFIX` (``.oss-tmp-``, the temporary files PutObject writes before an atomic
+    ``os.replace``) are never listed, and keys containing such a path segment are refused with
+    ``InvalidArgument``. Files whose names cannot be part of a key (backslashes, bytes that are not
+    UTF-8, more than 255 bytes) are not listed either.
 
 Limits of a folder
     A key cannot be both an object and a folder on disk (``a`` and ``a/b``): such a PutObject answers
@@ -46,16 +56,23 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from localcloud.oss.archive import STANDARD, ObjectClass
 from localcloud.oss.protocol import ListedObject, ListPage, OssError, common_prefix_of, invalid_argument
 
 #: Hidden file that stores a folder-marker object (a key ending in ``/``) inside its directory.
 DIR_MARKER_NAME = ".oss-dir-marker"
 #: Prefix of the temporary files PutObject writes before renaming them into place.
 TEMP_PREFIX = ".oss-tmp-"
+#: Sidecar of a folder: storage classes and restores of its files that are not plain Standard.
+OBJECT_META_NAME = ".oss-object-meta"
+_META_LOCK = threading.Lock()
 
 MAX_KEY_BYTES = 1023
 _NAME_MAX_BYTES = 255
@@ -82,7 +99,7 @@ def etag_of(st: os.stat_result) -> str:
 
 
 def _is_reserved_name(name: str) -> bool:
-    return name == DIR_MARKER_NAME or name.startswith(TEMP_PREFIX)
+    return name in (DIR_MARKER_NAME, OBJECT_META_NAME) or name.startswith(TEMP_PREFIX)
 
 
 def _segment_ok(name: str) -> bool:
@@ -120,8 +137,8 @@ def validate_key(key: str) -> tuple[list[str], bool]:
             )
         if _is_reserved_name(seg):
             raise invalid_argument(
-                f"Path segments named {DIR_MARKER_NAME!r} or starting with {TEMP_PREFIX!r} are reserved "
-                "by the local OSS server.",
+                f"Path segments named {DIR_MARKER_NAME!r} or {OBJECT_META_NAME!r}, or starting with {TEMP_PREFIX!r}, "
+                "are reserved by the local OSS server.",
                 "key",
                 key,
             )
@@ -147,6 +164,49 @@ def is_within(path: str, directory: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
+# Folder buckets: storage classes (one sidecar per folder)
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_meta(folder: str) -> dict:
+    try:
+        with open(os.path.join(folder, OBJECT_META_NAME), encoding="utf-8") as fh:
+            found = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def object_class(path: str) -> ObjectClass:
+    """The storage class and restore of the object stored at ``path`` (Standard unless the sidecar says)."""
+    folder, name = os.path.split(path)
+    return ObjectClass.from_json(_read_meta(folder).get(name))
+
+
+def set_object_class(path: str, state: ObjectClass | None) -> None:
+    """Record ``state`` for the object at ``path``; None or plain Standard clears its entry."""
+    folder, name = os.path.split(path)
+    with _META_LOCK:
+        meta = _read_meta(folder)
+        if state is None or state == STANDARD:
+            if meta.pop(name, None) is None:
+                return
+        else:
+            meta[name] = state.as_json()
+        target = os.path.join(folder, OBJECT_META_NAME)
+        if not meta:
+            try:
+                os.remove(target)
+            except FileNotFoundError:
+                pass
+            return
+        tmp = os.path.join(folder, f"{TEMP_PREFIX}meta-{threading.get_ident()}")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, sort_keys=True)
+        os.replace(tmp, target)
+
+
+# --------------------------------------------------------------------------------------------------
 # Folder buckets: listing
 # --------------------------------------------------------------------------------------------------
 
@@ -154,10 +214,11 @@ def is_within(path: str, directory: str) -> bool:
 class _WalkState:
     """Mutable state shared between the tree walk and its consumer (rolled-up prefix to skip)."""
 
-    __slots__ = ("skip",)
+    __slots__ = ("skip", "meta_dirs")
 
     def __init__(self) -> None:
         self.skip: str | None = None
+        self.meta_dirs: set[str] = set()  # folders seen holding a storage-class sidecar
 
 
 def _walk(
@@ -179,6 +240,9 @@ def _walk(
             name = entry.name
             if name == DIR_MARKER_NAME:
                 has_marker = True
+                continue
+            if name == OBJECT_META_NAME:
+                state.meta_dirs.add(dir_path)
                 continue
             base = key_prefix + name
             # Cheap string tests first. They hold whatever the entry's type: if ``base`` is out of the
@@ -241,6 +305,8 @@ def list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_ke
         key_prefix = "/".join(segments) + "/"
 
     state = _WalkState()
+    metas: dict[str, dict] = {}
+    now = time.time()
     objects: list[ListedObject] = []
     prefixes: list[str] = []
     count = 0
@@ -270,7 +336,15 @@ def list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_ke
             if count >= max_keys:
                 truncated = True
                 break
-            objects.append(ListedObject(key, st.st_size, st.st_mtime, etag_of(st)))
+            folder, name = os.path.split(path)
+            if folder in state.meta_dirs:  # not all Standard here: read the sidecar once per page
+                meta = metas[folder] if folder in metas else metas.setdefault(folder, _read_meta(folder))
+                found = ObjectClass.from_json(meta.get(name))
+                objects.append(
+                    ListedObject(key, st.st_size, st.st_mtime, etag_of(st), found.storage_class, found.restore_info(now))
+                )
+            else:
+                objects.append(ListedObject(key, st.st_size, st.st_mtime, etag_of(st)))
             count += 1
             last = key
     finally:

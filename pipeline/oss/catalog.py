@@ -7,6 +7,7 @@ run report can say exactly what was left out and why; nothing is dropped silentl
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
 import warnings
 from collections import Counter
@@ -25,14 +26,34 @@ from pipeline.schema import CATALOG_SCHEMA
 
 INT64_MAX = 2**63 - 1
 _UNMAPPED_EXAMPLES = 10
+_ARCHIVED_EXAMPLES = 10
 _VECTOR_MIN_OBJECTS = 64  # smaller pages take the plain loop: setting up arrays would cost more
 
 
+#: Storage classes whose objects cannot be read until restored: GetObject answers 403 InvalidObjectState,
+#: and OpenSearch could not fetch them either. (Standard and IA are read directly.)
+ARCHIVE_CLASSES = frozenset({"Archive", "ColdArchive", "DeepColdArchive"})
+_RESTORED_RE = re.compile(r"ongoing-request\s*=\s*[\"']?false", re.IGNORECASE)
+
+
 class ListedObject(NamedTuple):
-    """The part of an OSS listing entry the catalog needs."""
+    """The part of an OSS listing entry the catalog needs.
+
+    ``storage_class`` as listed (OSS lists one per object; Standard when a listing lacks it).
+    ``restore`` is the listing's ``RestoreInfo`` as OSS sends it: empty when the object was never
+    restored or its restored copy expired, ``ongoing-request="true"`` while a restore runs, and
+    ``ongoing-request="false", expiry-date="…"`` once it is readable (until that date).
+    """
 
     key: str
     size: int
+    storage_class: str = "Standard"
+    restore: str = ""
+
+
+def is_unreadable_archive(obj: ListedObject) -> bool:
+    """An Archive, ColdArchive or DeepColdArchive object that is not restored (or still restoring)."""
+    return obj.storage_class in ARCHIVE_CLASSES and not _RESTORED_RE.search(obj.restore)
 
 
 class SkipReason(StrEnum):
@@ -43,6 +64,7 @@ class SkipReason(StrEnum):
     TOO_LARGE = "too_large"
     BAD_ID = "bad_id"
     UNMAPPED_CATEGORY = "unmapped_category"
+    ARCHIVED = "archived"  # an image in an archive storage class, not restored: nobody could read it
 
 
 # The filters by code, in the order they apply (code 0: the object passed them all).
@@ -53,7 +75,10 @@ _FILTER_CODES = (
     SkipReason.ZERO_BYTES,
     SkipReason.TOO_SMALL,
     SkipReason.TOO_LARGE,
+    SkipReason.ARCHIVED,
 )
+_ARCHIVED_CODE = _FILTER_CODES.index(SkipReason.ARCHIVED)
+_STORAGE_CLASS = operator.itemgetter(2)
 
 
 def re2_equivalent(pattern: str) -> str | None:
@@ -172,6 +197,13 @@ class CatalogCounts:
     kept: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     unmapped_categories: Counter[str] = field(default_factory=Counter)
+    archived_classes: Counter[str] = field(default_factory=Counter)
+    archived_examples: list[str] = field(default_factory=list)  # the first keys in key order, whatever the page order
+
+    def note_archived(self, objects: Iterable[ListedObject]) -> None:
+        found = list(objects)
+        self.archived_classes.update(obj.storage_class for obj in found)
+        self.archived_examples = sorted({*self.archived_examples, *(obj.key for obj in found)})[:_ARCHIVED_EXAMPLES]
 
     def as_dict(self) -> dict:
         return {
@@ -180,6 +212,8 @@ class CatalogCounts:
             "skipped": {reason.value: self.skipped.get(reason.value, 0) for reason in SkipReason},
             "skipped_total": sum(self.skipped.values()),
             "unmapped_category_examples": dict(self.unmapped_categories.most_common(_UNMAPPED_EXAMPLES)),
+            "archived_by_class": dict(sorted(self.archived_classes.items())),
+            "archived_examples": list(self.archived_examples),
         }
 
 
@@ -216,6 +250,8 @@ class CatalogBuilder:
         skipped = self.counts.skipped
         for obj in objects:
             reason = self._filter(obj)
+            if reason is SkipReason.ARCHIVED:
+                self.counts.note_archived([obj])
             if reason is None:
                 row_id = self._row_id(obj.key)
                 if row_id is None:
@@ -258,9 +294,12 @@ class CatalogBuilder:
         # "The file name's extension, lower-cased, is listed" is "the key ends with '.' + a listed
         # extension, in any case": extensions hold no '.' or '/', and the page is ASCII.
         image = pc.match_substring_regex(key_array, self._image_re, ignore_case=True).to_numpy(zero_copy_only=False)
-        codes = np.select(
-            [folder, ~image, sizes == 0, sizes < self._min_size, sizes > self._max_size], [1, 2, 3, 4, 5], default=0
-        )
+        conditions = [folder, ~image, sizes == 0, sizes < self._min_size, sizes > self._max_size]
+        # The usual page holds no archive class at all: one pass over the classes in C says so.
+        archive_page = not ARCHIVE_CLASSES.isdisjoint(map(_STORAGE_CLASS, objects))
+        if archive_page:
+            conditions.append(np.fromiter(map(is_unreadable_archive, objects), dtype=bool, count=len(keys)))
+        codes = np.select(conditions, list(range(1, len(conditions) + 1)), default=0)
         passed = key_array.filter(pa.array(codes == 0))
         row_ids, id_ok = self._id_arrays(passed)
         tokens = self._token_array(passed)
@@ -270,6 +309,8 @@ class CatalogBuilder:
             return None
 
         skipped = self.counts.skipped
+        if archive_page:
+            self.counts.note_archived(objects[j] for j in np.flatnonzero(codes == _ARCHIVED_CODE).tolist())
         for code, count in enumerate(np.bincount(codes, minlength=len(_FILTER_CODES)).tolist()):
             if code and count:
                 skipped[_FILTER_CODES[code].value] += count  # type: ignore[union-attr]
@@ -361,6 +402,8 @@ class CatalogBuilder:
             return SkipReason.TOO_SMALL
         if obj.size > self._max_size:
             return SkipReason.TOO_LARGE
+        if is_unreadable_archive(obj):
+            return SkipReason.ARCHIVED
         return None
 
     def _row_id(self, key: str) -> int | None:

@@ -21,7 +21,13 @@ import requests
 
 from pipeline.connections import extras, get_connection
 from pipeline.credentials import CredentialSettings, CredentialSource, credential_source
-from pipeline.errors import ConnectionConfigError, SourceAccessError, SourceError, TransientSourceError
+from pipeline.errors import (
+    ArchivedObjectError,
+    ConnectionConfigError,
+    SourceAccessError,
+    SourceError,
+    TransientSourceError,
+)
 from pipeline.redact import quiet_sdk_loggers, register_secrets
 from pipeline.retry import RetryPolicy
 
@@ -134,6 +140,14 @@ def translate_error(exc: oss2.exceptions.OssError, conn: OssConnection, bucket: 
     if code == "SecurityTokenExpired":
         return SourceAccessError(
             f"{what}: {where} refused an expired security token; {conn.credentials.expired_token_advice()}{suffix}"
+        )
+    if code == "InvalidObjectState":  # a 403 that is not about credentials: the object is archived
+        return ArchivedObjectError(
+            f"{what}: {where}: the object is in an archive storage class (Archive, ColdArchive or "
+            "DeepColdArchive) and not restored, so OSS refuses to read it (InvalidObjectState), and OpenSearch "
+            "could not read it either; restore it (RestoreObject, e.g. `ossutil restore`) and wait until HeadObject "
+            "shows x-oss-restore: ongoing-request=\"false\", or convert it to Standard or IA; the catalog skips "
+            f"such objects as 'archived' when it lists them{suffix}"
         )
     if isinstance(exc, oss2.exceptions.NoSuchBucket):
         return SourceAccessError(f"{what}: {where} does not exist; check the bucket name in the index config and the endpoint{suffix}")

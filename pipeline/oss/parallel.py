@@ -17,12 +17,14 @@ Work units
     inclusive and ``hi`` exclusive, so splitting ``[lo, hi)`` at any string ``s`` gives ``[lo, s)`` and
     ``[s, hi)``: no gap, no overlap, whether or not ``s`` is a key. OSS takes only an exclusive
     ``start_after``; a range asks for ``start_after=_just_below(lo)`` and drops keys below ``lo``.
+    A range ends at ``hi`` or where OSS says the listing ends (``IsTruncated`` false), never at a short
+    page: OSS may answer fewer keys than ``max-keys``, or none, and still have more.
 
 Adaptive splitting
     Ranges are not cut up front (we would have to list a prefix to know where its keys are). Instead,
     whenever workers are idle and no work is queued, a busy worker cuts the rest of its range into
     parts for them, keeps the first and queues the others: at known common prefixes if its range
-    holds several (exact, before any request), otherwise at strings extrapolated from the page it
+    holds several (exact, before any request), otherwise at strings extrapolated from the keys it
     just listed (:func:`guess_split_points`). How far to reach is itself a guess: as many pages as
     this run of keys has shown so far (at least eight), in parts of about four pages, so a long flat
     prefix fans out in a few rounds while a short tail wastes a request or two; near ``hi`` the rest is
@@ -143,9 +145,10 @@ def guess_split_points(
     """Up to ``pieces`` ascending strings strictly between ``keys[-1]`` and ``hi`` that cut the next
     ``ahead_keys`` keys of a range into ``pieces + 1`` parts (empty when the rest looks too small).
 
-    ``keys`` is the page just listed (sorted, a full page). Strings are read as numbers whose digits
-    are the characters seen in the page (and in ``hi``), so a page of ``000123.jpg`` keys is measured
-    in decimal-like steps rather than in Unicode code points, and the page gives the key density.
+    ``keys`` are the latest keys listed (sorted; about a page of them, gathered over short pages if
+    need be). Strings are read as numbers whose digits are the characters seen in those keys (and in
+    ``hi``), so keys like ``000123.jpg`` are measured in decimal-like steps rather than in Unicode code
+    points, and the keys give the density.
     When ``hi`` is nearer than ``ahead_keys``, ``(keys[-1], hi)`` is cut evenly instead. The caller
     gives the last part everything up to ``hi`` (or to the end of the prefix). Any answer is safe: a
     poor one costs balance (an empty part is one request), never correctness.
@@ -360,10 +363,12 @@ class ParallelLister:
         for group in runs:
             self._queue(run, _Task("range", task.prefix, group[0], _after_prefix(group[-1]), boundaries=tuple(group[1:])))
         if page.is_truncated:
-            if page.prefixes:
+            if page.prefixes or not page.objects:
+                # More common prefixes may follow; an empty page (legal while truncated) says nothing yet.
                 self._queue(run, replace(task, token=page.next_token))
             else:
-                # A flat folder: continue as a range, which can be split, right after the last key.
+                # Only objects so far (a flat folder, it seems): continue as a range, which can be split,
+                # right after the last key. Any common prefix further on is listed inside that range.
                 self._queue(run, _Task("range", task.prefix, object_keys[-1] + "\x00", known_pages=1))
 
     def _split(self, run: _Run, task: _Task, points: Sequence[str], known: Sequence[int] = ()) -> _Task:
@@ -388,7 +393,11 @@ class ParallelLister:
         return replace(task, hi=points[0], boundaries=tuple(b for b in task.boundaries if b < points[0]))
 
     def _maybe_split(self, run: _Run, task: _Task, pos: str, page_keys: Sequence[str], pages_done: int = 0) -> _Task:
-        """Split the rest of ``task`` (keys above ``pos``) for idle workers, if there are any."""
+        """Split the rest of ``task`` (keys above ``pos``) for idle workers, if there are any.
+
+        ``page_keys``: the latest keys listed (about a page); ``pages_done``: keys listed in this task so
+        far, in pages of ``page_size`` (pages may be short: their count says nothing).
+        """
         idle = self._idle_workers(run)
         if not idle:
             return task
@@ -407,7 +416,7 @@ class ParallelLister:
         seen = task.known_pages + pages_done
         ahead = max(8, seen)
         pieces = min(idle, max(1, ahead // 4))
-        points = self._split_points(page_keys, task.hi, ahead * len(page_keys), self._min_split_keys, pieces)
+        points = self._split_points(page_keys, task.hi, ahead * self._lister.page_size, self._min_split_keys, pieces)
         previous = pos
         for point in points:
             if not (point > previous and (task.hi is None or point < task.hi)):
@@ -419,25 +428,31 @@ class ParallelLister:
     def _list_range(self, run: _Run, task: _Task) -> None:
         if task.boundaries:  # known common prefixes split a range before any request is made
             task = self._maybe_split(run, task, task.lo, ())
+        # iter_pages follows IsTruncated and continuation tokens, whatever a page's length: OSS may
+        # answer fewer keys than max-keys, even none, and still have more. The page length says nothing.
         pages = self._lister.iter_pages(KeyRange(task.prefix, _just_below(task.lo)))
         page_size = self._lister.page_size
+        recent: list[str] = []  # about a page of the latest keys: split guesses read the key density there
+        keys_done = 0
+        below_lo = True  # keys between _just_below(lo) and lo come first, possibly over several short pages
         try:
-            first = True
-            full_pages = 0
             for raw in pages:
                 page = raw
-                if first and page and page[0].key < task.lo:
-                    page = [obj for obj in page if obj.key >= task.lo]
-                first = False
+                if below_lo:
+                    if page[0].key < task.lo:
+                        page = [obj for obj in page if obj.key >= task.lo]
+                    below_lo = not page
                 done = task.hi is not None and bool(page) and page[-1].key >= task.hi
                 if done:
                     page = [obj for obj in page if obj.key < task.hi]  # type: ignore[operator]
                 if page:
                     self._put(run, page)
-                if done or len(raw) < page_size:
-                    return  # end of the range, or a short page: the listing is over
-                full_pages += 1
-                task = self._maybe_split(run, task, raw[-1].key, [obj.key for obj in raw], full_pages)
+                if done:
+                    return
+                keys = [obj.key for obj in raw]
+                recent = keys if len(keys) >= page_size else (recent + keys)[-page_size:]
+                keys_done += len(keys)
+                task = self._maybe_split(run, task, keys[-1], recent, keys_done // page_size)
         finally:
             pages.close()
 

@@ -10,8 +10,10 @@ from localcloud.demo import apply_faults
 def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
     _, stack, _ = demo_stack
     try:
-        apply_faults(stack, ["oss.slow_down_next=2", "opensearch.fail_next_build=disk full", "opensearch-http.throttle_next=1"])
+        apply_faults(stack, ["oss.slow_down_next=2", "opensearch.fail_next_build=disk full", "opensearch-http.throttle_next=1",
+                             "oss.short_pages_rate=0.3", "oss.short_pages_seed=4"])
         assert stack.oss.faults.slow_down_next == 2
+        assert (stack.oss.faults.short_pages_rate, stack.oss.faults.short_pages_seed) == (0.3, 4)
         assert stack.opensearch.engine.faults.fail_next_build == "disk full"
         assert stack.opensearch.http_faults.throttle_next == 1
     finally:
@@ -27,6 +29,7 @@ def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
         ("opensearch.take=1", "EngineFaults has no knob 'take'"),
         ("dns.fail=1", "target must be oss, opensearch or opensearch-http"),
         ("oss.slow_down_next", "expected TARGET.KNOB=VALUE"),
+        ("oss.short_pages_rate=1", r"short_pages_rate must be in \[0, 1\)"),
     ],
 )
 def test_bad_fault_specs_are_refused(demo_stack, spec: str, message: str) -> None:

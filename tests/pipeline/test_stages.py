@@ -18,6 +18,7 @@ EXPECTED_SKIPS = {
     "too_large": 1,
     "bad_id": 1,
     "unmapped_category": 5,
+    "archived": 1,
 }
 
 
@@ -32,6 +33,7 @@ def test_load_then_check_the_demo_partition(demo_stack) -> None:
     assert result.counts["kept"] == 320 and result.counts["listed"] == 320 + sum(EXPECTED_SKIPS.values())
     assert result.counts["skipped"] == EXPECTED_SKIPS
     assert result.counts["unmapped_category_examples"] == {"misc": 5}
+    assert result.counts["archived_examples"] == ["catalog/watches/40998.jpg"]
     stats, results = check_partition(open_index_warehouse(config), "20261101", load=result.as_dict())
     assert all(r.passed for r in results) and [r.name for r in results] == list(GUARD_NAMES)
     assert stats.rows == stats.distinct_ids == 320

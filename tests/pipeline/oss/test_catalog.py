@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import CategoryRule, IdRule, SourceConfig
 from pipeline.errors import CatalogError
-from pipeline.oss.catalog import CatalogBuilder, ListedObject, SkipReason, stable_key_id
+from pipeline.oss.catalog import CatalogBuilder, ListedObject, SkipReason, is_unreadable_archive, stable_key_id
 from pipeline.schema import CATALOG_SCHEMA
 
 SOURCE = SourceConfig(oss_conn_id="c", bucket="bkt", prefixes=["p/"], extensions=["jpg", "png"], max_size_bytes=1000)
@@ -55,8 +55,10 @@ def test_skips_are_counted_by_reason() -> None:
         "too_large": 1,
         "bad_id": 2,
         "unmapped_category": 1,
+        "archived": 0,
     }
     assert counts["unmapped_category_examples"] == {"x": 1}
+    assert counts["archived_by_class"] == {} and counts["archived_examples"] == []
 
 
 def test_too_small_is_its_own_reason() -> None:
@@ -119,3 +121,49 @@ def test_batches_stream_and_skip_empty_pages() -> None:
     batches = list(builder.batches(iter(pages)))
     assert [b.num_rows for b in batches] == [1, 1]
     assert builder.counts.listed == 3
+
+
+RESTORING = 'ongoing-request="true"'
+RESTORED = 'ongoing-request="false", expiry-date="Sat, 05 Dec 2026 07:38:08 GMT"'
+
+
+@pytest.mark.parametrize("filler", [0, 100], ids=["per-object", "vectorised"])
+def test_archived_images_are_skipped_unless_restored(filler: int) -> None:
+    """Archive, ColdArchive and DeepColdArchive objects cannot be read until restored (GetObject answers
+    403 InvalidObjectState): rows for them would break the index build. Standard and IA are read directly."""
+    objects = [
+        ListedObject("p/1/1.jpg", 5, "Standard"),
+        ListedObject("p/1/2.jpg", 5, "IA"),
+        ListedObject("p/1/3.jpg", 5, "Archive"),
+        ListedObject("p/1/4.jpg", 5, "ColdArchive"),
+        ListedObject("p/1/5.jpg", 5, "DeepColdArchive"),
+        ListedObject("p/1/6.jpg", 5, "Archive", RESTORING),  # a restore under way: not readable yet
+        ListedObject("p/1/7.jpg", 5, "ColdArchive", RESTORED),  # readable until its expiry date
+        ListedObject("p/1/8.txt", 5, "Archive"),  # not an image first: the filters keep their order
+        *(ListedObject(f"p/2/{1000 + i}.jpg", 5) for i in range(filler)),  # enough for the vectorised path
+    ]
+    builder = CatalogBuilder(SOURCE, DIGITS, SEGMENT)
+    rows = builder.rows(objects).to_pylist()
+    assert [r["id"] for r in rows][:3] == [1, 2, 7] and len(rows) == 3 + filler
+    counts = builder.counts.as_dict()
+    assert counts["skipped"]["archived"] == 4 and counts["skipped"]["not_image"] == 1
+    assert counts["archived_by_class"] == {"Archive": 2, "ColdArchive": 1, "DeepColdArchive": 1}
+    assert counts["archived_examples"] == ["p/1/3.jpg", "p/1/4.jpg", "p/1/5.jpg", "p/1/6.jpg"]
+
+
+def test_archived_examples_are_the_first_keys_whatever_the_page_order() -> None:
+    keys = [f"p/1/{i:03d}.jpg" for i in range(30)]
+    pages = [[ListedObject(k, 5, "Archive") for k in keys[i : i + 7]] for i in range(0, 30, 7)]
+    forward, backward = CatalogBuilder(SOURCE, DIGITS, SEGMENT), CatalogBuilder(SOURCE, DIGITS, SEGMENT)
+    list(forward.batches(pages))
+    list(backward.batches(reversed(pages)))
+    assert forward.counts.as_dict() == backward.counts.as_dict()
+    assert forward.counts.archived_examples == keys[:10] and forward.counts.skipped["archived"] == 30
+
+
+def test_restore_state_is_read_as_oss_writes_it() -> None:
+    assert is_unreadable_archive(ListedObject("k", 1, "Archive"))
+    assert is_unreadable_archive(ListedObject("k", 1, "DeepColdArchive", RESTORING))
+    assert not is_unreadable_archive(ListedObject("k", 1, "Archive", RESTORED))
+    assert not is_unreadable_archive(ListedObject("k", 1, "IA"))
+    assert not is_unreadable_archive(ListedObject("k", 1))  # a listing without a class: Standard

@@ -34,7 +34,7 @@ from pipeline.warehouse.local import LocalWarehouse
 REPO = Path(__file__).resolve().parents[3]
 CREDENTIAL = Credential("LTAIfaultkey", "fault-secret-456")
 NO_SLEEP = RetryPolicy(attempts=4, sleep=lambda _s: None)
-PAGE = 25  # the demo bucket's 342 objects in 14 pages, so faults land mid-listing
+PAGE = 25  # the demo bucket's 343 objects in 14 pages, so faults land mid-listing
 BASELINE_DS = "20261201"
 
 
@@ -164,6 +164,20 @@ def test_slow_pages_change_nothing_but_time(
     assert_same_partition(warehouse, ds, result, baseline)
 
 
+@pytest.mark.parametrize("parallel", MODES)
+def test_short_and_empty_truncated_pages_lose_no_key(
+    server: LocalOssServer, config, warehouse: LocalWarehouse, baseline: dict, parallel: bool
+) -> None:
+    """OSS may answer fewer keys than max-keys, even none, and still have more: only IsTruncated says so.
+    The parallel lister once ended a range at the first short page (keys silently missing)."""
+    ds = "20261212" if parallel else "20261213"
+    server.faults.set(short_pages_rate=0.4, short_pages_seed=9)
+    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse)
+    assert server.faults.short_pages_sent > 0 and server.faults.empty_pages_sent > 0
+    assert result.rows_written == 320  # every image of the bucket: the truth
+    assert_same_partition(warehouse, ds, result, baseline)
+
+
 def test_a_page_failing_once_is_retried_from_its_own_token(
     server: LocalOssServer, config, warehouse: LocalWarehouse, baseline: dict
 ) -> None:
@@ -233,6 +247,10 @@ def test_knobs_are_validated() -> None:
         OssFaults().set(slow_down=3)
     with pytest.raises(ValueError, match="reset_next must be >= 0"):
         OssFaults(reset_next=-1)
+    faults = OssFaults(short_pages_rate=0.2)
+    with pytest.raises(ValueError, match=r"short_pages_rate must be in \[0, 1\)"):
+        faults.set(short_pages_rate=1.0, short_pages_seed=3)
+    assert (faults.short_pages_rate, faults.short_pages_seed) == (0.2, 0)  # a refused change changes nothing
 
 
 def test_cli_flags_set_the_knobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -254,12 +272,14 @@ def test_cli_flags_set_the_knobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(oss_cli, "LocalOssServer", FakeServer)
     argv = ["--root", str(tmp_path), "--access-key-id", "ak", "--access-key-secret", "sk",
             "--fault-slow-down", "5", "--fault-slow-down-list-only", "--fault-reset", "2",
-            "--fault-list-delay-s", "0.5", "--fault-fail-token", "Y2F0YWxvZy8=", "--fault-fail-every-kth-list", "7"]
+            "--fault-list-delay-s", "0.5", "--fault-fail-token", "Y2F0YWxvZy8=", "--fault-fail-every-kth-list", "7",
+            "--fault-short-pages", "0.3", "--fault-short-pages-seed", "5"]
     with pytest.raises(Captured):
         oss_cli.main(argv)
     faults = captured["faults"]
     assert (faults.slow_down_next, faults.slow_down_list_only, faults.reset_next, faults.reset_list_only) == (5, True, 2, True)
     assert (faults.list_delay_s, faults.fail_tokens_once, faults.fail_every_kth_list) == (0.5, {"Y2F0YWxvZy8="}, 7)
+    assert (faults.short_pages_rate, faults.short_pages_seed) == (0.3, 5)
     parser = argparse.ArgumentParser()
     oss_faults.add_cli_arguments(parser)
     assert oss_faults.from_cli_arguments(parser.parse_args([])) == OssFaults()  # all off by default

@@ -10,7 +10,7 @@ import pytest
 
 from localcloud.oss.server import Credential, LocalOssServer
 from localcloud.ram import TokenAuthority
-from pipeline.errors import ConnectionConfigError, SourceAccessError, TransientSourceError
+from pipeline.errors import ConnectionConfigError, SourceAccessError, SourceError, TransientSourceError
 from pipeline.oss.catalog import ListedObject
 from pipeline.oss.client import OssConnection
 from pipeline.oss.pages import KeyRange, OssLister
@@ -162,3 +162,48 @@ def test_incomplete_connections_are_refused(extra: dict, expected: str) -> None:
 def test_undefined_airflow_connection() -> None:
     with pytest.raises(ConnectionConfigError, match="'oss_nowhere' is not defined"):
         OssConnection.from_airflow("oss_nowhere")
+
+
+class TokenlessBucket:
+    """Delegates to a real oss2 Bucket, but drops the token of truncated pages. The local server never
+    does that (nor does OSS): a fake at the narrowest seam, to prove the listing refuses to loop."""
+
+    def __init__(self, bucket: oss2.Bucket) -> None:
+        self._bucket = bucket
+        self.bucket_name = bucket.bucket_name
+
+    def list_objects_v2(self, **kwargs):
+        result = self._bucket.list_objects_v2(**kwargs)
+        result.next_continuation_token = ""
+        return result
+
+
+def test_a_truncated_page_without_a_token_stops_the_listing(server: LocalOssServer) -> None:
+    conn = connection(server)
+    lister = OssLister(conn, TokenlessBucket(conn.bucket("imgs")), page_size=100, retry=NO_SLEEP)  # type: ignore[arg-type]
+    with pytest.raises(SourceError, match=r"connection 'oss_test'\): a truncated ListObjectsV2 page came without a NextContinuationToken"):
+        list(lister.iter_pages(KeyRange("flat/")))
+    with pytest.raises(SourceError, match="without a NextContinuationToken"):
+        lister.list_delimited("flat/")
+
+
+def test_short_and_empty_pages_are_followed_to_the_end(server: LocalOssServer) -> None:
+    """Only IsTruncated ends a listing: pages shorter than max-keys, even empty ones, do not."""
+    lister = OssLister.connect(connection(server), "imgs", page_size=100, retry=NO_SLEEP)
+    server.faults.set(short_pages_rate=0.6, short_pages_seed=2)
+    try:
+        pages = list(lister.iter_pages(KeyRange("flat/", "flat/00099.jpg", "flat/02300.jpg")))
+        delimited, token = [], ""
+        while True:
+            page = lister.list_delimited("nested/", token=token, delimiter="")
+            delimited += [obj.key for obj in page.objects]
+            if not page.is_truncated:
+                break
+            assert page.next_token
+            token = page.next_token
+        assert server.faults.short_pages_sent and server.faults.empty_pages_sent
+    finally:
+        server.faults.reset()
+    assert keys(pages) == [f"flat/{i:05d}.jpg" for i in range(100, 2300)]
+    assert all(pages) and any(len(page) < 100 for page in pages)  # empty pages are not handed on
+    assert delimited == [f"nested/{d}/{i:05d}.jpg" for d, n in (("a", 30), ("b", 20)) for i in range(n)]

@@ -124,6 +124,24 @@ def test_parallel_lists_the_same_objects_as_sequential(
     assert not listing_threads()
 
 
+@pytest.mark.parametrize(("bucket", "prefixes"), [("disk-imgs", [""]), ("gen-imgs", [""]), ("gen-imgs", ["flat/", "p01"])])
+@pytest.mark.parametrize(("concurrency", "page_size"), [(4, 9), (16, 40)])
+def test_short_and_empty_truncated_pages_lose_no_key(
+    server: LocalOssServer, bucket: str, prefixes: list[str], concurrency: int, page_size: int
+) -> None:
+    """OSS may answer fewer keys than max-keys, even none, with IsTruncated true. Ranges once ended at
+    the first short page, and an empty discovery page broke the fan-out."""
+    expected = sequential(server, bucket, prefixes)
+    server.faults.set(short_pages_rate=0.3, short_pages_seed=concurrency)
+    try:
+        lister = make(server, bucket, concurrency=concurrency, page_size=page_size, min_split_keys=1)
+        assert sorted(parallel(lister, prefixes)) == sorted(expected)
+        assert sequential(server, bucket, prefixes) == expected
+        assert server.faults.short_pages_sent and server.faults.empty_pages_sent
+    finally:
+        server.faults.reset()
+
+
 def test_keys_directly_under_a_prefix_are_listed_once_with_its_folders(server: LocalOssServer) -> None:
     lister = make(server, "disk-imgs", concurrency=4, page_size=2, min_split_keys=1)
     listed = sorted(obj.key for obj in parallel(lister, ["mixed/"]))
@@ -294,7 +312,7 @@ def test_lean_parse_reads_pages_exactly_like_oss2(server: LocalOssServer, bucket
     while True:
         a = plain.list_objects_v2(delimiter=delimiter, continuation_token=token, max_keys=size)
         b = lean.list_objects_v2(delimiter=delimiter, continuation_token=token, max_keys=size)
-        assert [(o.key, o.size) for o in a.object_list] == list(b.object_list)
+        assert listed(a.object_list) == list(b.object_list) and all(type(o) is ListedObject for o in b.object_list)
         assert (a.prefix_list, a.is_truncated, a.next_continuation_token) == (b.prefix_list, b.is_truncated, b.next_continuation_token)
         pages += 1
         if not a.is_truncated:
@@ -305,6 +323,33 @@ def test_lean_parse_reads_pages_exactly_like_oss2(server: LocalOssServer, bucket
 
 class _Response:
     status, headers, request_id = 200, {}, "test"
+
+
+def listed(items: list) -> list[tuple]:
+    """oss2's items or ours (the lean parse hands oss2's on when it falls back) as plain tuples."""
+    return [tuple(o) if type(o) is ListedObject else (o.key, o.size, o.storage_class, o.restore_info or "") for o in items]
+
+
+def _entry(key: str, after_size: str = "", after_owner: str = "") -> bytes:
+    return (
+        f"<Contents><Key>{key}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"X\"</ETag>"
+        f"<Type>Normal</Type><Size>7</Size>{after_size}<Owner><ID>o</ID><DisplayName>o</DisplayName></Owner>"
+        f"{after_owner}</Contents>"
+    ).encode()
+
+
+def _page(*entries: bytes) -> bytes:
+    return b"<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>" + b"".join(entries) + b"</ListBucketResult>"
+
+
+RESTORED_INFO = 'ongoing-request="false", expiry-date="Sat, 05 Dec 2026 07:38:08 GMT"'
+ARCHIVE_PAGE = _page(
+    _entry("a.jpg", "<StorageClass>Standard</StorageClass>"),
+    _entry("b.jpg", "<StorageClass>Archive</StorageClass><RestoreInfo>ongoing-request=&quot;true&quot;</RestoreInfo>"),
+    _entry("c.jpg", f"<StorageClass>ColdArchive</StorageClass><RestoreInfo>{RESTORED_INFO}</RestoreInfo>"),
+    _entry("d.jpg", "<StorageClass>DeepColdArchive</StorageClass>"),
+    _entry("e.jpg", "<StorageClass>IA</StorageClass>"),
+)
 
 
 @pytest.mark.parametrize(
@@ -320,6 +365,21 @@ class _Response:
         b"    <LastModified>2026-01-01T00:00:00.000Z</LastModified>\n    <ETag>\"X\"</ETag>\n    <Type>Normal</Type>\n"
         b"    <Size>12</Size>\n    <StorageClass>Standard</StorageClass>\n  </Contents>\n"
         b"  <CommonPrefixes>\n    <Prefix>d%2F/</Prefix>\n  </CommonPrefixes>\n</ListBucketResult>",
+        # An empty page that is still truncated (legal on OSS): it must keep its token.
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult><Name>b</Name><Prefix>p%2F</Prefix><MaxKeys>9</MaxKeys>'
+        b"<Delimiter>%2F</Delimiter><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+        b"<NextContinuationToken>YWZ0ZXI6cC8w</NextContinuationToken><KeyCount>0</KeyCount></ListBucketResult>",
+        # Storage classes and RestoreInfo where the local server writes them (right after StorageClass),
+        # quotes escaped or not: the lean parse reads them (see the test after this one).
+        ARCHIVE_PAGE,
+        # An element between Size and StorageClass (OSS lists TransitionTime for objects a lifecycle rule moved).
+        _page(_entry("t.jpg", "<TransitionTime>2024-04-23T07:21:42.000Z</TransitionTime><StorageClass>ColdArchive</StorageClass>")),
+        # RestoreInfo after Owner, or StorageClass after Owner: another order, so oss2's parser reads them.
+        _page(
+            _entry("f.jpg", "<StorageClass>Archive</StorageClass>", f"<RestoreInfo>{RESTORED_INFO}</RestoreInfo>"),
+            _entry("g.jpg", "<StorageClass>Archive</StorageClass>"),
+        ),
+        _page(_entry("h.jpg", "", "<StorageClass>Archive</StorageClass>"), _entry("i.jpg", "", "<StorageClass>Standard</StorageClass>")),
         # CDATA: fallback.
         b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key><![CDATA[c.jpg]]></Key>"
         b"<LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>X</ETag><Type>Normal</Type><Size>1</Size>"
@@ -330,12 +390,24 @@ def test_lean_parse_agrees_with_oss2_on_unusual_documents(body: bytes) -> None:
     full, lean = ListObjectsV2Result(_Response()), ListObjectsV2Result(_Response())
     xml_utils.parse_list_objects_v2(full, body)
     parse_listing_page(lean, body)
-    assert [(o.key, o.size) for o in full.object_list] == [(o.key, o.size) for o in lean.object_list]
+    assert listed(full.object_list) == listed(lean.object_list)
     assert (full.prefix_list, full.is_truncated, full.next_continuation_token) == (
         lean.prefix_list,
         lean.is_truncated,
         lean.next_continuation_token,
     )
+
+
+def test_the_lean_parse_reads_storage_classes_and_restore_state_itself() -> None:
+    lean = ListObjectsV2Result(_Response())
+    parse_listing_page(lean, ARCHIVE_PAGE)
+    assert all(type(o) is ListedObject for o in lean.object_list)  # no fallback to oss2's parser
+    assert [(o.storage_class, o.restore) for o in lean.object_list] == [
+        ("Standard", ""), ("Archive", 'ongoing-request="true"'), ("ColdArchive", RESTORED_INFO), ("DeepColdArchive", ""), ("IA", "")
+    ]
+    moved = ListObjectsV2Result(_Response())
+    parse_listing_page(moved, _page(_entry("t.jpg", "<TransitionTime>2024-04-23T07:21:42.000Z</TransitionTime><StorageClass>ColdArchive</StorageClass>")))
+    assert moved.object_list == [ListedObject("t.jpg", 7, "ColdArchive")]
 
 
 # -- split points -------------------------------------------------------------------------------------
@@ -374,6 +446,8 @@ def test_vectorised_rows_equal_the_reference_loop_on_random_pages() -> None:
     names = ["123.jpg", "45.PNG", "a.jpg", "1.2.jpg", "9.jpeg", "x.txt", "noext", "12.JpG", ".jpg", "5.jpg.bak",
              "1234567890123456789.jpg", "9223372036854775808.jpg", "0009.gif", "sku-42_front.jpg"]
     folders = ["p1", "p2", "7", "12", "shoes", "x", "", "0", "99999999999999999999", "007"]
+    classes = ["Standard"] * 4 + ["IA", "Archive", "ColdArchive", "DeepColdArchive"]
+    restores = ["", "", 'ongoing-request="true"', 'ongoing-request="false", expiry-date="Sat, 05 Dec 2026 07:38:08 GMT"']
 
     def key() -> str:
         if rnd.random() < 0.7:
@@ -397,6 +471,8 @@ def test_vectorised_rows_equal_the_reference_loop_on_random_pages() -> None:
         for category_rule in category_rules:
             for printable in (True, False):
                 objects = [ListedObject(key(), rnd.choice([0, 1, 5, 49, 50, 51])) for _ in range(150)]
+                if rnd.random() < 0.5:  # archived pages: some readable (restored or not archived), some not
+                    objects = [obj._replace(storage_class=rnd.choice(classes), restore=rnd.choice(restores)) for obj in objects]
                 if not printable:
                     objects[rnd.randrange(150)] = ListedObject("p1/猫/7.jpg", 5)
                 probe = CatalogBuilder(source, id_rule, category_rule)
@@ -412,6 +488,7 @@ def test_vectorised_rows_equal_the_reference_loop_on_random_pages() -> None:
                 assert fast.counts.as_dict() == reference.counts.as_dict()
                 assert fast.counts.skipped == reference.counts.skipped
                 assert fast.counts.unmapped_categories == reference.counts.unmapped_categories
+                assert fast.counts.archived_examples == reference.counts.archived_examples
     assert vectorised > 20  # the fast path really ran
 
 
