@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from localcloud.acs3 import AcsCredential
-from localcloud.opensearch.engine import EngineFaults, LocalEngine, TableSource
+from localcloud.opensearch.engine import LocalEngine, TableSource
+from localcloud.opensearch.faults import ENGINE_FAULT_KNOBS, EngineFaults
 from localcloud.opensearch.schema import DEMO_SCHEMA, load_table_schema, load_table_schema_file
 from localcloud.opensearch.server import HttpFaults, LocalOpenSearchServer
 
@@ -32,7 +33,6 @@ def _setting(obj: Mapping[str, Any], key: str, where: str, *, required: bool = T
     return None
 
 
-ENGINE_FAULT_KNOBS = ("fail_next_build", "stall_next_build", "stop_next_generation", "phase_delay_s")
 HTTP_FAULT_KNOBS = ("unavailable_next", "throttle_next", "throttle_status", "throttle_retry_after")
 
 

@@ -10,13 +10,16 @@ from localcloud.demo import apply_faults
 def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
     _, stack, _ = demo_stack
     try:
-        apply_faults(stack, ["oss.slow_down_next=2", "opensearch.fail_next_build=disk full", "opensearch-http.throttle_next=1"])
+        apply_faults(stack, ["oss.slow_down_next=2", "opensearch.fail_next_build=disk full", "opensearch-http.throttle_next=1",
+                             "opensearch.hold_switch_next_build=true"])
         assert stack.oss.faults.slow_down_next == 2
         assert stack.opensearch.engine.faults.fail_next_build == "disk full"
+        assert stack.opensearch.engine.faults.hold_switch_next_build is True
         assert stack.opensearch.http_faults.throttle_next == 1
     finally:
         stack.oss.faults.reset()
         stack.opensearch.engine.faults.fail_next_build = None
+        stack.opensearch.engine.faults.hold_switch_next_build = False
         stack.opensearch.http_faults.throttle_next = 0
 
 
