@@ -18,6 +18,7 @@
     │   ├── PreflightError         instance, table or pause policy forbids starting one
     │   ├── RebuildFailedError     the new generation ended ``failed`` or ``stopped``
     │   ├── RebuildStalledError    no progress for too long (names the fsmId and the remedy)
+    │   │   └── RebuildNotSwitchedError  built (``ready``) but never switched in: the old index serves
     │   └── RebuildDeadlineError   the absolute deadline passed
     └── SmokeQueryError            the live index did not answer a query as expected
 
@@ -109,6 +110,10 @@ class RebuildFailedError(RebuildError):
 
 class RebuildStalledError(RebuildError):
     """The rebuild made no progress for longer than the configured stall timeout."""
+
+
+class RebuildNotSwitchedError(RebuildStalledError):
+    """The new generation was built (``ready``) but its change-history task never switched it in."""
 
 
 class RebuildDeadlineError(RebuildError):

@@ -1,19 +1,25 @@
 """The full rebuild and the wait until the new index is live, as plain code over the management client.
 
     preflight ─► snapshot generation ids ─► reindex(partition='ds=…') ─► find the new generation
-              ─► poll it until ``ready`` (fail on failed / stopped / stall / deadline)
+              ─► poll it until it is ``ready`` AND its change-history task has finished (switched in)
+                 (fail on failed / stopped / stall / not switched / deadline)
 
 The API's reindex answer carries no generation id, so we correlate ourselves: the new generation is the
 first id that was not in the snapshot. Each poll is judged by :func:`assess`, a pure function shared by
 the synchronous wait (CLI, tests) and the deferrable trigger, so both fail the same way with the same
-messages. Progress is any change of the generation's status or of its change-history task nodes; no
-change for ``stall_timeout_s`` is a stall. ``deadline_at`` bounds the whole wait, absolutely.
+messages. ``ready`` alone is not live: the generation is built, and the task (ListDataSourceTasks:
+fsmId, status, taskNodes) must also have finished, else the old index still answers. Progress is any
+change of the generation's status or of its task; no change for ``stall_timeout_s`` is a stall (a
+built generation that stops there was *not switched in*). ``deadline_at`` bounds the whole wait.
+Task and node statuses are read defensively (case-insensitive, flat nodes or ``nodeInfo``-nested),
+since the vendor documents no enumeration of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +31,7 @@ from pipeline.errors import (
     RebuildDeadlineError,
     RebuildError,
     RebuildFailedError,
+    RebuildNotSwitchedError,
     RebuildStalledError,
     TransientOpenSearchError,
 )
@@ -33,8 +40,15 @@ from pipeline.opensearch.management import OpenSearchManagement
 log = logging.getLogger(__name__)
 
 GenerationStatus = Literal["starting", "building", "ready", "stopped", "failed"]
-Outcome = Literal["waiting", "ready", "failed", "stopped", "stalled", "deadline"]
+Outcome = Literal["waiting", "ready", "failed", "stopped", "stalled", "unswitched", "deadline"]
+TaskState = Literal["finished", "failed", "unfinished"]
 _PAUSE_FLAGS = ("pauseAll", "pauseIndex")
+# Change-history statuses seen in the SDK's docs, field reports and the local server; anything else is
+# read as unfinished, so an unknown word can only make us wait, never call an old index live.
+_TASK_DONE = frozenset({"success", "succeed", "succeeded", "finish", "finished", "done", "complete", "completed"})
+_TASK_FAILED = frozenset({"failed", "fail", "failure", "error", "stopped", "stop", "cancelled", "canceled", "killed"})
+_TASK_BUSY = frozenset({"running", "waiting", "pending", "init", "retry", "processing", "queued", "paused"})
+_NODE_SKIPPED = frozenset({"skipped", "skip"})
 
 
 @dataclass(frozen=True)
@@ -85,8 +99,35 @@ class Observation:
         return (self.task or {}).get("fsmId")
 
     def fingerprint(self) -> str:
-        nodes = [(n.get("name"), n.get("status")) for n in (self.task or {}).get("taskNodes") or []]
+        nodes = [(n.get("name"), n.get("status")) for n in task_nodes(self.task)]
         return json.dumps([self.status, (self.task or {}).get("status"), nodes])
+
+
+def task_nodes(task: dict | None) -> list[dict]:
+    """A task's nodes: flat (the SDK model) or nested in ``nodeInfo`` (the vendor's documented example)."""
+    nodes = []
+    for node in (task or {}).get("taskNodes") or []:
+        if isinstance(node, dict):
+            info = node.get("nodeInfo")
+            nodes.append(info if isinstance(info, dict) else node)
+    return nodes
+
+
+def task_state(task: dict | None) -> TaskState:
+    """Has this change-history task finished (``finished``), ended badly (``failed``) or neither?"""
+    if not task:
+        return "unfinished"
+    status = str(task.get("status") or "").strip().lower()
+    if status in _TASK_FAILED:
+        return "failed"
+    if status in _TASK_DONE:
+        return "finished"
+    nodes = [str(n.get("status") or "").strip().lower() for n in task_nodes(task)]
+    if any(n in _TASK_FAILED for n in nodes):
+        return "failed"
+    if status not in _TASK_BUSY and nodes and nodes[-1] in _TASK_DONE and all(n in _TASK_DONE | _NODE_SKIPPED for n in nodes):
+        return "finished"  # an unknown task status (the docs' example is "2") but every node done
+    return "unfinished"
 
 
 @dataclass(frozen=True)
@@ -227,14 +268,29 @@ def start_rebuild(
 # -- observing and judging --------------------------------------------------------------------------
 
 
+def is_table_task(task: dict, instance_id: str, table: str) -> bool:
+    """Does this change-history task belong to ``table``? Full builds carry ``<instance>_<table>@`` in
+    their fsmId (documented example: ``…@MANUAL-ha-cn-2r42ostoc01_ecom_table@1655974525756@006754``)."""
+    if f"{instance_id}_{table}@" in str(task.get("fsmId") or "") or task.get("name") == table:
+        return True
+    try:
+        extra = json.loads(task.get("extraAttribute") or "{}")
+    except (TypeError, ValueError):
+        return False
+    return isinstance(extra, dict) and extra.get("table") == table
+
+
 def pick_task(tasks: list[dict], handle: RebuildHandle) -> dict | None:
-    """The change-history task of this rebuild: one naming our generation, else the newest one started
-    after we called reindex (the API gives no direct link)."""
+    """The change-history task of this rebuild (the API gives no direct link): one naming our generation,
+    else the newest task of our table started since we called reindex, else the newest task since then."""
+    generation = re.compile(rf"(?<!\d){handle.generation_id}(?!\d)")
     for task in tasks:
-        if str(handle.generation_id) in json.dumps(task.get("tags") or {}) + str(task.get("name", "")):
+        text = json.dumps([task.get("tags"), task.get("name"), task.get("extraAttribute"), task.get("field3")])
+        if generation.search(text):
             return task
     recent = [t for t in tasks if _task_time(t) >= handle.started_at - 60]
-    return max(recent, key=_task_time) if recent else None
+    ours = [t for t in recent if is_table_task(t, handle.instance_id, handle.table)]
+    return max(ours or recent, key=_task_time) if recent else None
 
 
 def _task_time(task: dict) -> float:
@@ -259,7 +315,7 @@ async def observe_async(mgmt: OpenSearchManagement, handle: RebuildHandle) -> Ob
 def _task_summary(task: dict | None) -> str:
     if not task:
         return "no change-history task found"
-    nodes = ", ".join(f"{n.get('name')}={n.get('status')}" for n in task.get("taskNodes") or [])
+    nodes = ", ".join(f"{n.get('name')}={n.get('status')}" for n in task_nodes(task))
     summary = f"change history: task {task.get('fsmId')} {task.get('name', '')} is {task.get('status')} [{nodes}]"
     tags = task.get("tags")
     notes = [t.get("msg") for t in tags if isinstance(t, dict) and t.get("tagLevel") in ("error", "warn")] if isinstance(tags, list) else []
@@ -274,30 +330,58 @@ def assess(
     fingerprint = obs.fingerprint()
     if fingerprint != state.fingerprint or not state.last_progress_at:
         state = WaitState(fingerprint, now)
-    if obs.status == "ready":
-        return Verdict("ready", f"{where} is ready: the new index is live", state, obs.fsm_id)
+    history = _task_summary(obs.task)
+    fsm = obs.fsm_id or "<unknown>"
     if obs.status in ("failed", "stopped"):
         return Verdict(
             obs.status,  # type: ignore[arg-type]
-            f"{where} is {obs.status}; {_task_summary(obs.task)}. Fix the cause and rerun this DAG run "
+            f"{where} is {obs.status}; {history}. Fix the cause and rerun this DAG run "
             "(the partition is already written)",
             state,
             obs.fsm_id,
         )
+    if obs.status == "ready":
+        switched = task_state(obs.task)
+        if switched == "finished":
+            return Verdict("ready", f"{where} is ready and switched in ({history}): the new index is live", state, obs.fsm_id)
+        if switched == "failed":
+            return Verdict(
+                "failed",
+                f"{where} was built (ready) but its change-history task ended badly; {history}. The old index "
+                "keeps serving. Fix the cause and rerun this DAG run",
+                state,
+                obs.fsm_id,
+            )
+        stuck_for = now - state.last_progress_at
+        if now >= handle.deadline_at or stuck_for >= settings.stall_timeout_s:
+            limit = (
+                f"at the deadline ({settings.deadline_s / 3600:.1f} h after reindex)"
+                if now >= handle.deadline_at
+                else f"after {stuck_for / 60:.0f} min without progress"
+            )
+            return Verdict(
+                "unswitched",
+                f"{where} is built (ready) but was not switched in {limit}; {history}. The old index keeps "
+                "serving. If a pause switch is on, turn it off (ModifyPausePolicy); if the change was paused "
+                f"as too large or its switch is stuck, force it: ForceSwitch(instanceId={handle.instance_id}, "
+                f"fsmId={fsm}); then rerun this DAG run's wait",
+                state,
+                obs.fsm_id,
+            )
+        return Verdict("waiting", f"{where} is built (ready); waiting for its switch: {history}", state, obs.fsm_id)
     if now >= handle.deadline_at:
         return Verdict(
             "deadline",
             f"{where} is still {obs.status!r} at the deadline ({settings.deadline_s / 3600:.1f} h after reindex); "
-            f"{_task_summary(obs.task)}. The old index keeps serving; rerun to wait again",
+            f"{history}. The old index keeps serving; rerun to wait again",
             state,
             obs.fsm_id,
         )
     if now - state.last_progress_at >= settings.stall_timeout_s:
-        fsm = obs.fsm_id or "<unknown>"
         return Verdict(
             "stalled",
             f"{where} made no progress for {(now - state.last_progress_at) / 60:.0f} min (status {obs.status!r}); "
-            f"{_task_summary(obs.task)}. If a pause switch is on, turn it off; if the change was paused as too "
+            f"{history}. If a pause switch is on, turn it off; if the change was paused as too "
             f"large, force the switch: ForceSwitch(instanceId={handle.instance_id}, fsmId={fsm})",
             state,
             obs.fsm_id,
@@ -309,6 +393,7 @@ _ERRORS: dict[str, type[RebuildError]] = {
     "failed": RebuildFailedError,
     "stopped": RebuildFailedError,
     "stalled": RebuildStalledError,
+    "unswitched": RebuildNotSwitchedError,
     "deadline": RebuildDeadlineError,
 }
 

@@ -8,6 +8,7 @@ for the real service's failures.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from pipeline.errors import (
     PreflightError,
     RebuildDeadlineError,
     RebuildFailedError,
+    RebuildNotSwitchedError,
     RebuildStalledError,
     TransientOpenSearchError,
 )
@@ -49,17 +51,22 @@ def engine(demo_stack):
     engine.faults.stop_next_generation = False
     engine.faults.stall_next_build = False
     engine.faults.phase_delay_s = 0.0
+    engine.faults.hold_switch_next_build = False
+    engine.faults.register_delay_s = 0.0
     engine.release_stalled_builds()
     engine.modify_pause_policy({"general": {"pauseIndex": False, "pauseAll": False}})
-    settle(OpenSearchManagement(OpenSearchConnection.from_airflow("opensearch_local")))
+    settle(engine)
 
 
-def settle(mgmt: OpenSearchManagement) -> None:
-    """Wait (bounded) until no generation of the table is still starting or building."""
+def settle(engine) -> None:
+    """Wait (bounded) until every task has finished; a built generation held from its switch is forced in."""
     for _ in range(300):
-        ids = mgmt.generation_ids(TABLE)
-        if not ids or mgmt.generation(TABLE, ids[-1]).get("status") not in ("starting", "building"):
+        unfinished = [t for t in engine.list_tasks() if t["status"] in ("running", "waiting")]
+        if not unfinished:
             return
+        for task in unfinished:
+            if engine.get_generation(TABLE, json.loads(task["extraAttribute"])["generationId"])["status"] == "ready":
+                engine.force_switch(task["fsmId"])
         time.sleep(0.05)
     raise AssertionError("a build did not settle within 15 s")
 
@@ -138,6 +145,28 @@ def test_stall_names_the_task_and_the_force_switch(conn, engine) -> None:
     handle = start_rebuild(mgmt, TABLE, DS, settings)
     with pytest.raises(RebuildStalledError, match=r"made no progress .* ForceSwitch\(instanceId=ha-cn-local-demo, fsmId=\S+\)"):
         wait_until_ready(mgmt, handle, settings)
+
+
+def test_a_built_generation_that_is_never_switched_in_ends_the_wait(conn, engine) -> None:
+    """``ready`` is not live: the wait ends within the stall timeout, saying built-not-switched and the remedy."""
+    engine.faults.hold_switch_next_build = True
+    mgmt = OpenSearchManagement(conn)
+    live_before = engine.live_generation_id(TABLE)
+    settings = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=4.0, deadline_s=60)  # the build moves on
+    handle = start_rebuild(mgmt, TABLE, DS, settings)
+    with pytest.raises(
+        RebuildNotSwitchedError,
+        match=rf"generation {handle.generation_id} .* is built \(ready\) but was not switched in after .* without "
+        r"progress; change history: task \S+ .* is running \[.*switch=running\].*old index keeps serving"
+        r".*ForceSwitch\(instanceId=ha-cn-local-demo, fsmId=\S+\)",
+    ):
+        wait_until_ready(mgmt, handle, settings)
+    assert engine.live_generation_id(TABLE) == live_before  # the old generation still answers
+
+    # The trigger, too: it finds the generation built and its task still at the switch (1 s of silence).
+    trigger_settings = {"poll_interval_s": 0.1, "stall_timeout_s": 1.0, "deadline_s": 60.0, "new_generation_timeout_s": 10.0}
+    (event,) = asyncio.run(_events(RebuildTrigger(handle.as_dict(), trigger_settings)))
+    assert event["outcome"] == "unswitched" and "not switched in" in event["message"] and event["fsm_id"]
 
 
 def test_active_pause_policy_stops_the_run_before_reindex(conn, engine) -> None:
