@@ -105,6 +105,9 @@ def summarize(report: dict) -> str:
             lines.append(f"  rebuild: generation {rebuild.get('generation_id')} {rebuild.get('outcome') or 'not finished'}")
         else:
             lines.append(f"  rebuild: not started: {rebuild.get('reason')}")
+    sampled = {s["sampled"] for s in report.get("smoke_queries") or [] if s.get("sampled")}
+    for note in sorted(sampled):
+        lines.append(f"  smoke samples: {note}")
     for smoke in report.get("smoke_queries") or []:
         top = ", ".join(f"{t['id']} ({t['score']:.3f})" if isinstance(t.get("score"), float) else str(t["id"]) for t in smoke["top"][:5])
         if smoke["kind"] == "image":

@@ -177,15 +177,37 @@ def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bo
     }
 
 
-def run_smoke_queries(config: IndexConfig, ds: str) -> list[dict]:
-    """Image-to-image queries with images sampled from partition ``ds`` (and the text query, if set)."""
+def smoke_sample_pool(warehouse: Warehouse, ds: str, live_ds: str | None, limit: int) -> tuple[list[dict], str | None, str]:
+    """Rows to sample smoke queries from, the live partition they are new against (None: any id) and why.
+
+    Ids new against the partition that last went live are in the new index only, so finding one proves
+    the new index answers; the old one cannot. Any id is taken only when there is nothing to compare
+    with (a first build), or nothing new to find; the note says so in the report."""
+    if not live_ds:
+        why = f"first build (no partition has gone live yet): any id of ds={ds}"
+    elif live_ds == ds:
+        why = f"ds={ds} is already the live partition: any id"
+    elif live_ds not in warehouse.partitions():
+        why = f"the live partition ds={live_ds} no longer exists: any id of ds={ds}"
+    else:
+        new = warehouse.sample_new_rows(ds, live_ds, limit)
+        if new:
+            return new, live_ds, f"ids of ds={ds} new against ds={live_ds}, the partition that last went live"
+        why = f"ds={ds} adds no id to the live ds={live_ds}: any id"
+    return warehouse.sample_rows(ds, limit), None, why + "; such a query cannot tell the new index from the old one"
+
+
+def run_smoke_queries(config: IndexConfig, ds: str, live_ds: str | None = None) -> list[dict]:
+    """Image-to-image queries with images sampled from partition ``ds`` (and the text query, if set).
+    ``live_ds``: the partition that last went live, before this run (see :func:`smoke_sample_pool`)."""
     from pipeline.opensearch.connection import OpenSearchConnection
     from pipeline.opensearch.search import OpenSearchQuery
     from pipeline.opensearch.smoke import SAMPLE_POOL, image_smoke_query, pick_samples, text_smoke_query
 
     assert config.opensearch is not None
     settings = config.opensearch
-    rows = open_index_warehouse(config).sample_rows(ds, SAMPLE_POOL)
+    rows, new_against, sampled = smoke_sample_pool(open_index_warehouse(config), ds, live_ds, SAMPLE_POOL)
+    log.info("smoke samples: %s", sampled)
     samples = pick_samples(rows, settings.smoke.samples, seed=f"{config.name}:{ds}")
     if not samples:
         raise PartitionCheckError(f"partition ds={ds} has no rows to sample a smoke query from")
@@ -193,7 +215,8 @@ def run_smoke_queries(config: IndexConfig, ds: str) -> list[dict]:
     oss_conn = OssConnection.from_airflow(config.source.oss_conn_id)
     bucket = oss_conn.bucket(config.source.bucket)
     results = [
-        image_smoke_query(query, settings, row, lambda key: read_object(oss_conn, bucket, key)) for row in samples
+        {**image_smoke_query(query, settings, row, lambda key: read_object(oss_conn, bucket, key)), "sampled": sampled}
+        for row in samples
     ]
     if settings.smoke.text_query:
         results.append(text_smoke_query(query, settings))

@@ -137,7 +137,8 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             warehouse = open_index_warehouse(config)
             partitions = warehouse.partitions()
             earlier = [p for p in partitions if p < partition]
-            baseline = get_live_partition(config.name) or (earlier[-1] if earlier else None)
+            live = get_live_partition(config.name)
+            baseline = live or (earlier[-1] if earlier else None)
             stats, guards = check(
                 warehouse, partition, config.warehouse.table,
                 load=load_result, limits=config.guards, baseline_ds=baseline,
@@ -151,6 +152,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 "stats": stats.as_dict(),
                 "guards": [g.as_dict() for g in guards],
                 "baseline_ds": baseline,
+                "live_ds": live,  # before this run: the smoke samples ids new against it
                 "id_changes": compare_with_previous(warehouse, partition, partitions),
                 "partitions": partitions,
                 "seconds": round(time.monotonic() - started, 3),
@@ -178,17 +180,17 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 )
 
             @task
-            def smoke_query(partition: str) -> list[dict]:
+            def smoke_query(partition: str, checked: dict) -> list[dict]:
                 from pipeline.airflow.state import set_live_partition
                 from pipeline.stages import run_smoke_queries
 
-                results = run_smoke_queries(config, partition)
+                results = run_smoke_queries(config, partition, live_ds=checked.get("live_ds"))
                 set_live_partition(config.name, partition)  # proven live: the next shrink guard's baseline
                 return results
 
             started = start_rebuild(partition, checked)
             waited = RebuildSensor(task_id="wait_until_searchable", handle=started["handle"], settings=settings)
-            smoked = smoke_query(partition)
+            smoked = smoke_query(partition, checked)
             started >> waited >> smoked
             upstream = smoked
 

@@ -48,6 +48,7 @@ def test_nightly_run_writes_rebuilds_and_proves_the_index(demo_dag, demo_stack) 
     assert got["rebuild"]["generation_id"] == stack.opensearch.engine.live_generation_id("demo_images")
     image_queries = [q for q in got["smoke_queries"] if q["kind"] == "image"]
     assert len(image_queries) == 2 and all(q["rank"] == 1 for q in image_queries)
+    assert all(q["sampled"] for q in image_queries)  # new ids against the live partition, or why not
     assert set(got["seconds"]) >= {"list_and_write", "check", "start_rebuild", "wait_until_searchable", "smoke_query"}
 
 
