@@ -14,6 +14,8 @@
     ├── OpenSearchError            the OpenSearch management or query API failed
     │   ├── OpenSearchAccessError  credentials refused, instance or table unknown: fix config
     │   └── TransientOpenSearchError  5xx, throttling (``retry_after_s``), unreachable
+    │       └── ReindexNotStartedError   a reindex that certainly started nothing (refused connection,
+    │                                    throttled): the one reindex failure that may be repeated
     ├── RebuildError               a full rebuild did not make a new index live
     │   ├── PreflightError         instance, table or pause policy forbids starting one
     │   ├── RebuildFailedError     the new generation ended ``failed`` or ``stopped``
@@ -94,6 +96,11 @@ class TransientOpenSearchError(OpenSearchError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class ReindexNotStartedError(TransientOpenSearchError):
+    """A reindex call that certainly started no build: the connection was refused or never made, or
+    the service throttled it. Any other failure of a reindex may have started one."""
 
 
 class RebuildError(PipelineError):

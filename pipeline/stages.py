@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pipeline import guards
@@ -149,12 +149,29 @@ def compare_with_previous(warehouse: Warehouse, ds: str, partitions: list[str] |
     return warehouse.id_changes(ds, earlier[-1]).as_dict()
 
 
-def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bool = False, force: bool = False) -> dict:
-    """Decide whether to rebuild from ``ds``; if so, preflight and start it. Returns a JSON-able summary
-    whose ``handle`` (None when not started) the wait consumes."""
+def start_index_rebuild(
+    config: IndexConfig,
+    ds: str,
+    checked: dict,
+    *,
+    skip: bool = False,
+    force: bool = False,
+    earlier_attempt: dict | None = None,
+    remember: Callable[[dict], None] = lambda _attempt: None,
+) -> dict:
+    """Decide whether to rebuild from ``ds``; if so, follow the build an earlier attempt of this DAG run
+    started (``earlier_attempt``, what ``remember`` stored), or preflight and start one. Returns a
+    JSON-able summary whose ``handle`` (None when not started) the wait consumes."""
     from pipeline.opensearch.connection import OpenSearchConnection
     from pipeline.opensearch.management import OpenSearchManagement
-    from pipeline.opensearch.rebuild import preflight, rebuild_decision, settings_for, start_rebuild
+    from pipeline.opensearch.rebuild import (
+        RebuildAttempt,
+        preflight,
+        rebuild_decision,
+        resume_rebuild,
+        settings_for,
+        start_rebuild,
+    )
 
     assert config.opensearch is not None
     started = time.monotonic()
@@ -165,9 +182,22 @@ def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bo
     log.info("rebuild decision for ds=%s: %s", ds, reason)
     if not go:
         return {"started": False, "reason": reason, "handle": None}
+    table, settings = config.opensearch.table, settings_for(config.opensearch)
     mgmt = OpenSearchManagement(OpenSearchConnection.from_airflow(config.opensearch.conn_id))
-    seen = preflight(mgmt, config.opensearch.table)
-    handle = start_rebuild(mgmt, config.opensearch.table, ds, settings_for(config.opensearch))
+    earlier = RebuildAttempt.from_dict(earlier_attempt) if earlier_attempt else None
+    if earlier is not None and (earlier.table, earlier.ds) == (table, ds):
+        followed = resume_rebuild(mgmt, earlier, settings)
+        if followed is not None:
+            return {
+                "started": True,
+                "reason": f"{reason}; following generation {followed.generation_id}, which an earlier attempt of "
+                "this run started (no second reindex)",
+                "followed_earlier_attempt": True,
+                "handle": followed.as_dict(),
+                "seconds": round(time.monotonic() - started, 3),
+            }
+    seen = preflight(mgmt, table)
+    handle = start_rebuild(mgmt, table, ds, settings, remember=lambda attempt: remember(attempt.as_dict()))
     return {
         "started": True,
         "reason": reason,

@@ -121,6 +121,9 @@ class LocalEngine:
         self.fetch_workers = max(1, fetch_workers)
         self.keep_generations = max(1, keep_generations)
         self.faults = faults or EngineFaults()
+        # Tables whose data source has Automatic Index Rebuild on (GetTable's dataSource.autoBuildIndex).
+        # Reported only: this engine never starts a build by itself.
+        self.auto_build_index: set[str] = set()
         self.root = Path(state_dir) / instance_id
         self.root.mkdir(parents=True, exist_ok=True)
         self.created = now_iso()

@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from pipeline.config import OpenSearchConfig
@@ -33,6 +33,7 @@ from pipeline.errors import (
     RebuildFailedError,
     RebuildNotSwitchedError,
     RebuildStalledError,
+    ReindexNotStartedError,
     TransientOpenSearchError,
 )
 from pipeline.opensearch.management import OpenSearchManagement
@@ -130,6 +131,16 @@ def task_state(task: dict | None) -> TaskState:
     return "unfinished"
 
 
+def task_busy(task: dict) -> bool:
+    """Is this task visibly under way (a busy status, or a busy node under an unknown status)? Stricter
+    than "not finished": an unknown word alone must not block every future build."""
+    status = str(task.get("status") or "").strip().lower()
+    if status in _TASK_BUSY:
+        return True
+    nodes = {str(n.get("status") or "").strip().lower() for n in task_nodes(task)}
+    return status not in _TASK_DONE | _TASK_FAILED and bool(nodes & _TASK_BUSY)
+
+
 @dataclass(frozen=True)
 class Verdict:
     outcome: Outcome
@@ -174,7 +185,9 @@ def active_pauses(policies: dict[str, dict]) -> list[str]:
 
 
 def preflight(mgmt: OpenSearchManagement, table: str) -> dict:
-    """Check the instance is READY, the table IN_USE and no pause switch is on; return what was seen."""
+    """Check the instance is READY, the table IN_USE, no pause switch is on and no build of the table is
+    under way (one at a time: a generation starting/building, or a change-history task unfinished);
+    return what was seen, with ``warnings`` (a data source that builds by itself)."""
     iid = mgmt.conn.instance_id
     instance_status = mgmt.instance().get("status")
     if instance_status != "READY":
@@ -182,7 +195,8 @@ def preflight(mgmt: OpenSearchManagement, table: str) -> dict:
             f"OpenSearch instance {iid} is {instance_status!r}, not READY: wait for its configuration change "
             "to finish (console: Change History), then rerun"
         )
-    table_status = mgmt.table(table).get("status")
+    described = mgmt.table(table)
+    table_status = described.get("status")
     if table_status != "IN_USE":
         raise PreflightError(
             f"table {table!r} of instance {iid} is {table_status!r}, not IN_USE: publish the table (or finish its "
@@ -194,7 +208,51 @@ def preflight(mgmt: OpenSearchManagement, table: str) -> dict:
             f"instance {iid} has pause switches on ({', '.join(pauses)}): a new index would build but never go "
             "live. Turn them off (ModifyPausePolicy, or the console's data-update pause settings) and rerun"
         )
-    return {"instance_status": instance_status, "table_status": table_status, "pauses": pauses}
+    for generation_id in mgmt.generation_ids(table)[-3:]:  # builds are sequential: the newest tell
+        status = mgmt.generation(table, generation_id).get("status")
+        if status in ("starting", "building"):
+            raise PreflightError(
+                f"table {table!r} of instance {iid} is already building generation {generation_id} ({status}); "
+                "one build at a time per table, and a second reindex would race it. Wait for it to finish "
+                "(console: Change History) or stop it, then rerun"
+            )
+    for task in mgmt.data_source_tasks():
+        if is_table_task(task, iid, table) and task_busy(task):
+            raise PreflightError(
+                f"table {table!r} of instance {iid} has an unfinished change: {_task_summary(task)}. One build "
+                "at a time per table: wait for it, or if it is a built generation held from its switch, "
+                f"ForceSwitch(instanceId={iid}, fsmId={task.get('fsmId')}) or turn the pause off; then rerun"
+            )
+    warnings = []
+    if (described.get("dataSource") or {}).get("autoBuildIndex"):
+        warnings.append(
+            f"the data source of table {table!r} has Automatic Index Rebuild on (autoBuildIndex): the service may "
+            "start full builds by itself (e.g. when a <table>_done partition appears), racing the ones this DAG "
+            "starts. Turn it off in the console's data source settings if this DAG drives the rebuilds"
+        )
+    for warning in warnings:
+        log.warning("preflight: %s", warning)
+    return {"instance_status": instance_status, "table_status": table_status, "pauses": pauses, "warnings": warnings}
+
+
+@dataclass(frozen=True)
+class RebuildAttempt:
+    """What a start remembers per DAG run *before* it calls reindex, so that a retried or rerun start
+    follows the build an earlier attempt may have started instead of starting another.
+    ``reindex_sent_at``: when a reindex last may have reached the service (None: none did)."""
+
+    table: str
+    ds: str
+    previous_generation_ids: list[int]
+    started_at: float
+    reindex_sent_at: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RebuildAttempt:
+        return cls(**data)
 
 
 def _wait_for_new_generation(
@@ -211,58 +269,101 @@ def _wait_for_new_generation(
         sleep(min(interval_s, max(0.0, give_up - clock())))
 
 
+def _handle(mgmt: OpenSearchManagement, attempt: RebuildAttempt, generation: int, deadline_at: float) -> RebuildHandle:
+    return RebuildHandle(
+        conn_id=mgmt.conn.conn_id, instance_id=mgmt.conn.instance_id, table=attempt.table, ds=attempt.ds,
+        generation_id=generation, previous_generation_ids=sorted(attempt.previous_generation_ids),
+        started_at=attempt.started_at, deadline_at=deadline_at,
+    )
+
+
+def resume_rebuild(
+    mgmt: OpenSearchManagement,
+    attempt: RebuildAttempt,
+    settings: RebuildSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RebuildHandle | None:
+    """The build an earlier attempt of this DAG run started, if there is one to follow; None if a new
+    build must start (none appeared, or it ended failed/stopped).
+
+    A generation not in the attempt's snapshot is followed unless it failed. If none is there yet but
+    the earlier reindex may have reached the service, we wait until ``new_generation_timeout_s`` after
+    it: a second reindex inside that window could start a second build."""
+    before = set(attempt.previous_generation_ids)
+    new = sorted(set(mgmt.generation_ids(attempt.table)) - before)
+    if not new and attempt.reindex_sent_at is not None:
+        window = attempt.reindex_sent_at + settings.new_generation_timeout_s - clock()
+        if window > 0:
+            log.info("an earlier reindex of %s may still register a generation: waiting up to %.0f s", attempt.table, window)
+            found = _wait_for_new_generation(mgmt, attempt.table, before, window, min(5.0, settings.poll_interval_s), clock, sleep)
+            new = [found] if found is not None else []
+    if not new:
+        return None
+    status = mgmt.generation(attempt.table, new[-1]).get("status")
+    if status in ("failed", "stopped"):
+        log.info("the build an earlier attempt started (generation %s) is %s: starting a new one", new[-1], status)
+        return None
+    log.info("following generation %s, started by an earlier attempt of this run (status %s)", new[-1], status)
+    return _handle(mgmt, attempt, new[-1], clock() + settings.deadline_s)
+
+
 def start_rebuild(
     mgmt: OpenSearchManagement,
     table: str,
     ds: str,
     settings: RebuildSettings,
     *,
+    remember: Callable[[RebuildAttempt], None] = lambda _attempt: None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RebuildHandle:
     """Snapshot generations, call reindex from partition ``ds``, and find the generation it created.
 
-    A reindex that fails transiently may still have started a build; before repeating it we look for a
-    new generation, so a retry resumes the build that exists instead of starting a second one.
+    ``remember`` stores the attempt (snapshot, and when a reindex may have been sent) before each call,
+    for :func:`resume_rebuild`. A reindex is repeated only when it certainly started nothing
+    (:class:`ReindexNotStartedError`); any other failure may have started a build, so we wait for its
+    generation instead and, if none appears in time, stop without a second call.
     """
-    started_at = clock()
-    before = set(mgmt.generation_ids(table))
+    attempt = RebuildAttempt(table, ds, sorted(mgmt.generation_ids(table)), clock())
+    before = set(attempt.previous_generation_ids)
     spec = f"ds={ds}"
     probe_interval = min(5.0, settings.poll_interval_s)
-    generation: int | None = None
-    for attempt in range(1, settings.reindex_attempts + 1):
+    for try_number in range(1, settings.reindex_attempts + 1):
+        remember(replace(attempt, reindex_sent_at=clock()))
         try:
             mgmt.reindex(table, spec)
             break
-        except TransientOpenSearchError as exc:
-            log.warning("reindex of %s from %s failed (attempt %d): %s", table, spec, attempt, exc)
-            generation = _wait_for_new_generation(mgmt, table, before, probe_interval * 2, probe_interval, clock, sleep)
-            if generation is not None:
-                log.info("the failed reindex call did start generation %s; following it", generation)
-                break
-            if attempt == settings.reindex_attempts:
+        except ReindexNotStartedError as exc:
+            remember(attempt)
+            if try_number == settings.reindex_attempts:
                 raise
-            sleep(exc.retry_after_s or probe_interval)
-    if generation is None:
-        generation = _wait_for_new_generation(
-            mgmt, table, before, settings.new_generation_timeout_s, probe_interval, clock, sleep
-        )
+            log.warning("reindex of %s from %s started nothing (attempt %d), repeating it: %s", table, spec, try_number, exc)
+            sleep(exc.retry_after_s or probe_interval * try_number)
+        except TransientOpenSearchError as exc:
+            log.warning("reindex of %s from %s failed after it may have reached the service: %s; not repeating "
+                        "it, waiting for the generation it may have started", table, spec, exc)
+            generation = _wait_for_new_generation(
+                mgmt, table, before, settings.new_generation_timeout_s, probe_interval, clock, sleep
+            )
+            if generation is None:
+                raise RebuildError(
+                    f"reindex of table {table!r} from {spec} failed ({exc}) after the request may have reached the "
+                    f"service, and no new generation appeared within {settings.new_generation_timeout_s:.0f} s. It is "
+                    f"not repeated blindly: check the change history of instance {mgmt.conn.instance_id}, then rerun "
+                    "start_rebuild (it follows a generation that appears late, or starts a build if none did)"
+                ) from None
+            log.info("the failed reindex call did start generation %s; following it", generation)
+            return _handle(mgmt, attempt, generation, attempt.started_at + settings.deadline_s)
+    generation = _wait_for_new_generation(mgmt, table, before, settings.new_generation_timeout_s, probe_interval, clock, sleep)
     if generation is None:
         raise RebuildError(
             f"reindex of table {table!r} from {spec} was accepted but no new generation appeared within "
             f"{settings.new_generation_timeout_s:.0f} s; check the change history of instance {mgmt.conn.instance_id}"
         )
     log.info("rebuild of %s from %s: generation %s", table, spec, generation)
-    return RebuildHandle(
-        conn_id=mgmt.conn.conn_id,
-        instance_id=mgmt.conn.instance_id,
-        table=table,
-        ds=ds,
-        generation_id=generation,
-        previous_generation_ids=sorted(before),
-        started_at=started_at,
-        deadline_at=started_at + settings.deadline_s,
-    )
+    return _handle(mgmt, attempt, generation, attempt.started_at + settings.deadline_s)
 
 
 # -- observing and judging --------------------------------------------------------------------------

@@ -556,6 +556,27 @@ def test_a_new_generation_may_be_registered_after_the_reindex_answered(stack: St
     assert _wait_final(client, gen_id) == "ready"
 
 
+def test_a_lost_reindex_answer_still_starts_the_build(stack: Stack) -> None:
+    """To the client a failure after sending; to the service, work done: the build runs."""
+    client = stack.client()
+    stack.server.http_faults.lose_reindex_answer_next = 1
+    stack.write_partition("20261123", stack.images[:3])
+    before = set(_generation_ids(client))
+    with pytest.raises(TeaException) as info:
+        client.reindex(IID, TABLE, se_models.ReindexRequest(partition="ds=20261123"))
+    assert "Remote end closed connection without response" in str(info.value)
+    (gen_id,) = _poll("the build the lost call started", lambda: set(_generation_ids(client)) - before)
+    assert _wait_final(client, gen_id) == "ready"
+    assert stack.server.http_faults.lose_reindex_answer_next == 0
+
+
+def test_get_table_reports_automatic_index_rebuild(stack: Stack) -> None:
+    client = stack.client()
+    assert client.get_table(IID, TABLE).body.result.data_source.auto_build_index is False
+    stack.engine.auto_build_index.add(TABLE)
+    assert client.get_table(IID, TABLE).body.result.data_source.auto_build_index is True
+
+
 def test_state_survives_a_restart_and_interrupted_builds_fail(stack: Stack, tmp_path: Path) -> None:
     client = stack.client()
     live = _build(stack, "20261123", stack.images[:6])
@@ -698,6 +719,7 @@ def test_cli_serves_from_a_config_file_with_secrets_from_the_environment(
             "schema": "demo",
             "warehouse": {"root": "warehouse", "table": WAREHOUSE_TABLE},
             "oss": {"endpoint": oss[0].endpoint, "access_key_id": OSS_AK, "access_key_secret_env": "TEST_OSS_SECRET"},
+            "auto_build_index": True,
         }},
         "faults": {"phase_delay_s": 0.0, "register_delay_s": 0.0},
     }
@@ -720,6 +742,7 @@ def test_cli_serves_from_a_config_file_with_secrets_from_the_environment(
         client = Client(open_api_models.Config(access_key_id=AK, access_key_secret=SK, protocol="http",
                                                endpoint=endpoint))
         assert client.get_instance(IID).body.result.status == "READY"
+        assert client.get_table(IID, TABLE).body.result.data_source.auto_build_index is True
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=10)[1]
