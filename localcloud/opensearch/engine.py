@@ -377,7 +377,19 @@ class LocalEngine:
             raise HaSearchError(ERROR_CLUSTER_NAME_NOT_EXIST, f"cluster {table!r} does not exist")
         with self._lock:
             live = self._live.get(table)
-        return search_generation(source.schema, live, query, self.vectorizer)
+        summary_from = self._switch_between_phases(table, live) if self.faults.take("switch_during_next_query") else None
+        return search_generation(source.schema, live, query, self.vectorizer, summary_from)
+
+    def _switch_between_phases(self, table: str, live: LiveGeneration | None) -> LiveGeneration | None:
+        """Fault: the build waiting to switch (held or paused) goes live now, between a query's phases."""
+        with self._lock:
+            pending = [t["fsmId"] for t in self._tasks.values() if t["status"] in _UNFINISHED_TASK
+                       and json.loads(t["extraAttribute"]).get("table") == table]
+        for fsm_id in pending:
+            self.force_switch(fsm_id)
+        self.wait_for(lambda: self._live.get(table) is not live, 10.0)
+        with self._lock:
+            return self._live.get(table)
 
     # -- the build ----------------------------------------------------------------------------------
 

@@ -3,6 +3,12 @@
 Image-to-image: an image sampled from the new partition, read from OSS and sent Base64-encoded (as the
 vendor guide shows), must come back with its own id in the top k. Text-to-image (optional, from the
 index config): the query must answer without errors and with at least ``text_min_hits`` hits.
+
+Queries carry the vendor example's config, ``fetch_summary_type:pk,qrs_chain:search``: a query runs in
+two phases (find documents, then fetch their summaries), and by default the summaries are fetched by
+docid, which belongs to one generation; right at a switch the second phase can land on the other one
+and the summaries go missing (error 10010). By primary key they are found in either. The primary key
+comes back among the summary ``fields`` (Havenask's JSON hit: ``fields``, ``sortExprValues``, ...).
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from typing import Any
 from pipeline.config import OpenSearchConfig
 from pipeline.errors import SmokeQueryError
 from pipeline.opensearch.ha.grammar import build_ha_query
-from pipeline.opensearch.search import OpenSearchQuery, ha_errors, ha_hits
+from pipeline.opensearch.search import OpenSearchQuery, SearchHit, ha_errors, ha_hits
 
 log = logging.getLogger(__name__)
 
 # Sample among this many lowest-id rows: a bounded query on any warehouse, varied by the partition date.
 SAMPLE_POOL = 1000
+# As the vendor's SDK example sends it: summaries fetched by primary key, the ``search`` QRS chain.
+VENDOR_CONFIG = {"fetch_summary_type": "pk", "qrs_chain": "search"}
 
 
 def pick_samples(rows: list[dict], count: int, seed: str) -> list[dict]:
@@ -42,7 +50,7 @@ def image_smoke_query(
     started = time.monotonic()
     ha = build_ha_query(
         image, modal="image", n=k, hit=k, index=settings.vector_index, cluster=settings.cluster,
-        formula=f"proxima_score({settings.vector_index})", sort=["+RANK"],
+        formula=f"proxima_score({settings.vector_index})", sort=["+RANK"], config_extra=VENDOR_CONFIG,
     )
     result = query.search(ha)
     seconds = time.monotonic() - started
@@ -50,8 +58,7 @@ def image_smoke_query(
     if errors:
         raise SmokeQueryError(f"image query for id {row['id']} ({row['source_image']}) answered errors: {errors}")
     hits = ha_hits(result)
-    pk = settings.primary_key
-    top = [{"id": _as_int(h.fields.get(pk)), "score": h.score} for h in hits]
+    top = [{"id": _primary_key(h, settings), "score": h.score} for h in hits]
     ids = [t["id"] for t in top]
     outcome = {
         "kind": "image",
@@ -75,7 +82,7 @@ def text_smoke_query(query: OpenSearchQuery, settings: OpenSearchConfig) -> dict
     k = settings.smoke.top_k
     ha = build_ha_query(
         text, modal="text", n=k, hit=k, index=settings.vector_index, cluster=settings.cluster,
-        formula=f"proxima_score({settings.vector_index})", sort=["+RANK"],
+        formula=f"proxima_score({settings.vector_index})", sort=["+RANK"], config_extra=VENDOR_CONFIG,
     )
     result = query.search(ha)
     errors = ha_errors(result)
@@ -87,8 +94,18 @@ def text_smoke_query(query: OpenSearchQuery, settings: OpenSearchConfig) -> dict
     return {
         "kind": "text",
         "text": text,
-        "top": [{"id": _as_int(h.fields.get(settings.primary_key)), "score": h.score} for h in hits],
+        "top": [{"id": _primary_key(h, settings), "score": h.score} for h in hits],
     }
+
+
+def _primary_key(hit: SearchHit, settings: OpenSearchConfig) -> Any:
+    """The hit's primary key, from its summary fields; a hit without it cannot be told apart."""
+    if settings.primary_key not in hit.fields:
+        raise SmokeQueryError(
+            f"a hit carries no {settings.primary_key!r} among its summary fields {sorted(hit.fields)}: set "
+            "opensearch.primary_key to the table's primary key field, or add that field to the table's summary"
+        )
+    return _as_int(hit.fields[settings.primary_key])
 
 
 def _as_int(value: Any) -> Any:

@@ -348,8 +348,8 @@ def test_full_rebuild_then_image_to_image_search(stack: Stack) -> None:
     assert _ids(page) == best_first[3:7] and page["result"]["totalHits"] == 10
     filtered = _search(stack, target.data, n=20, filter=f"cate_id={target.cate_id}")
     assert set(_ids(filtered)) == {im.id for im in images if im.cate_id == target.cate_id}
-    pk_only = _search(stack, target.data, config_extra={"fetch_summary_type": "pk"})
-    assert pk_only["result"]["items"][0]["fields"] == {"id": str(target.id)}
+    vendor = _search(stack, target.data, config_extra={"fetch_summary_type": "pk", "qrs_chain": "search"})
+    assert vendor["result"]["items"][0]["fields"] == top["fields"]  # fetched by pk: the same summary
     by_cate = _search(stack, target.data, n=20, sort=["-cate_id", "+RANK"])
     cates = [int(item["sortExprValues"][0]) for item in by_cate["result"]["items"]]
     assert cates == sorted(cates, reverse=True)
@@ -646,9 +646,10 @@ TEXT_QUERY = "config=start:0,hit:10,format:json&&query=vector:'motorcycle helmet
         ("query=vector:'aGk=&modal=image&n=1'&&kvpairs=formula:bm25(title)", 2100),
         ("query=vector:'aGk=&modal=image&n=1'&&aggregate=group_key:cate_id", 1056),
         (TEXT_QUERY, 3500),
+        ("config=qrs_chain:nosuch&&query=vector:'aGk=&modal=image&n=1'", 10005),
     ],
     ids=["empty", "config", "unclosed", "base64", "not-image", "cluster", "index", "filter-field", "filter-type",
-         "sort-field", "formula", "aggregate", "text"],
+         "sort-field", "formula", "aggregate", "text", "qrs-chain"],
 )
 def test_bad_queries_answer_ha_errors_not_crashes(stack: Stack, query: str, code: int) -> None:
     # An empty query makes the SDK's POST take its SQL branch (/query?type=sql): GET only for that one.
