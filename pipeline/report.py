@@ -116,7 +116,8 @@ def summarize(report: dict) -> str:
     for smoke in report.get("smoke_queries") or []:
         top = ", ".join(f"{t['id']} ({t['score']:.3f})" if isinstance(t.get("score"), float) else str(t["id"]) for t in smoke["top"][:5])
         if smoke["kind"] == "image":
-            lines.append(f"  image query with {smoke['source_image']} (id {smoke['id']}): rank {smoke['rank']}; top: {top}")
+            via = f" via {smoke.get('matched_image')} (same bytes)" if smoke.get("match") == "same_bytes" else ""
+            lines.append(f"  image query with {smoke['source_image']} (id {smoke['id']}): rank {smoke['rank']}{via}; top: {top}")
         else:
             lines.append(f"  text query {smoke['text']!r}: top: {top}")
     if report.get("seconds"):

@@ -19,7 +19,7 @@ from pipeline.config import GuardsConfig, IndexConfig
 from pipeline.errors import PartitionCheckError
 from pipeline.guards import GuardResult
 from pipeline.oss.catalog import CatalogBuilder
-from pipeline.oss.client import OssConnection, read_object
+from pipeline.oss.client import OssConnection, object_etag, read_object
 from pipeline.oss.pages import LeanListingBucket, OssLister
 from pipeline.oss.parallel import PageSource, ParallelLister
 from pipeline.oss.progress import ListingProgress
@@ -232,11 +232,18 @@ def run_smoke_queries(config: IndexConfig, ds: str, live_ds: str | None = None) 
     ``live_ds``: the partition that last went live, before this run (see :func:`smoke_sample_pool`)."""
     from pipeline.opensearch.connection import OpenSearchConnection
     from pipeline.opensearch.search import OpenSearchQuery
-    from pipeline.opensearch.smoke import SAMPLE_POOL, image_smoke_query, pick_samples, text_smoke_query
+    from pipeline.opensearch.smoke import (
+        SAMPLE_POOL,
+        image_smoke_query,
+        pick_samples,
+        prove_new_generation,
+        text_smoke_query,
+    )
 
     assert config.opensearch is not None
     settings = config.opensearch
-    rows, new_against, sampled = smoke_sample_pool(open_index_warehouse(config), ds, live_ds, SAMPLE_POOL)
+    warehouse = open_index_warehouse(config)
+    rows, new_against, sampled = smoke_sample_pool(warehouse, ds, live_ds, SAMPLE_POOL)
     log.info("smoke samples: %s", sampled)
     samples = pick_samples(rows, settings.smoke.samples, seed=f"{config.name}:{ds}")
     if not samples:
@@ -244,10 +251,17 @@ def run_smoke_queries(config: IndexConfig, ds: str, live_ds: str | None = None) 
     query = OpenSearchQuery(OpenSearchConnection.from_airflow(settings.conn_id))
     oss_conn = OssConnection.from_airflow(config.source.oss_conn_id)
     bucket = oss_conn.bucket(config.source.bucket)
+    # pipeline.opensearch may not import pipeline.oss or the warehouse: the smoke gets what it needs as callables.
     results = [
-        {**image_smoke_query(query, settings, row, lambda key: read_object(oss_conn, bucket, key)), "sampled": sampled}
+        {**image_smoke_query(
+            query, settings, row,
+            fetch_image=lambda key: read_object(oss_conn, bucket, key),
+            object_etag=lambda key: object_etag(oss_conn, bucket, key),
+            rows_by_id=lambda ids: warehouse.rows_by_id(ds, ids),
+        ), "sampled": sampled}
         for row in samples
     ]
+    prove_new_generation(results, new_against)
     if settings.smoke.text_query:
         results.append(text_smoke_query(query, settings))
     for result in results:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.config import OpenSearchConfig
-from pipeline.errors import SmokeQueryError
+from pipeline.errors import SmokeQueryError, SourceError
 from pipeline.opensearch.ha.grammar import build_ha_query
 from pipeline.opensearch.search import OpenSearchQuery, SearchHit, ha_errors, ha_hits
 
@@ -42,8 +42,12 @@ def image_smoke_query(
     settings: OpenSearchConfig,
     row: dict,
     fetch_image: Callable[[str], bytes],
+    object_etag: Callable[[str], str] | None = None,
+    rows_by_id: Callable[[list[int]], list[dict]] | None = None,
 ) -> dict[str, Any]:
-    """Search with the image of ``row``; its id must be among the top ``settings.smoke.top_k`` hits."""
+    """Search with the image of ``row``; its id must be among the top ``settings.smoke.top_k`` hits, or
+    (given ``object_etag`` and ``rows_by_id``, the partition's rows for hit ids) an object with the same
+    bytes (ETag) must be: identical images score alike, and enough copies push the sampled id out."""
     key = row["source_image"].lstrip("/")
     image = fetch_image(key)
     k = settings.smoke.top_k
@@ -65,15 +69,56 @@ def image_smoke_query(
         "id": row["id"],
         "source_image": row["source_image"],
         "rank": ids.index(row["id"]) + 1 if row["id"] in ids else None,
+        "match": "id" if row["id"] in ids else None,
         "top": top,
         "seconds": round(seconds, 3),
     }
+    if outcome["rank"] is None and object_etag is not None and rows_by_id is not None:
+        duplicate = _same_bytes_hit(key, ids, object_etag, rows_by_id)
+        if duplicate is not None:
+            rank, hit = duplicate
+            outcome.update(rank=rank, match="same_bytes", matched_id=hit["id"], matched_image=hit["source_image"])
+            log.info("image query with id %s: its own id is not in the top %d, but %s (rank %d) has the same bytes",
+                     row["id"], k, hit["source_image"], rank)
     if outcome["rank"] is None:
         raise SmokeQueryError(
-            f"image query with id {row['id']} ({row['source_image']}) did not find that id in the top {k}: got {ids}. "
-            "The new index may be missing rows, or be another table's"
+            f"image query with id {row['id']} ({row['source_image']}) did not find that id, nor an object with the same "
+            f"bytes, in the top {k}: got {ids}. The new index may be missing rows, or be another table's"
         )
     return outcome
+
+
+def _same_bytes_hit(
+    key: str, ids: list[Any], object_etag: Callable[[str], str], rows_by_id: Callable[[list[int]], list[dict]]
+) -> tuple[int, dict] | None:
+    """(rank, row) of the best hit whose object has the sampled object's ETag, if any."""
+    hit_rows = {r["id"]: r for r in rows_by_id([i for i in ids if isinstance(i, int)])}
+    wanted = object_etag(key)
+    for rank, hit_id in enumerate(ids, start=1):
+        hit = hit_rows.get(hit_id)
+        if hit is None:  # not in this partition: not a document of the new index
+            continue
+        try:
+            etag = object_etag(hit["source_image"].lstrip("/"))
+        except SourceError as exc:  # gone since the build, say: not a match
+            log.warning("smoke query: cannot read the ETag of %s: %s", hit["source_image"], exc)
+            continue
+        if etag == wanted:
+            return rank, hit
+    return None
+
+
+def prove_new_generation(results: list[dict[str, Any]], new_against: str | None) -> None:
+    """When the samples are ids new against the live partition ``new_against``, one of them must have come
+    back by its own id: a same-bytes hit may be an old document, which the old index answers as well."""
+    images = [r for r in results if r.get("kind") == "image"]
+    if new_against and images and not any(r.get("match") == "id" for r in images):
+        matched = ", ".join(f"{r['id']} via {r.get('matched_id')}" for r in images)
+        raise SmokeQueryError(
+            f"every sampled id new against ds={new_against} came back only through an object with the same bytes "
+            f"({matched}): such a document may be an old one, so nothing proves the new index is live. Raise "
+            "opensearch.smoke.samples (more images), or check the index with a query of your own"
+        )
 
 
 def text_smoke_query(query: OpenSearchQuery, settings: OpenSearchConfig) -> dict[str, Any]:

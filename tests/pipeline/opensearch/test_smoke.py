@@ -6,17 +6,19 @@ partition that last went live, so the previous generation, which lacks them, fai
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
-from pipeline.errors import SmokeQueryError
+from pipeline.errors import SmokeQueryError, SourceError
 from pipeline.opensearch.connection import OpenSearchConnection
 from pipeline.opensearch.management import OpenSearchManagement
 from pipeline.opensearch.rebuild import RebuildSettings, start_rebuild, wait_until_ready
 from pipeline.opensearch.search import OpenSearchQuery
-from pipeline.opensearch.smoke import image_smoke_query
-from pipeline.oss.client import OssConnection, read_object
+from pipeline.opensearch.smoke import image_smoke_query, prove_new_generation
+from pipeline.oss.client import OssConnection, object_etag, read_object
+from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition, open_index_warehouse, run_smoke_queries, smoke_sample_pool
 from tests.pipeline.opensearch.test_rebuild import TABLE, settle
 
@@ -78,7 +80,7 @@ def test_the_smoke_samples_new_ids_and_fails_against_the_previous_generation(
     # The new generation is built but never switched in: the old one keeps answering.
     new = built_not_switched(engine, mgmt, NEW)
     assert engine.live_generation_id(TABLE) == old
-    with pytest.raises(SmokeQueryError, match=r"image query with id [34]\d{4} .* did not find that id in the top 5"):
+    with pytest.raises(SmokeQueryError, match=r"image query with id [34]\d{4} .* did not find that id, nor an object with the same bytes, in the top 5"):
         run_smoke_queries(config, NEW, live_ds=OLD)
 
     settle(engine)  # the switch happens: now the same queries pass
@@ -123,3 +125,56 @@ def test_queries_fetch_summaries_by_primary_key_as_the_vendor_example_does(demo_
     with pytest.raises(SmokeQueryError, match=r"a hit carries no 'sku' among its summary fields \['cate_id', 'id', "
                        r"'source_image'\]: set opensearch.primary_key"):
         image_smoke_query(query, wrong_key, row, fetcher(config))
+
+
+def test_a_copy_of_the_sampled_image_under_other_keys_counts_as_found(
+    demo_stack, engine, mgmt, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Demo-like data with duplicates: the same bytes under nine keys tie at the top; with top_k 5 the
+    sampled id may fall out, and a hit with the same ETag then counts."""
+    paths, _, config = demo_stack
+    oss = OssConnection.from_airflow(config.source.oss_conn_id)
+    bucket = oss.bucket(config.source.bucket)
+    original = bucket.get_object("catalog/hats/30005.jpg").read()
+    stat = (paths.oss / config.source.bucket / "catalog/hats/30005.jpg").stat()
+    for i in range(1, 9):
+        bucket.put_object(f"dups/hats/{35000 + i}.jpg", original)
+        # Real OSS gives a simple upload the content's MD5 as ETag; the local server (localcloud/oss/store.py)
+        # derives it from size and mtime, so equal bytes need the original's mtime to share it here.
+        os.utime(paths.oss / config.source.bucket / f"dups/hats/{35000 + i}.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    ds = "20200103"
+    load_partition(config, ds, prefixes=["catalog/hats/", "dups/hats/"])
+    live = go_live(mgmt, ds)
+    with pytest.raises(SourceError, match="reading the ETag of 'dups/hats/nope.jpg'"):
+        object_etag(oss, bucket, "dups/hats/nope.jpg", retry=RetryPolicy(attempts=1))
+    assert object_etag(oss, bucket, "dups/hats/35001.jpg") == object_etag(oss, bucket, "catalog/hats/30005.jpg")
+
+    # The copy the index ranks last among the nine ties (the local engine breaks ties by row) is pushed out.
+    order = [i for i in engine._live[TABLE].columns["id"] if i == 30005 or 35000 < i < 35009]  # noqa: SLF001
+    assert engine.live_generation_id(TABLE) == live and len(order) == 9
+    row = open_index_warehouse(config).rows_by_id(ds, [order[-1]])[0]
+    query = OpenSearchQuery(OpenSearchConnection.from_airflow("opensearch_local"))
+    with pytest.raises(SmokeQueryError, match=f"did not find that id, nor an object with the same bytes, in the top 5"):
+        image_smoke_query(query, config.opensearch, row, fetcher(config))  # without the ETag check
+
+    warehouse = open_index_warehouse(config)
+    outcome = image_smoke_query(
+        query, config.opensearch, row, fetcher(config),
+        object_etag=lambda key: object_etag(oss, bucket, key), rows_by_id=lambda ids: warehouse.rows_by_id(ds, ids),
+    )
+    assert outcome["match"] == "same_bytes" and outcome["rank"] == 1 and outcome["matched_id"] in order[:5]
+    assert outcome["id"] not in [t["id"] for t in outcome["top"]]
+
+    # The stage wires the ETag (pipeline.oss) and the partition's rows (warehouse) in as callables.
+    monkeypatch.setattr("pipeline.opensearch.smoke.pick_samples", lambda rows, count, seed: [row])
+    (staged,) = run_smoke_queries(config, ds)
+    assert staged["match"] == "same_bytes" and staged["matched_image"].startswith(("/catalog/hats/", "/dups/hats/"))
+
+
+def test_new_ids_found_only_through_duplicates_prove_nothing() -> None:
+    by_copy = {"kind": "image", "id": 35009, "match": "same_bytes", "matched_id": 30005}
+    prove_new_generation([by_copy], None)  # any id sampled: a copy is as good as the id
+    prove_new_generation([by_copy, {"kind": "image", "id": 40001, "match": "id"}], "20200101")
+    with pytest.raises(SmokeQueryError, match=r"every sampled id new against ds=20200101 came back only through an "
+                       r"object with the same bytes \(35009 via 30005\).*Raise opensearch.smoke.samples"):
+        prove_new_generation([by_copy, {"kind": "text", "id": None}], "20200101")
