@@ -17,10 +17,13 @@
     ├── OpenSearchError            the OpenSearch management or query API failed
     │   ├── OpenSearchAccessError  credentials refused, instance or table unknown: fix config
     │   └── TransientOpenSearchError  5xx, throttling (``retry_after_s``), unreachable
+    │       └── ReindexNotStartedError   a reindex that certainly started nothing (refused connection,
+    │                                    throttled): the one reindex failure that may be repeated
     ├── RebuildError               a full rebuild did not make a new index live
     │   ├── PreflightError         instance, table or pause policy forbids starting one
     │   ├── RebuildFailedError     the new generation ended ``failed`` or ``stopped``
     │   ├── RebuildStalledError    no progress for too long (names the fsmId and the remedy)
+    │   │   └── RebuildNotSwitchedError  built (``ready``) but never switched in: the old index serves
     │   └── RebuildDeadlineError   the absolute deadline passed
     └── SmokeQueryError            the live index did not answer a query as expected
 
@@ -113,6 +116,11 @@ class TransientOpenSearchError(OpenSearchError):
         self.retry_after_s = retry_after_s
 
 
+class ReindexNotStartedError(TransientOpenSearchError):
+    """A reindex call that certainly started no build: the connection was refused or never made, or
+    the service throttled it. Any other failure of a reindex may have started one."""
+
+
 class RebuildError(PipelineError):
     """A full index rebuild did not make a new index live."""
 
@@ -127,6 +135,10 @@ class RebuildFailedError(RebuildError):
 
 class RebuildStalledError(RebuildError):
     """The rebuild made no progress for longer than the configured stall timeout."""
+
+
+class RebuildNotSwitchedError(RebuildStalledError):
+    """The new generation was built (``ready``) but its change-history task never switched it in."""
 
 
 class RebuildDeadlineError(RebuildError):

@@ -47,6 +47,8 @@ def build_report(index: str, ds: str, stages: dict) -> dict:
         else {
             "started": rebuild.get("started"),
             "reason": rebuild.get("reason"),
+            "followed_earlier_attempt": bool(rebuild.get("followed_earlier_attempt")),
+            "warnings": ((rebuild.get("preflight") or {}).get("warnings")) or [],
             "generation_id": handle.get("generation_id"),
             "previous_generation_ids": handle.get("previous_generation_ids"),
             "outcome": (waited or {}).get("outcome"),
@@ -107,13 +109,20 @@ def summarize(report: dict) -> str:
     rebuild = report.get("rebuild")
     if rebuild:
         if rebuild.get("started"):
-            lines.append(f"  rebuild: generation {rebuild.get('generation_id')} {rebuild.get('outcome') or 'not finished'}")
+            followed = " (followed: an earlier attempt of this run started it)" if rebuild.get("followed_earlier_attempt") else ""
+            lines.append(f"  rebuild: generation {rebuild.get('generation_id')} {rebuild.get('outcome') or 'not finished'}{followed}")
         else:
             lines.append(f"  rebuild: not started: {rebuild.get('reason')}")
+        for warning in rebuild.get("warnings") or []:
+            lines.append(f"  WARNING: {warning}")
+    sampled = {s["sampled"] for s in report.get("smoke_queries") or [] if s.get("sampled")}
+    for note in sorted(sampled):
+        lines.append(f"  smoke samples: {note}")
     for smoke in report.get("smoke_queries") or []:
         top = ", ".join(f"{t['id']} ({t['score']:.3f})" if isinstance(t.get("score"), float) else str(t["id"]) for t in smoke["top"][:5])
         if smoke["kind"] == "image":
-            lines.append(f"  image query with {smoke['source_image']} (id {smoke['id']}): rank {smoke['rank']}; top: {top}")
+            via = f" via {smoke.get('matched_image')} (same bytes)" if smoke.get("match") == "same_bytes" else ""
+            lines.append(f"  image query with {smoke['source_image']} (id {smoke['id']}): rank {smoke['rank']}{via}; top: {top}")
         else:
             lines.append(f"  text query {smoke['text']!r}: top: {top}")
     if report.get("seconds"):

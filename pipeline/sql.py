@@ -1,7 +1,7 @@
 """Load the pipeline's SQL files (``<repo>/sql/<name>.sql``) and fill in their placeholders.
 
-The same files run on MaxCompute and on DuckDB, so they are plain text with ``{table}``, ``{ds}`` and
-``{lifecycle}`` placeholders. Values are spliced into SQL text (MaxCompute DDL has no bind parameters),
+The same files run on MaxCompute and on DuckDB, so they are plain text with ``{table}``, ``{ds}``,
+``{previous_ds}``, ``{lifecycle}``, ``{limit}`` and ``{ids}`` placeholders. Values are spliced into SQL text (MaxCompute DDL has no bind parameters),
 so every value is validated strictly before it goes in.
 """
 
@@ -19,8 +19,9 @@ _DEFAULT_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_PLACEHOLDER_RE = re.compile(r"\{(table|ds|previous_ds|lifecycle|limit)\}")
-_PARAMS = ("table", "ds", "previous_ds", "lifecycle", "limit")
+_PLACEHOLDER_RE = re.compile(r"\{(table|ds|previous_ds|lifecycle|limit|ids)\}")
+_PARAMS = ("table", "ds", "previous_ds", "lifecycle", "limit", "ids")
+MAX_IDS = 1000
 
 
 def validate_table_name(table: str) -> str:
@@ -47,8 +48,9 @@ def sql_dir() -> Path:
     return Path(override) if override else _DEFAULT_SQL_DIR
 
 
-def load_sql(name: str, **params: str | int) -> str:
-    """Read ``sql/<name>.sql`` and substitute ``{table}``, ``{ds}``, ``{previous_ds}``, ``{lifecycle}``, ``{limit}``.
+def load_sql(name: str, **params: str | int | list[int]) -> str:
+    """Read ``sql/<name>.sql`` and substitute ``{table}``, ``{ds}``, ``{previous_ds}``, ``{lifecycle}``,
+    ``{limit}`` and ``{ids}`` (a non-empty list of at most :data:`MAX_IDS` integers).
 
     Only those placeholders exist; each value is validated first. A placeholder used by the
     file but not given raises ValueError, so no half-filled statement ever reaches a warehouse.
@@ -73,6 +75,12 @@ def load_sql(name: str, **params: str | int) -> str:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1_000_000:
             raise ValueError(f"limit must be an integer 1..1000000, got {limit!r}")
         values["limit"] = str(limit)
+    if "ids" in params:
+        ids = params["ids"]
+        if (not isinstance(ids, list) or not 1 <= len(ids) <= MAX_IDS
+                or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+            raise ValueError(f"ids must be a list of 1..{MAX_IDS} integers, got {ids!r:.80}")
+        values["ids"] = ", ".join(str(i) for i in ids)
 
     path = sql_dir() / f"{name}.sql"
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pipeline import guards
@@ -19,7 +19,7 @@ from pipeline.config import GuardsConfig, IndexConfig
 from pipeline.errors import PartitionCheckError
 from pipeline.guards import GuardResult
 from pipeline.oss.catalog import CatalogBuilder
-from pipeline.oss.client import OssConnection, read_object
+from pipeline.oss.client import OssConnection, object_etag, read_object
 from pipeline.oss.pages import LeanListingBucket, OssLister
 from pipeline.oss.parallel import PageSource, ParallelLister
 from pipeline.oss.progress import ListingProgress
@@ -149,12 +149,29 @@ def compare_with_previous(warehouse: Warehouse, ds: str, partitions: list[str] |
     return warehouse.id_changes(ds, earlier[-1]).as_dict()
 
 
-def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bool = False, force: bool = False) -> dict:
-    """Decide whether to rebuild from ``ds``; if so, preflight and start it. Returns a JSON-able summary
-    whose ``handle`` (None when not started) the wait consumes."""
+def start_index_rebuild(
+    config: IndexConfig,
+    ds: str,
+    checked: dict,
+    *,
+    skip: bool = False,
+    force: bool = False,
+    earlier_attempt: dict | None = None,
+    remember: Callable[[dict], None] = lambda _attempt: None,
+) -> dict:
+    """Decide whether to rebuild from ``ds``; if so, follow the build an earlier attempt of this DAG run
+    started (``earlier_attempt``, what ``remember`` stored), or preflight and start one. Returns a
+    JSON-able summary whose ``handle`` (None when not started) the wait consumes."""
     from pipeline.opensearch.connection import OpenSearchConnection
     from pipeline.opensearch.management import OpenSearchManagement
-    from pipeline.opensearch.rebuild import preflight, rebuild_decision, settings_for, start_rebuild
+    from pipeline.opensearch.rebuild import (
+        RebuildAttempt,
+        preflight,
+        rebuild_decision,
+        resume_rebuild,
+        settings_for,
+        start_rebuild,
+    )
 
     assert config.opensearch is not None
     started = time.monotonic()
@@ -165,9 +182,22 @@ def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bo
     log.info("rebuild decision for ds=%s: %s", ds, reason)
     if not go:
         return {"started": False, "reason": reason, "handle": None}
+    table, settings = config.opensearch.table, settings_for(config.opensearch)
     mgmt = OpenSearchManagement(OpenSearchConnection.from_airflow(config.opensearch.conn_id))
-    seen = preflight(mgmt, config.opensearch.table)
-    handle = start_rebuild(mgmt, config.opensearch.table, ds, settings_for(config.opensearch))
+    earlier = RebuildAttempt.from_dict(earlier_attempt) if earlier_attempt else None
+    if earlier is not None and (earlier.table, earlier.ds) == (table, ds):
+        followed = resume_rebuild(mgmt, earlier, settings)
+        if followed is not None:
+            return {
+                "started": True,
+                "reason": f"{reason}; following generation {followed.generation_id}, which an earlier attempt of "
+                "this run started (no second reindex)",
+                "followed_earlier_attempt": True,
+                "handle": followed.as_dict(),
+                "seconds": round(time.monotonic() - started, 3),
+            }
+    seen = preflight(mgmt, table)
+    handle = start_rebuild(mgmt, table, ds, settings, remember=lambda attempt: remember(attempt.as_dict()))
     return {
         "started": True,
         "reason": reason,
@@ -177,24 +207,61 @@ def start_index_rebuild(config: IndexConfig, ds: str, checked: dict, *, skip: bo
     }
 
 
-def run_smoke_queries(config: IndexConfig, ds: str) -> list[dict]:
-    """Image-to-image queries with images sampled from partition ``ds`` (and the text query, if set)."""
+def smoke_sample_pool(warehouse: Warehouse, ds: str, live_ds: str | None, limit: int) -> tuple[list[dict], str | None, str]:
+    """Rows to sample smoke queries from, the live partition they are new against (None: any id) and why.
+
+    Ids new against the partition that last went live are in the new index only, so finding one proves
+    the new index answers; the old one cannot. Any id is taken only when there is nothing to compare
+    with (a first build), or nothing new to find; the note says so in the report."""
+    if not live_ds:
+        why = f"first build (no partition has gone live yet): any id of ds={ds}"
+    elif live_ds == ds:
+        why = f"ds={ds} is already the live partition: any id"
+    elif live_ds not in warehouse.partitions():
+        why = f"the live partition ds={live_ds} no longer exists: any id of ds={ds}"
+    else:
+        new = warehouse.sample_new_rows(ds, live_ds, limit)
+        if new:
+            return new, live_ds, f"ids of ds={ds} new against ds={live_ds}, the partition that last went live"
+        why = f"ds={ds} adds no id to the live ds={live_ds}: any id"
+    return warehouse.sample_rows(ds, limit), None, why + "; such a query cannot tell the new index from the old one"
+
+
+def run_smoke_queries(config: IndexConfig, ds: str, live_ds: str | None = None) -> list[dict]:
+    """Image-to-image queries with images sampled from partition ``ds`` (and the text query, if set).
+    ``live_ds``: the partition that last went live, before this run (see :func:`smoke_sample_pool`)."""
     from pipeline.opensearch.connection import OpenSearchConnection
     from pipeline.opensearch.search import OpenSearchQuery
-    from pipeline.opensearch.smoke import SAMPLE_POOL, image_smoke_query, pick_samples, text_smoke_query
+    from pipeline.opensearch.smoke import (
+        SAMPLE_POOL,
+        image_smoke_query,
+        pick_samples,
+        prove_new_generation,
+        text_smoke_query,
+    )
 
     assert config.opensearch is not None
     settings = config.opensearch
-    rows = open_index_warehouse(config).sample_rows(ds, SAMPLE_POOL)
+    warehouse = open_index_warehouse(config)
+    rows, new_against, sampled = smoke_sample_pool(warehouse, ds, live_ds, SAMPLE_POOL)
+    log.info("smoke samples: %s", sampled)
     samples = pick_samples(rows, settings.smoke.samples, seed=f"{config.name}:{ds}")
     if not samples:
         raise PartitionCheckError(f"partition ds={ds} has no rows to sample a smoke query from")
     query = OpenSearchQuery(OpenSearchConnection.from_airflow(settings.conn_id))
     oss_conn = OssConnection.from_airflow(config.source.oss_conn_id)
     bucket = oss_conn.bucket(config.source.bucket)
+    # pipeline.opensearch may not import pipeline.oss or the warehouse: the smoke gets what it needs as callables.
     results = [
-        image_smoke_query(query, settings, row, lambda key: read_object(oss_conn, bucket, key)) for row in samples
+        {**image_smoke_query(
+            query, settings, row,
+            fetch_image=lambda key: read_object(oss_conn, bucket, key),
+            object_etag=lambda key: object_etag(oss_conn, bucket, key),
+            rows_by_id=lambda ids: warehouse.rows_by_id(ds, ids),
+        ), "sampled": sampled}
+        for row in samples
     ]
+    prove_new_generation(results, new_against)
     if settings.smoke.text_query:
         results.append(text_smoke_query(query, settings))
     for result in results:

@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-next-build", metavar="MESSAGE", help="fault: the next build fails with MESSAGE")
     parser.add_argument("--stall-next-build", action="store_true", help="fault: the next build stalls")
     parser.add_argument("--stop-next-generation", action="store_true", help="fault: the next build ends stopped")
+    parser.add_argument("--hold-switch-next-build", action="store_true",
+                        help="fault: the next build reaches ready but is never switched in (until ForceSwitch)")
+    parser.add_argument("--register-delay-s", type=float,
+                        help="fault: a reindex's generation and task are listed only this long after the call")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -44,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     faults.fail_next_build = args.fail_next_build or faults.fail_next_build
     faults.stall_next_build = args.stall_next_build or faults.stall_next_build
     faults.stop_next_generation = args.stop_next_generation or faults.stop_next_generation
+    faults.hold_switch_next_build = args.hold_switch_next_build or faults.hold_switch_next_build
+    if args.register_delay_s is not None:
+        faults.register_delay_s = args.register_delay_s
 
     stop = threading.Event()
 

@@ -1,7 +1,8 @@
 """The local OpenSearch server's JSON configuration file: :func:`server_from_config`.
 
-The configuration names the instance, its tables (schema, the warehouse partition source and the OSS
-endpoint images are read from), the keys the management API accepts, the query user, and fault knobs;
+The configuration names the instance, its tables (schema, the warehouse partition source, the OSS
+endpoint images are read from, and ``auto_build_index``: whether GetTable reports Automatic Index
+Rebuild on), the keys the management API accepts, the query user, and fault knobs;
 a secret may be given as ``<key>_env`` naming an environment variable instead of the value.
 """
 
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from localcloud.acs3 import AcsCredential
-from localcloud.opensearch.engine import EngineFaults, LocalEngine, TableSource
+from localcloud.opensearch.engine import LocalEngine, TableSource
+from localcloud.opensearch.faults import ENGINE_FAULT_KNOBS, EngineFaults
 from localcloud.opensearch.schema import DEMO_SCHEMA, load_table_schema, load_table_schema_file
 from localcloud.opensearch.server import HttpFaults, LocalOpenSearchServer
 from localcloud.ram import TokenAuthority
@@ -33,8 +35,8 @@ def _setting(obj: Mapping[str, Any], key: str, where: str, *, required: bool = T
     return None
 
 
-ENGINE_FAULT_KNOBS = ("fail_next_build", "stall_next_build", "stop_next_generation", "phase_delay_s")
-HTTP_FAULT_KNOBS = ("unavailable_next", "throttle_next", "throttle_status", "throttle_retry_after")
+HTTP_FAULT_KNOBS = ("unavailable_next", "throttle_next", "throttle_status", "throttle_retry_after",
+                    "lose_reindex_answer_next")
 
 
 def _knobs(value: Any, allowed: Sequence[str], where: str) -> dict[str, Any]:
@@ -54,8 +56,11 @@ def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") ->
         return (base / value).resolve() if not os.path.isabs(value) else Path(value)
 
     tables: dict[str, TableSource] = {}
+    auto_build: set[str] = set()
     for name, spec in dict(_setting(config, "tables", where)).items():
         here = f"{where}: tables.{name}"
+        if spec.get("auto_build_index"):
+            auto_build.add(name)
         schema_spec = spec.get("schema", "demo")
         if schema_spec == "demo":
             schema = load_table_schema(DEMO_SCHEMA, "DEMO_SCHEMA")
@@ -79,6 +84,7 @@ def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") ->
         max_decode_failure_fraction=float(config.get("max_decode_failure_fraction", 0.05)),
         fetch_workers=int(config.get("fetch_workers", 8)), faults=faults, default_table=config.get("default_table"),
     )
+    engine.auto_build_index.update(auto_build)
     credentials = [
         AcsCredential(_setting(c, "access_key_id", f"{where}: credentials"),
                       _setting(c, "access_key_secret", f"{where}: credentials"))

@@ -18,13 +18,18 @@ A build (one background thread per ``reindex``):
    fails the build.
 3. ``build_index``: vectors (``vectors.npy``), stored fields (``attributes.parquet``) and
    ``meta.json`` are written to ``<state>/<instance>/<table>/generations/<gen>/`` (temp dir + rename).
-4. ``switch``: unless ``pauseIndex``/``pauseAll`` holds it (then the node is ``waiting`` until the
-   policy is lifted or ``force_switch(fsmId)``), ``live.json`` is replaced atomically and queries move
-   to the new generation; only then is the generation ``ready``.
+4. ``switch``: the generation is ``ready`` (built) *before* its switch node finishes, as the cloud
+   may report it: ``ready`` alone does not mean live; the change-history task ending ``success`` does.
+   Unless ``pauseIndex``/``pauseAll`` holds it (then the node and task are ``waiting`` until the policy
+   is lifted or ``force_switch(fsmId)``), ``live.json`` is replaced atomically and queries move to the
+   new generation. One table builds one generation at a time: a reindex is refused
+   (``OperationDenied.BuildInProgress``) while a generation is starting/building or a task of the table
+   is unfinished (built but not switched in counts).
 
 State (generations, tasks, pause policy, the live pointer) is JSON written atomically, so a restarted
 server serves the same generation; builds that were running when the process stopped are marked
-``failed`` with "interrupted by a server restart". The build's data steps are in
+``failed`` with "interrupted by a server restart" (as are switches that had not happened). Fault knobs
+are :class:`~localcloud.opensearch.faults.EngineFaults`. The build's data steps are in
 :mod:`localcloud.opensearch.build`; query answering is in :mod:`localcloud.opensearch.search`.
 """
 
@@ -32,15 +37,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -54,6 +56,8 @@ from localcloud.opensearch.build import (
     read_partition_rows,
     write_generation,
 )
+from localcloud.opensearch.faults import EngineFaults
+from localcloud.opensearch.records import finish_task, now_iso, public, read_json, visible, write_json
 from localcloud.opensearch.search import ERROR_CLUSTER_NAME_NOT_EXIST, HaSearchError, LiveGeneration, search_generation
 from localcloud.opensearch.vectorizer import ImageDescriptorVectorizer, Vectorizer
 from pipeline.opensearch.ha.grammar import HaQuery
@@ -66,6 +70,7 @@ PAUSE_FLAGS: Final[tuple[str, ...]] = ("pauseAll", "pauseIndex", "pauseIndexBatc
 NODE_NAMES: Final[tuple[str, ...]] = ("read_partition", "fetch_and_vectorize", "build_index", "switch")
 DEFAULT_CLUSTER: Final[str] = "general"  # the query cluster that means "the instance's default table"
 _ACTIVE: Final[frozenset[str]] = frozenset({"starting", "building"})
+_UNFINISHED_TASK: Final[frozenset[str]] = frozenset({"running", "waiting"})
 _PARTITION_RE = re.compile(r"ds=(\d{8})\Z")
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _MAX_TASKS_KEPT = 500
@@ -79,60 +84,6 @@ class EngineError(Exception):
         self.code = code
         self.message = message
         self.http_status = http_status
-
-
-@dataclass
-class EngineFaults:
-    """Fault injection, settable at runtime (tests) or from the server's config/CLI.
-
-    ``fail_next_build``: the next build fails at ``build_index`` with this message.
-    ``stall_next_build``: the next build stops at ``build_index`` (status ``building``, no node change)
-    until :meth:`LocalEngine.release_stalled_builds` or the engine closes.
-    ``stop_next_generation``: the next build ends ``stopped`` instead of switching.
-    ``phase_delay_s``: a sleep before each phase, so every status can be observed.
-    One-shot knobs are consumed by the build that uses them.
-    """
-
-    fail_next_build: str | None = None
-    stall_next_build: bool = False
-    stop_next_generation: bool = False
-    phase_delay_s: float = 0.0
-    stall_release: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def take(self, name: str) -> Any:
-        """Read a one-shot knob and reset it."""
-        with self._lock:
-            value = getattr(self, name)
-            setattr(self, name, None if name == "fail_next_build" else False)
-            return value
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: temp file in the same folder, fsync, os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _read_json(path: Path, default: Any) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return default
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"cannot read engine state {path}: {exc}") from exc
 
 
 class LocalEngine:
@@ -168,9 +119,12 @@ class LocalEngine:
         self.fetch_workers = max(1, fetch_workers)
         self.keep_generations = max(1, keep_generations)
         self.faults = faults or EngineFaults()
+        # Tables whose data source has Automatic Index Rebuild on (GetTable's dataSource.autoBuildIndex).
+        # Reported only: this engine never starts a build by itself.
+        self.auto_build_index: set[str] = set()
         self.root = Path(state_dir) / instance_id
         self.root.mkdir(parents=True, exist_ok=True)
-        self.created = _now_iso()
+        self.created = now_iso()
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # pause policy / force switch / closing
@@ -186,31 +140,34 @@ class LocalEngine:
         return self.root / table
 
     def _load_state(self) -> None:
-        inst = _read_json(self.root / "instance.json", {})
+        inst = read_json(self.root / "instance.json", {})
         self.created = inst.get("createTime", self.created)
         self._last_generation_id = int(inst.get("lastGenerationId", 0))
         self._pause = {flag: bool(inst.get("pausePolicy", {}).get(flag, False)) for flag in PAUSE_FLAGS}
-        self._tasks: dict[str, dict[str, Any]] = {t["fsmId"]: t for t in _read_json(self.root / "tasks.json", [])}
+        self._tasks: dict[str, dict[str, Any]] = {t["fsmId"]: t for t in read_json(self.root / "tasks.json", [])}
         self._gens: dict[str, dict[int, dict[str, Any]]] = {}
         interrupted = "interrupted by a server restart"
         for table in self.tables:
-            gens = _read_json(self._table_dir(table) / "generations.json", [])
+            gens = read_json(self._table_dir(table) / "generations.json", [])
             self._gens[table] = {int(g["generationId"]): g for g in gens}
             for gen in self._gens[table].values():
                 if gen["status"] in _ACTIVE:
                     log.warning("table %s generation %s was %s: marking it failed (%s)",
                                 table, gen["generationId"], gen["status"], interrupted)
-                    gen.update(status="failed", message=interrupted, updateTime=_now_iso())
+                    gen.update(status="failed", message=interrupted, updateTime=now_iso())
                     task = self._tasks.get(gen.get("fsmId", ""))
                     if task is not None:
-                        self._finish_task(task, "failed", interrupted)
+                        finish_task(task, "failed", interrupted)
             self._save_generations(table)
             self._live[table] = self._load_live(table)
+        for task in self._tasks.values():  # e.g. a built generation whose switch had not happened
+            if task["status"] in _UNFINISHED_TASK:
+                finish_task(task, "failed", interrupted)
         self._save_instance()
         self._save_tasks()
 
     def _load_live(self, table: str) -> LiveGeneration | None:
-        pointer = _read_json(self._table_dir(table) / "live.json", None)
+        pointer = read_json(self._table_dir(table) / "live.json", None)
         if not pointer:
             return None
         gen_id = int(pointer["generationId"])
@@ -224,7 +181,7 @@ class LocalEngine:
         return open_generation(self._table_dir(table) / "generations" / str(gen_id), gen_id, self.tables[table].schema)
 
     def _save_instance(self) -> None:
-        _write_json(
+        write_json(
             self.root / "instance.json",
             {"instanceId": self.instance_id, "createTime": self.created,
              "lastGenerationId": self._last_generation_id, "pausePolicy": self._pause},
@@ -232,10 +189,10 @@ class LocalEngine:
 
     def _save_tasks(self) -> None:
         tasks = list(self._tasks.values())[-_MAX_TASKS_KEPT:]
-        _write_json(self.root / "tasks.json", tasks)
+        write_json(self.root / "tasks.json", tasks)
 
     def _save_generations(self, table: str) -> None:
-        _write_json(self._table_dir(table) / "generations.json", list(self._gens[table].values()))
+        write_json(self._table_dir(table) / "generations.json", list(self._gens[table].values()))
 
     # -- read side (management API) -----------------------------------------------------------------
 
@@ -256,7 +213,7 @@ class LocalEngine:
     def list_generations(self, table: str) -> list[dict[str, Any]]:
         self.source(table)
         with self._lock:
-            return [dict(g) for g in self._gens[table].values()]
+            return [public(g) for g in self._gens[table].values() if visible(g)]
 
     def get_generation(self, table: str, generation_id: int | str) -> dict[str, Any]:
         self.source(table)
@@ -266,11 +223,11 @@ class LocalEngine:
             gen_id = -1
         with self._lock:
             gen = self._gens[table].get(gen_id)
-            if gen is None:
+            if gen is None or not visible(gen):
                 raise EngineError(
                     "generation.NotFound", f"generation {generation_id!r} does not exist for table {table!r}", 404
                 )
-            return dict(gen)
+            return public(gen)
 
     def latest_ready(self, table: str) -> dict[str, Any] | None:
         """The newest generation that reached ``ready``, if any."""
@@ -281,7 +238,7 @@ class LocalEngine:
     def list_tasks(self, start: int | None = None, end: int | None = None) -> list[dict[str, Any]]:
         """Data-source tasks (change-history cards), oldest first; ``start``/``end`` filter by epoch s."""
         with self._lock:
-            tasks = [json.loads(json.dumps(t)) for t in self._tasks.values()]
+            tasks = [json.loads(json.dumps(public(t))) for t in self._tasks.values() if visible(t)]
         return [t for t in tasks
                 if (start is None or int(t["time"]) >= start) and (end is None or int(t["time"]) <= end)]
 
@@ -346,22 +303,27 @@ class LocalEngine:
         with self._lock:
             if self._closing.is_set():
                 raise EngineError("ServiceUnavailable", "the engine is shutting down", 503)
-            active = [g for g in self._gens[table].values() if g["status"] in _ACTIVE]
+            # One build per table: a generation still building, or built but not yet switched in.
+            active = [g for g in self._gens[table].values() if g["status"] in _ACTIVE
+                      or self._tasks.get(g.get("fsmId", ""), {}).get("status") in _UNFINISHED_TASK]
             if active:
                 gen = active[-1]
+                task_status = self._tasks.get(gen["fsmId"], {}).get("status")
                 raise EngineError(
                     "OperationDenied.BuildInProgress",
                     f"table {table!r} is already building generation {gen['generationId']} "
-                    f"(fsmId {gen['fsmId']}, status {gen['status']}); wait for it, or force-switch it", 409,
+                    f"(fsmId {gen['fsmId']}, status {gen['status']}, task {task_status}); wait for it, "
+                    "or force-switch it", 409,
                 )
             now_ms = int(time.time() * 1000)
             gen_id = self._last_generation_id = max(now_ms, self._last_generation_id + 1)
             fsm_id = (f"local@datasource_flow_fsm@{self.instance_id}_{table}@MANUAL-{self.instance_id}_{table}"
                       f"@{gen_id}@{uuid.uuid4().int % 1_000_000:06d}")
-            stamp = _now_iso()
+            stamp = now_iso()
+            visible_at = time.time() + self.faults.register_delay_s if self.faults.register_delay_s > 0 else 0
             self._gens[table][gen_id] = {
                 "generationId": gen_id, "status": "starting", "table": table, "partition": partition,
-                "fsmId": fsm_id, "message": "", "createTime": stamp, "updateTime": stamp,
+                "fsmId": fsm_id, "message": "", "createTime": stamp, "updateTime": stamp, "visibleAt": visible_at,
             }
             self._tasks[fsm_id] = {
                 "fsmId": fsm_id, "name": table, "type": "full", "groupType": "reindex", "status": "running",
@@ -371,6 +333,7 @@ class LocalEngine:
                 "tags": [{"tagLevel": "info", "msg": f"reindex {table} {partition}: queued"}],
                 "taskNodes": [{"index": i, "name": n, "status": "pending", "finishDate": ""}
                               for i, n in enumerate(NODE_NAMES)],
+                "visibleAt": visible_at,
             }
             self._save_instance()
             self._save_generations(table)
@@ -412,7 +375,19 @@ class LocalEngine:
             raise HaSearchError(ERROR_CLUSTER_NAME_NOT_EXIST, f"cluster {table!r} does not exist")
         with self._lock:
             live = self._live.get(table)
-        return search_generation(source.schema, live, query, self.vectorizer)
+        summary_from = self._switch_between_phases(table, live) if self.faults.take("switch_during_next_query") else None
+        return search_generation(source.schema, live, query, self.vectorizer, summary_from)
+
+    def _switch_between_phases(self, table: str, live: LiveGeneration | None) -> LiveGeneration | None:
+        """Fault: the build waiting to switch (held or paused) goes live now, between a query's phases."""
+        with self._lock:
+            pending = [t["fsmId"] for t in self._tasks.values() if t["status"] in _UNFINISHED_TASK
+                       and json.loads(t["extraAttribute"]).get("table") == table]
+        for fsm_id in pending:
+            self.force_switch(fsm_id)
+        self.wait_for(lambda: self._live.get(table) is not live, 10.0)
+        with self._lock:
+            return self._live.get(table)
 
     # -- the build ----------------------------------------------------------------------------------
 
@@ -426,7 +401,7 @@ class LocalEngine:
                 gen["status"] = status
             if message is not None:
                 gen["message"] = message
-            gen["updateTime"] = _now_iso()
+            gen["updateTime"] = now_iso()
             if node is not None:
                 for item in task["taskNodes"]:
                     if item["name"] == node[0]:
@@ -447,17 +422,6 @@ class LocalEngine:
             self._save_generations(table)
             self._save_tasks()
 
-    @staticmethod
-    def _finish_task(task: dict[str, Any], status: str, message: str) -> None:
-        task["status"] = status
-        task["tags"].append({"tagLevel": "error" if status == "failed" else "warn", "msg": message})
-        first = True
-        for item in task["taskNodes"]:
-            if item["status"] not in ("success",):
-                item["status"] = (status if first else "skipped")
-                item["finishDate"] = _now_iso() if first else ""
-                first = False
-
     def _checkpoint(self) -> None:
         """Sleep ``phase_delay_s`` (interruptibly) and stop if the engine is closing."""
         delay = self.faults.phase_delay_s
@@ -469,6 +433,10 @@ class LocalEngine:
     def _run_build(self, table: str, gen_id: int, fsm_id: str, partition: str) -> None:
         source = self.tables[table]
         try:
+            with self._lock:
+                unregistered = float(self._gens[table][gen_id].get("visibleAt") or 0) - time.time()
+            if unregistered > 0 and self._closing.wait(unregistered):  # the build starts once registered
+                raise BuildInterrupted()
             self._checkpoint()
             self._update(table, gen_id, fsm_id, status="building")
             self._checkpoint()
@@ -519,22 +487,25 @@ class LocalEngine:
             if self.faults.take("stop_next_generation"):
                 shutil.rmtree(self._table_dir(table) / "generations" / str(gen_id), ignore_errors=True)
                 raise BuildFailed("switch: the generation was stopped by an operator (injected fault)", "stopped")
+            # Built: the generation is ready now, while its switch node still has to run.
+            self._update(table, gen_id, fsm_id, status="ready", node=("switch", "running"),
+                         tag=("info", f"switch: generation {gen_id} is built; switching it in"))
             self._switch_when_allowed(table, gen_id, fsm_id)
         except BuildInterrupted:
             log.warning("build %s of %s interrupted: the engine is closing", gen_id, table)
         except BuildFailed as exc:
             log.warning("build %s of %s %s: %s", gen_id, table, exc.status, exc)
             with self._lock:
-                self._gens[table][gen_id].update(status=exc.status, message=str(exc), updateTime=_now_iso())
-                self._finish_task(self._tasks[fsm_id], exc.status, str(exc))
+                self._gens[table][gen_id].update(status=exc.status, message=str(exc), updateTime=now_iso())
+                finish_task(self._tasks[fsm_id], exc.status, str(exc))
                 self._save_generations(table)
                 self._save_tasks()
         except Exception as exc:  # a bug must end the build visibly, never leave it "building"
             log.exception("build %s of %s crashed", gen_id, table)
             with self._lock:
                 message = f"internal error: {type(exc).__name__}: {exc}"
-                self._gens[table][gen_id].update(status="failed", message=message, updateTime=_now_iso())
-                self._finish_task(self._tasks[fsm_id], "failed", message)
+                self._gens[table][gen_id].update(status="failed", message=message, updateTime=now_iso())
+                finish_task(self._tasks[fsm_id], "failed", message)
                 self._save_generations(table)
                 self._save_tasks()
         finally:
@@ -544,7 +515,17 @@ class LocalEngine:
 
     def _switch_when_allowed(self, table: str, gen_id: int, fsm_id: str) -> None:
         live = self._open_generation(table, gen_id)  # load before taking the lock: queries keep flowing
+        held = self.faults.take("hold_switch_next_build")
         with self._changed:
+            if held:
+                log.warning("fault: build %s of %s is ready but its switch never happens", gen_id, table)
+                self._update(table, gen_id, fsm_id, tag=(
+                    "warn", "switch: the engine has not received the switch target, still waiting (injected "
+                    f"fault; ForceSwitch {fsm_id} switches it in)"))
+                while fsm_id not in self._forced:
+                    self._changed.wait(0.5)
+                    if self._closing.is_set():
+                        raise BuildInterrupted()
             while self._pause["pauseAll"] or self._pause["pauseIndex"]:
                 if fsm_id in self._forced:
                     break
@@ -559,9 +540,9 @@ class LocalEngine:
                     raise BuildInterrupted()
             forced = fsm_id in self._forced
             self._update(table, gen_id, fsm_id, node=("switch", "running"), task_status="running")
-            _write_json(self._table_dir(table) / "live.json", {"generationId": gen_id, "switchTime": _now_iso()})
+            write_json(self._table_dir(table) / "live.json", {"generationId": gen_id, "switchTime": now_iso()})
             self._live[table] = live  # queries see the new generation from here on, never a mix
-            self._update(table, gen_id, fsm_id, status="ready", node=("switch", "success"), task_status="success",
+            self._update(table, gen_id, fsm_id, node=("switch", "success"), task_status="success",
                          tag=("info", f"switch: generation {gen_id} is live" + (" (forced)" if forced else "")))
         log.info("table %s: generation %s is live%s", table, gen_id, " (forced)" if forced else "")
         self._prune(table)

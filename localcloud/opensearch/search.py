@@ -12,15 +12,20 @@ this is the read path, small enough to check against the vendor's documented beh
   honoured literally; without a sort clause the best match comes first.
 * ``modal=text`` asks the vectorizer for a text vector; the offline descriptor has none, so the
   answer is an HA error carrying its explanation. Never invented results.
-* Items carry ``fields`` (every stored field as a string, like HA summaries; only the primary key
-  with ``fetch_summary_type:pk|rawpk|docid``) and ``sortExprValues`` (one value per sort key, or the
-  score, as strings).
+* Items carry ``fields`` (the summary: every stored field as a string, the primary key among them)
+  and ``sortExprValues`` (one value per sort key, or the score, as strings). As in Havenask, a query
+  has two phases: the search finds documents by docid in one generation, then the summaries are
+  fetched, by ``config`` ``fetch_summary_type``: ``docid`` (the default) or ``pk``/``rawpk`` (by
+  primary key). If the generation switched between the phases (``summary_from``), a docid means
+  nothing there: those hits come back without fields and the answer carries error 10010
+  ``ERROR_QRS_SUMMARY_LACK``; by primary key they are found. ``no_summary:yes`` skips the summaries.
+  ``qrs_chain`` must name a chain the instance has (``search``, ``DEFAULT``), else error 10005.
 
 Error codes are Havenask's (``ErrorDefine.ed``), as :mod:`pipeline.opensearch.ha.errors` defines them; the ones
 added here: 1001 unknown cluster, 1013 unknown vector index, 2000 unknown attribute in filter/sort,
 2001 literal of the wrong type, 2100 unsupported ``formula``, 1051 undecodable query image, 3500
 ``ERROR_ANALYZER_NOT_EXIST`` for text queries (the text "analyzer" of a vector index is its text
-encoder, which is missing offline), 8000 SQL queries, 10017 an internal error of this server.
+encoder, which is missing offline), 8000 SQL queries, 10005 unknown ``qrs_chain``, 10010 summaries lacking, 10017 an internal error.
 """
 
 from __future__ import annotations
@@ -53,6 +58,9 @@ __all__ = [
     "ERROR_TEXT_ENCODER_UNAVAILABLE",
     "ERROR_SQL_NOT_SUPPORTED",
     "ERROR_INTERNAL",
+    "ERROR_QRS_NOT_FOUND_CHAIN",
+    "ERROR_QRS_SUMMARY_LACK",
+    "QRS_CHAINS",
 ]
 
 ERROR_CLUSTER_NAME_NOT_EXIST: Final = 1001
@@ -63,6 +71,9 @@ ERROR_FUNCTION_NOT_DEFINED: Final = 2100
 ERROR_TEXT_ENCODER_UNAVAILABLE: Final = 3500  # Havenask ERROR_ANALYZER_NOT_EXIST
 ERROR_SQL_NOT_SUPPORTED: Final = 8000  # Havenask ERROR_SQL_INIT_REQUEST
 ERROR_INTERNAL: Final = 10017  # Havenask ERROR_QRS_PROCESSOR_EXCEPTION
+ERROR_QRS_NOT_FOUND_CHAIN: Final = 10005
+ERROR_QRS_SUMMARY_LACK: Final = 10010
+QRS_CHAINS: Final = ("search", "DEFAULT")  # the vendor's example uses search; DEFAULT is Havenask's default
 
 _NAMES: Final[dict[int, str]] = {
     ERROR_CLUSTER_NAME_NOT_EXIST: "ERROR_CLUSTER_NAME_NOT_EXIST",
@@ -73,9 +84,11 @@ _NAMES: Final[dict[int, str]] = {
     ERROR_TEXT_ENCODER_UNAVAILABLE: "ERROR_ANALYZER_NOT_EXIST",
     ERROR_SQL_NOT_SUPPORTED: "ERROR_SQL_INIT_REQUEST",
     ERROR_INTERNAL: "ERROR_QRS_PROCESSOR_EXCEPTION",
+    ERROR_QRS_NOT_FOUND_CHAIN: "ERROR_QRS_NOT_FOUND_CHAIN",
+    ERROR_QRS_SUMMARY_LACK: "ERROR_QRS_SUMMARY_LACK",
 }
 _FORMULA_RE = re.compile(r"\s*proxima_score\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*\Z")
-_SUMMARY_PK_ONLY: Final = frozenset({"pk", "rawpk", "docid"})
+_BY_PRIMARY_KEY: Final = frozenset({"pk", "rawpk"})
 
 
 class HaSearchError(HaQueryError):
@@ -158,12 +171,18 @@ def _query_vector(query: HaQuery, vectorizer: Vectorizer) -> np.ndarray:
 
 
 def search_generation(
-    schema: TableSchema, live: LiveGeneration | None, query: HaQuery, vectorizer: Vectorizer
+    schema: TableSchema, live: LiveGeneration | None, query: HaQuery, vectorizer: Vectorizer,
+    summary_from: LiveGeneration | None = None,
 ) -> dict[str, Any]:
-    """The HA JSON result of ``query`` over ``live`` (None: nothing built yet, 0 hits)."""
+    """The HA JSON result of ``query`` over ``live`` (None: nothing built yet, 0 hits); summaries are
+    fetched from ``summary_from`` (default ``live``: the generation did not switch between the phases)."""
     started = time.perf_counter()
     index = schema.vector_index
     vq = query.vector
+    chain = query.config.extra.get("qrs_chain")
+    if chain is not None and chain not in QRS_CHAINS:
+        raise HaSearchError(ERROR_QRS_NOT_FOUND_CHAIN, f"Not found chain: qrs_chain {chain[:40]!r}; this instance "
+                            f"has {list(QRS_CHAINS)}")
     if vq.index not in (index.index_name, schema.vector_field):
         raise HaSearchError(ERROR_INDEX_NOT_EXIST,
                             f"index {vq.index!r} does not exist; the vector index is {index.index_name!r}")
@@ -189,11 +208,11 @@ def search_generation(
     else:
         scores = np.maximum(0.0, 2.0 - 2.0 * cosines.astype(np.float64))
     accept = compile_filter(query.filter)
-    hits: list[tuple[dict[str, Any], float]] = []
+    hits: list[tuple[dict[str, Any], float, int]] = []
     for row, score in zip(rows.tolist(), scores.tolist()):
         doc = {name: live.columns[name][row] for name in attrs}
         if accept(doc):
-            hits.append((doc, score))
+            hits.append((doc, score, row))
     # cosine_top_k gives best first; stable sorts by the keys, last key first, keep that for ties.
     for key in reversed(query.sort):
         if key.field == "RANK":
@@ -202,17 +221,19 @@ def search_generation(
             name = key.field
             hits.sort(key=lambda hit: (hit[0][name] is None, hit[0][name]), reverse=key.descending)
     page = hits[query.config.start : query.config.start + query.config.hit]
-    pk_only = query.config.extra.get("fetch_summary_type") in _SUMMARY_PK_ONLY
+    summaries = _summaries(schema, live, summary_from or live, page, query)
     items = []
-    for doc, score in page:
-        fields = {schema.primary_key: _format(doc[schema.primary_key])} if pk_only else {
-            name: _format(value) for name, value in doc.items()
-        }
+    for (doc, score, _row), fields in zip(page, summaries):
         if query.sort:
             sort_values = [_format(score if k.field == "RANK" else doc[k.field]) for k in query.sort]
         else:
             sort_values = [_format(score)]
-        items.append({"fields": fields, "sortExprValues": sort_values})
+        items.append({"fields": fields or {}, "sortExprValues": sort_values})
+    lacking = sum(1 for fields in summaries if fields is None)
+    errors = [{"code": ERROR_QRS_SUMMARY_LACK, "message": f"ERROR_QRS_SUMMARY_LACK: Lack of summary: {lacking} of "
+               f"{len(page)} hits, fetched by docid from generation {summary_from.generation_id}, which replaced "
+               f"generation {live.generation_id} between the query's phases; fetch_summary_type:pk fetches by "
+               "primary key"}] if lacking and summary_from is not None else []
     result = {
         "searchtime": round(time.perf_counter() - started, 6),
         "totalHits": len(hits),
@@ -220,4 +241,22 @@ def search_generation(
         "coveredPercent": 100.0,
         "items": items,
     }
-    return {"result": result, "errors": []}
+    return {"result": result, "errors": errors}
+
+
+def _summaries(
+    schema: TableSchema, live: LiveGeneration, summary_from: LiveGeneration,
+    page: list[tuple[dict[str, Any], float, int]], query: HaQuery,
+) -> list[dict[str, str] | None]:
+    """Phase two: each hit's summary fields (None: lacking), from the generation live at that moment."""
+    if query.config.extra.get("no_summary") == "yes":
+        return [{} for _ in page]
+    names = [f.name for f in schema.stored_fields]
+    if summary_from is live:
+        rows: list[int | None] = [row for _doc, _score, row in page]
+    elif query.config.extra.get("fetch_summary_type") in _BY_PRIMARY_KEY:
+        position = {value: i for i, value in enumerate(summary_from.columns[schema.primary_key])}
+        rows = [position.get(doc[schema.primary_key]) for doc, _score, _row in page]
+    else:  # a docid of one generation names nothing in another
+        rows = [None for _ in page]
+    return [None if row is None else {n: _format(summary_from.columns[n][row]) for n in names} for row in rows]

@@ -38,7 +38,8 @@ statuses (the SDK raises ``TeaException`` with ``code`` = status and ``data["err
 may be up to 16 MiB, since the SDK sends a Base64 image in the URL of a GET.
 
 Fault knobs (:class:`HttpFaults`): the next N management requests answer 503 ``ServiceUnavailable``,
-or N answer ``Throttling`` with ``x-acs-retry-after``. tea-openapi 0.4.x reads that header with
+or N answer ``Throttling`` with ``x-acs-retry-after``; the next N ``Reindex`` calls start their build
+but lose their answer (the connection closes: to the client, a failure after sending). tea-openapi 0.4.x reads that header with
 ``int()``, ignores values <= 0, and raises ``ThrottlingException(retry_after=<int>)``; its own retry
 policy sleeps ``retry_after`` *milliseconds* (darabonba ``sleep(ms)``), so the unit is not seconds
 as far as the SDK is concerned. The value is sent verbatim.
@@ -105,6 +106,7 @@ class HttpFaults:
     throttle_next: int = 0  # next N requests: Throttling with x-acs-retry-after
     throttle_status: int = 429
     throttle_retry_after: int = 1000  # the header value, verbatim: milliseconds, as the SDK reads it
+    lose_reindex_answer_next: int = 0  # next N Reindex calls: the build starts, the answer never comes
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take(self) -> str | None:
@@ -116,6 +118,14 @@ class HttpFaults:
                 self.throttle_next -= 1
                 return "throttle"
             return None
+
+    def lose_answer(self, action: str) -> bool:
+        """Drop this action's answer after doing the work (a timeout after sending, to the client)?"""
+        with self._lock:
+            if action == "Reindex" and self.lose_reindex_answer_next > 0:
+                self.lose_reindex_answer_next -= 1
+                return True
+            return False
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -142,7 +152,7 @@ def describe_table(engine: LocalEngine, table: str) -> dict[str, Any]:
             "vectorIndexType": schema.vector_index.index_type,
         }],
         "dataSource": {
-            "type": "odps", "autoBuildIndex": False,
+            "type": "odps", "autoBuildIndex": table in engine.auto_build_index,
             "config": {"project": "local", "table": source.warehouse_table,
                        "partition": last["partition"] if last else ""},
         },
@@ -323,6 +333,10 @@ class _Handler(BaseHTTPRequestHandler):
         except EngineError as exc:
             log.info("%s refused: %s %s", action, exc.code, exc.message)
             fail(exc.http_status, exc.code, exc.message)
+            return
+        if app.http_faults.lose_answer(action):
+            log.warning("fault: %s was done, its answer is lost (the connection closes)", action)
+            self.close_connection = True
             return
         self._send_json(200, {"requestId": request_id, "result": result}, headers)
 

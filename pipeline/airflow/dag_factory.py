@@ -137,7 +137,8 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             warehouse = open_index_warehouse(config)
             partitions = warehouse.partitions()
             earlier = [p for p in partitions if p < partition]
-            baseline = get_live_partition(config.name) or (earlier[-1] if earlier else None)
+            live = get_live_partition(config.name)
+            baseline = live or (earlier[-1] if earlier else None)
             stats, guards = check(
                 warehouse, partition, config.warehouse.table,
                 load=load_result, limits=config.guards, baseline_ds=baseline,
@@ -151,6 +152,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 "stats": stats.as_dict(),
                 "guards": [g.as_dict() for g in guards],
                 "baseline_ds": baseline,
+                "live_ds": live,  # before this run: the smoke samples ids new against it
                 "id_changes": compare_with_previous(warehouse, partition, partitions),
                 "partitions": partitions,
                 "seconds": round(time.monotonic() - started, 3),
@@ -165,30 +167,36 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
         if os_cfg is not None:
             settings = asdict(settings_for(os_cfg))  # JSON-able: it travels to the trigger
 
-            # No Airflow retries: reindex is not idempotent (a second call starts a second build), and
-            # every call inside is already retried where that is safe (see pipeline/opensearch/rebuild.py).
-            @task(pool=os_cfg.pool_name, retries=0)
+            # Retries (and reruns) are safe: reindex is not idempotent, so each attempt records what it
+            # started in a Variable keyed by the run, and the next attempt follows that build instead of
+            # starting a second one (pipeline/opensearch/rebuild.py, resume_rebuild).
+            @task(pool=os_cfg.pool_name)
             def start_rebuild(partition: str, checked: dict) -> dict:
+                from pipeline.airflow.state import get_rebuild_attempt, set_rebuild_attempt
                 from pipeline.stages import start_index_rebuild
 
-                params = get_current_context()["params"]
+                context = get_current_context()
+                params, run_id = context["params"], context["dag_run"].run_id
                 return start_index_rebuild(
                     config, partition, checked,
                     skip=bool(params.get("skip_rebuild")), force=bool(params.get("force_rebuild")),
+                    earlier_attempt=get_rebuild_attempt(config.name, run_id),
+                    remember=lambda attempt: set_rebuild_attempt(config.name, run_id, attempt),
                 )
 
             @task
-            def smoke_query(partition: str) -> list[dict]:
-                from pipeline.airflow.state import set_live_partition
+            def smoke_query(partition: str, checked: dict) -> list[dict]:
+                from pipeline.airflow.state import forget_rebuild_attempt, set_live_partition
                 from pipeline.stages import run_smoke_queries
 
-                results = run_smoke_queries(config, partition)
+                results = run_smoke_queries(config, partition, live_ds=checked.get("live_ds"))
                 set_live_partition(config.name, partition)  # proven live: the next shrink guard's baseline
+                forget_rebuild_attempt(config.name, get_current_context()["dag_run"].run_id)  # nothing to follow
                 return results
 
             started = start_rebuild(partition, checked)
             waited = RebuildSensor(task_id="wait_until_searchable", handle=started["handle"], settings=settings)
-            smoked = smoke_query(partition)
+            smoked = smoke_query(partition, checked)
             started >> waited >> smoked
             upstream = smoked
 

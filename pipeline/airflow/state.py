@@ -1,8 +1,13 @@
-"""What the pipeline remembers between runs: which partition last went live, per index.
+"""What the pipeline remembers between tasks and runs, in Airflow Variables (the metadata DB: every
+worker sees the same value, and operators can read or correct it in the UI).
 
-Kept in an Airflow Variable (``image_index.<name>.live_partition``): it lives in the metadata DB, so
-every worker sees the same value, and operators can read or correct it in the UI. The shrink guard
-compares each new partition with it.
+* ``image_index.<name>.live_partition``: the partition that last went live. The shrink guard compares
+  each new partition with it; the smoke query samples ids new against it.
+* ``image_index.<name>.rebuild_attempt.<run_id>``: what ``start_rebuild`` saw and did before calling
+  reindex in this DAG run (the generation snapshot, when a reindex may have been sent). Airflow clears
+  a task's own XComs when it runs again (retry or clear), so an XCom cannot tell a second attempt what
+  the first one started; a Variable keyed by the run can. It is deleted once the run's index is proven
+  live; a run that failed keeps it, so its rerun follows the build instead of starting another.
 """
 
 from __future__ import annotations
@@ -23,3 +28,29 @@ def set_live_partition(index: str, ds: str) -> None:
     from airflow.sdk import Variable
 
     Variable.set(live_partition_key(index), ds, description=f"partition that last went live for index {index}")
+
+
+def rebuild_attempt_key(index: str, run_id: str) -> str:
+    return f"image_index.{index}.rebuild_attempt.{run_id}"
+
+
+def get_rebuild_attempt(index: str, run_id: str) -> dict | None:
+    from airflow.sdk import Variable
+
+    value = Variable.get(rebuild_attempt_key(index, run_id), default=None, deserialize_json=True)
+    return value if isinstance(value, dict) else None
+
+
+def set_rebuild_attempt(index: str, run_id: str, attempt: dict) -> None:
+    from airflow.sdk import Variable
+
+    Variable.set(
+        rebuild_attempt_key(index, run_id), attempt, serialize_json=True,
+        description=f"rebuild started by DAG run {run_id} of index {index}: a rerun follows it (see pipeline/airflow/state.py)",
+    )
+
+
+def forget_rebuild_attempt(index: str, run_id: str) -> None:
+    from airflow.sdk import Variable
+
+    Variable.delete(rebuild_attempt_key(index, run_id))

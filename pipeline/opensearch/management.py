@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pipeline.errors import ReindexNotStartedError, TransientOpenSearchError
 from pipeline.opensearch.connection import OpenSearchConnection, translate_error
 from pipeline.retry import RetryPolicy
 
@@ -101,12 +102,30 @@ class OpenSearchManagement:
     # -- the one write ----------------------------------------------------------------------------
 
     def reindex(self, table: str, partition_spec: str) -> None:
-        """Start a full rebuild from ``partition_spec`` (``ds=YYYYMMDD``). Not retried here: a timed-out
-        request may have started a build, so the caller checks for a new generation before repeating."""
+        """Start a full rebuild from ``partition_spec`` (``ds=YYYYMMDD``). Never retried here: a failed
+        call may still have started a build. Raises :class:`ReindexNotStartedError` only when it certainly
+        did not (the request never left: refused connection, unknown host, connect timeout; or the service
+        throttled it), the one case a caller may simply repeat."""
         from alibabacloud_searchengine20211025 import models
 
-        self._call(
-            "Reindex",
-            lambda: self._client.reindex(self.conn.instance_id, table, models.ReindexRequest(partition=partition_spec)),
-            retry=False,
-        )
+        try:
+            self._client.reindex(self.conn.instance_id, table, models.ReindexRequest(partition=partition_spec))
+        except Exception as exc:
+            error = translate_error(exc, self.conn, "Reindex")
+            if isinstance(error, TransientOpenSearchError) and _certainly_not_started(exc):
+                raise ReindexNotStartedError(f"{error} (the request started nothing)", error.retry_after_s) from None
+            raise error from None
+
+
+# urllib3's words for a connection that was never made: no request bytes were sent.
+_NEVER_CONNECTED = ("NewConnectionError", "Failed to establish a new connection", "NameResolutionError",
+                    "ConnectTimeoutError", "Connection refused")
+
+
+def _certainly_not_started(exc: Exception) -> bool:
+    from alibabacloud_tea_openapi.exceptions import ThrottlingException
+
+    if isinstance(exc, ThrottlingException) or "Throttling" in str(getattr(exc, "code", "") or ""):
+        return True  # denied at the gateway, before any work
+    text = f"{exc} {getattr(exc, 'inner_exception', '')}"
+    return any(words in text for words in _NEVER_CONNECTED)

@@ -1,22 +1,28 @@
 """The full rebuild and the wait until the new index is live, as plain code over the management client.
 
     preflight ─► snapshot generation ids ─► reindex(partition='ds=…') ─► find the new generation
-              ─► poll it until ``ready`` (fail on failed / stopped / stall / deadline)
+              ─► poll it until it is ``ready`` AND its change-history task has finished (switched in)
+                 (fail on failed / stopped / stall / not switched / deadline)
 
 The API's reindex answer carries no generation id, so we correlate ourselves: the new generation is the
 first id that was not in the snapshot. Each poll is judged by :func:`assess`, a pure function shared by
 the synchronous wait (CLI, tests) and the deferrable trigger, so both fail the same way with the same
-messages. Progress is any change of the generation's status or of its change-history task nodes; no
-change for ``stall_timeout_s`` is a stall. ``deadline_at`` bounds the whole wait, absolutely.
+messages. ``ready`` alone is not live: the generation is built, and the task (ListDataSourceTasks:
+fsmId, status, taskNodes) must also have finished, else the old index still answers. Progress is any
+change of the generation's status or of its task; no change for ``stall_timeout_s`` is a stall (a
+built generation that stops there was *not switched in*). ``deadline_at`` bounds the whole wait.
+Task and node statuses are read defensively (case-insensitive, flat nodes or ``nodeInfo``-nested),
+since the vendor documents no enumeration of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from pipeline.config import OpenSearchConfig
@@ -25,7 +31,9 @@ from pipeline.errors import (
     RebuildDeadlineError,
     RebuildError,
     RebuildFailedError,
+    RebuildNotSwitchedError,
     RebuildStalledError,
+    ReindexNotStartedError,
     TransientOpenSearchError,
 )
 from pipeline.opensearch.management import OpenSearchManagement
@@ -33,8 +41,15 @@ from pipeline.opensearch.management import OpenSearchManagement
 log = logging.getLogger(__name__)
 
 GenerationStatus = Literal["starting", "building", "ready", "stopped", "failed"]
-Outcome = Literal["waiting", "ready", "failed", "stopped", "stalled", "deadline"]
+Outcome = Literal["waiting", "ready", "failed", "stopped", "stalled", "unswitched", "deadline"]
+TaskState = Literal["finished", "failed", "unfinished"]
 _PAUSE_FLAGS = ("pauseAll", "pauseIndex")
+# Change-history statuses seen in the SDK's docs, field reports and the local server; anything else is
+# read as unfinished, so an unknown word can only make us wait, never call an old index live.
+_TASK_DONE = frozenset({"success", "succeed", "succeeded", "finish", "finished", "done", "complete", "completed"})
+_TASK_FAILED = frozenset({"failed", "fail", "failure", "error", "stopped", "stop", "cancelled", "canceled", "killed"})
+_TASK_BUSY = frozenset({"running", "waiting", "pending", "init", "retry", "processing", "queued", "paused"})
+_NODE_SKIPPED = frozenset({"skipped", "skip"})
 
 
 @dataclass(frozen=True)
@@ -85,8 +100,45 @@ class Observation:
         return (self.task or {}).get("fsmId")
 
     def fingerprint(self) -> str:
-        nodes = [(n.get("name"), n.get("status")) for n in (self.task or {}).get("taskNodes") or []]
+        nodes = [(n.get("name"), n.get("status")) for n in task_nodes(self.task)]
         return json.dumps([self.status, (self.task or {}).get("status"), nodes])
+
+
+def task_nodes(task: dict | None) -> list[dict]:
+    """A task's nodes: flat (the SDK model) or nested in ``nodeInfo`` (the vendor's documented example)."""
+    nodes = []
+    for node in (task or {}).get("taskNodes") or []:
+        if isinstance(node, dict):
+            info = node.get("nodeInfo")
+            nodes.append(info if isinstance(info, dict) else node)
+    return nodes
+
+
+def task_state(task: dict | None) -> TaskState:
+    """Has this change-history task finished (``finished``), ended badly (``failed``) or neither?"""
+    if not task:
+        return "unfinished"
+    status = str(task.get("status") or "").strip().lower()
+    if status in _TASK_FAILED:
+        return "failed"
+    if status in _TASK_DONE:
+        return "finished"
+    nodes = [str(n.get("status") or "").strip().lower() for n in task_nodes(task)]
+    if any(n in _TASK_FAILED for n in nodes):
+        return "failed"
+    if status not in _TASK_BUSY and nodes and nodes[-1] in _TASK_DONE and all(n in _TASK_DONE | _NODE_SKIPPED for n in nodes):
+        return "finished"  # an unknown task status (the docs' example is "2") but every node done
+    return "unfinished"
+
+
+def task_busy(task: dict) -> bool:
+    """Is this task visibly under way (a busy status, or a busy node under an unknown status)? Stricter
+    than "not finished": an unknown word alone must not block every future build."""
+    status = str(task.get("status") or "").strip().lower()
+    if status in _TASK_BUSY:
+        return True
+    nodes = {str(n.get("status") or "").strip().lower() for n in task_nodes(task)}
+    return status not in _TASK_DONE | _TASK_FAILED and bool(nodes & _TASK_BUSY)
 
 
 @dataclass(frozen=True)
@@ -133,7 +185,9 @@ def active_pauses(policies: dict[str, dict]) -> list[str]:
 
 
 def preflight(mgmt: OpenSearchManagement, table: str) -> dict:
-    """Check the instance is READY, the table IN_USE and no pause switch is on; return what was seen."""
+    """Check the instance is READY, the table IN_USE, no pause switch is on and no build of the table is
+    under way (one at a time: a generation starting/building, or a change-history task unfinished);
+    return what was seen, with ``warnings`` (a data source that builds by itself)."""
     iid = mgmt.conn.instance_id
     instance_status = mgmt.instance().get("status")
     if instance_status != "READY":
@@ -141,7 +195,8 @@ def preflight(mgmt: OpenSearchManagement, table: str) -> dict:
             f"OpenSearch instance {iid} is {instance_status!r}, not READY: wait for its configuration change "
             "to finish (console: Change History), then rerun"
         )
-    table_status = mgmt.table(table).get("status")
+    described = mgmt.table(table)
+    table_status = described.get("status")
     if table_status != "IN_USE":
         raise PreflightError(
             f"table {table!r} of instance {iid} is {table_status!r}, not IN_USE: publish the table (or finish its "
@@ -153,7 +208,51 @@ def preflight(mgmt: OpenSearchManagement, table: str) -> dict:
             f"instance {iid} has pause switches on ({', '.join(pauses)}): a new index would build but never go "
             "live. Turn them off (ModifyPausePolicy, or the console's data-update pause settings) and rerun"
         )
-    return {"instance_status": instance_status, "table_status": table_status, "pauses": pauses}
+    for generation_id in mgmt.generation_ids(table)[-3:]:  # builds are sequential: the newest tell
+        status = mgmt.generation(table, generation_id).get("status")
+        if status in ("starting", "building"):
+            raise PreflightError(
+                f"table {table!r} of instance {iid} is already building generation {generation_id} ({status}); "
+                "one build at a time per table, and a second reindex would race it. Wait for it to finish "
+                "(console: Change History) or stop it, then rerun"
+            )
+    for task in mgmt.data_source_tasks():
+        if is_table_task(task, iid, table) and task_busy(task):
+            raise PreflightError(
+                f"table {table!r} of instance {iid} has an unfinished change: {_task_summary(task)}. One build "
+                "at a time per table: wait for it, or if it is a built generation held from its switch, "
+                f"ForceSwitch(instanceId={iid}, fsmId={task.get('fsmId')}) or turn the pause off; then rerun"
+            )
+    warnings = []
+    if (described.get("dataSource") or {}).get("autoBuildIndex"):
+        warnings.append(
+            f"the data source of table {table!r} has Automatic Index Rebuild on (autoBuildIndex): the service may "
+            "start full builds by itself (e.g. when a <table>_done partition appears), racing the ones this DAG "
+            "starts. Turn it off in the console's data source settings if this DAG drives the rebuilds"
+        )
+    for warning in warnings:
+        log.warning("preflight: %s", warning)
+    return {"instance_status": instance_status, "table_status": table_status, "pauses": pauses, "warnings": warnings}
+
+
+@dataclass(frozen=True)
+class RebuildAttempt:
+    """What a start remembers per DAG run *before* it calls reindex, so that a retried or rerun start
+    follows the build an earlier attempt may have started instead of starting another.
+    ``reindex_sent_at``: when a reindex last may have reached the service (None: none did)."""
+
+    table: str
+    ds: str
+    previous_generation_ids: list[int]
+    started_at: float
+    reindex_sent_at: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RebuildAttempt:
+        return cls(**data)
 
 
 def _wait_for_new_generation(
@@ -170,71 +269,129 @@ def _wait_for_new_generation(
         sleep(min(interval_s, max(0.0, give_up - clock())))
 
 
+def _handle(mgmt: OpenSearchManagement, attempt: RebuildAttempt, generation: int, deadline_at: float) -> RebuildHandle:
+    return RebuildHandle(
+        conn_id=mgmt.conn.conn_id, instance_id=mgmt.conn.instance_id, table=attempt.table, ds=attempt.ds,
+        generation_id=generation, previous_generation_ids=sorted(attempt.previous_generation_ids),
+        started_at=attempt.started_at, deadline_at=deadline_at,
+    )
+
+
+def resume_rebuild(
+    mgmt: OpenSearchManagement,
+    attempt: RebuildAttempt,
+    settings: RebuildSettings,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> RebuildHandle | None:
+    """The build an earlier attempt of this DAG run started, if there is one to follow; None if a new
+    build must start (none appeared, or it ended failed/stopped).
+
+    A generation not in the attempt's snapshot is followed unless it failed. If none is there yet but
+    the earlier reindex may have reached the service, we wait until ``new_generation_timeout_s`` after
+    it: a second reindex inside that window could start a second build."""
+    before = set(attempt.previous_generation_ids)
+    new = sorted(set(mgmt.generation_ids(attempt.table)) - before)
+    if not new and attempt.reindex_sent_at is not None:
+        window = attempt.reindex_sent_at + settings.new_generation_timeout_s - clock()
+        if window > 0:
+            log.info("an earlier reindex of %s may still register a generation: waiting up to %.0f s", attempt.table, window)
+            found = _wait_for_new_generation(mgmt, attempt.table, before, window, min(5.0, settings.poll_interval_s), clock, sleep)
+            new = [found] if found is not None else []
+    if not new:
+        return None
+    status = mgmt.generation(attempt.table, new[-1]).get("status")
+    if status in ("failed", "stopped"):
+        log.info("the build an earlier attempt started (generation %s) is %s: starting a new one", new[-1], status)
+        return None
+    log.info("following generation %s, started by an earlier attempt of this run (status %s)", new[-1], status)
+    return _handle(mgmt, attempt, new[-1], clock() + settings.deadline_s)
+
+
 def start_rebuild(
     mgmt: OpenSearchManagement,
     table: str,
     ds: str,
     settings: RebuildSettings,
     *,
+    remember: Callable[[RebuildAttempt], None] = lambda _attempt: None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RebuildHandle:
     """Snapshot generations, call reindex from partition ``ds``, and find the generation it created.
 
-    A reindex that fails transiently may still have started a build; before repeating it we look for a
-    new generation, so a retry resumes the build that exists instead of starting a second one.
+    ``remember`` stores the attempt (snapshot, and when a reindex may have been sent) before each call,
+    for :func:`resume_rebuild`. A reindex is repeated only when it certainly started nothing
+    (:class:`ReindexNotStartedError`); any other failure may have started a build, so we wait for its
+    generation instead and, if none appears in time, stop without a second call.
     """
-    started_at = clock()
-    before = set(mgmt.generation_ids(table))
+    attempt = RebuildAttempt(table, ds, sorted(mgmt.generation_ids(table)), clock())
+    before = set(attempt.previous_generation_ids)
     spec = f"ds={ds}"
     probe_interval = min(5.0, settings.poll_interval_s)
-    generation: int | None = None
-    for attempt in range(1, settings.reindex_attempts + 1):
+    for try_number in range(1, settings.reindex_attempts + 1):
+        remember(replace(attempt, reindex_sent_at=clock()))
         try:
             mgmt.reindex(table, spec)
             break
-        except TransientOpenSearchError as exc:
-            log.warning("reindex of %s from %s failed (attempt %d): %s", table, spec, attempt, exc)
-            generation = _wait_for_new_generation(mgmt, table, before, probe_interval * 2, probe_interval, clock, sleep)
-            if generation is not None:
-                log.info("the failed reindex call did start generation %s; following it", generation)
-                break
-            if attempt == settings.reindex_attempts:
+        except ReindexNotStartedError as exc:
+            remember(attempt)
+            if try_number == settings.reindex_attempts:
                 raise
-            sleep(exc.retry_after_s or probe_interval)
-    if generation is None:
-        generation = _wait_for_new_generation(
-            mgmt, table, before, settings.new_generation_timeout_s, probe_interval, clock, sleep
-        )
+            log.warning("reindex of %s from %s started nothing (attempt %d), repeating it: %s", table, spec, try_number, exc)
+            sleep(exc.retry_after_s or probe_interval * try_number)
+        except TransientOpenSearchError as exc:
+            log.warning("reindex of %s from %s failed after it may have reached the service: %s; not repeating "
+                        "it, waiting for the generation it may have started", table, spec, exc)
+            generation = _wait_for_new_generation(
+                mgmt, table, before, settings.new_generation_timeout_s, probe_interval, clock, sleep
+            )
+            if generation is None:
+                raise RebuildError(
+                    f"reindex of table {table!r} from {spec} failed ({exc}) after the request may have reached the "
+                    f"service, and no new generation appeared within {settings.new_generation_timeout_s:.0f} s. It is "
+                    f"not repeated blindly: check the change history of instance {mgmt.conn.instance_id}, then rerun "
+                    "start_rebuild (it follows a generation that appears late, or starts a build if none did)"
+                ) from None
+            log.info("the failed reindex call did start generation %s; following it", generation)
+            return _handle(mgmt, attempt, generation, attempt.started_at + settings.deadline_s)
+    generation = _wait_for_new_generation(mgmt, table, before, settings.new_generation_timeout_s, probe_interval, clock, sleep)
     if generation is None:
         raise RebuildError(
             f"reindex of table {table!r} from {spec} was accepted but no new generation appeared within "
             f"{settings.new_generation_timeout_s:.0f} s; check the change history of instance {mgmt.conn.instance_id}"
         )
     log.info("rebuild of %s from %s: generation %s", table, spec, generation)
-    return RebuildHandle(
-        conn_id=mgmt.conn.conn_id,
-        instance_id=mgmt.conn.instance_id,
-        table=table,
-        ds=ds,
-        generation_id=generation,
-        previous_generation_ids=sorted(before),
-        started_at=started_at,
-        deadline_at=started_at + settings.deadline_s,
-    )
+    return _handle(mgmt, attempt, generation, attempt.started_at + settings.deadline_s)
 
 
 # -- observing and judging --------------------------------------------------------------------------
 
 
+def is_table_task(task: dict, instance_id: str, table: str) -> bool:
+    """Does this change-history task belong to ``table``? Full builds carry ``<instance>_<table>@`` in
+    their fsmId (documented example: ``…@MANUAL-ha-cn-2r42ostoc01_ecom_table@1655974525756@006754``)."""
+    if f"{instance_id}_{table}@" in str(task.get("fsmId") or "") or task.get("name") == table:
+        return True
+    try:
+        extra = json.loads(task.get("extraAttribute") or "{}")
+    except (TypeError, ValueError):
+        return False
+    return isinstance(extra, dict) and extra.get("table") == table
+
+
 def pick_task(tasks: list[dict], handle: RebuildHandle) -> dict | None:
-    """The change-history task of this rebuild: one naming our generation, else the newest one started
-    after we called reindex (the API gives no direct link)."""
+    """The change-history task of this rebuild (the API gives no direct link): one naming our generation,
+    else the newest task of our table started since we called reindex, else the newest task since then."""
+    generation = re.compile(rf"(?<!\d){handle.generation_id}(?!\d)")
     for task in tasks:
-        if str(handle.generation_id) in json.dumps(task.get("tags") or {}) + str(task.get("name", "")):
+        text = json.dumps([task.get("tags"), task.get("name"), task.get("extraAttribute"), task.get("field3")])
+        if generation.search(text):
             return task
     recent = [t for t in tasks if _task_time(t) >= handle.started_at - 60]
-    return max(recent, key=_task_time) if recent else None
+    ours = [t for t in recent if is_table_task(t, handle.instance_id, handle.table)]
+    return max(ours or recent, key=_task_time) if recent else None
 
 
 def _task_time(task: dict) -> float:
@@ -259,7 +416,7 @@ async def observe_async(mgmt: OpenSearchManagement, handle: RebuildHandle) -> Ob
 def _task_summary(task: dict | None) -> str:
     if not task:
         return "no change-history task found"
-    nodes = ", ".join(f"{n.get('name')}={n.get('status')}" for n in task.get("taskNodes") or [])
+    nodes = ", ".join(f"{n.get('name')}={n.get('status')}" for n in task_nodes(task))
     summary = f"change history: task {task.get('fsmId')} {task.get('name', '')} is {task.get('status')} [{nodes}]"
     tags = task.get("tags")
     notes = [t.get("msg") for t in tags if isinstance(t, dict) and t.get("tagLevel") in ("error", "warn")] if isinstance(tags, list) else []
@@ -274,30 +431,58 @@ def assess(
     fingerprint = obs.fingerprint()
     if fingerprint != state.fingerprint or not state.last_progress_at:
         state = WaitState(fingerprint, now)
-    if obs.status == "ready":
-        return Verdict("ready", f"{where} is ready: the new index is live", state, obs.fsm_id)
+    history = _task_summary(obs.task)
+    fsm = obs.fsm_id or "<unknown>"
     if obs.status in ("failed", "stopped"):
         return Verdict(
             obs.status,  # type: ignore[arg-type]
-            f"{where} is {obs.status}; {_task_summary(obs.task)}. Fix the cause and rerun this DAG run "
+            f"{where} is {obs.status}; {history}. Fix the cause and rerun this DAG run "
             "(the partition is already written)",
             state,
             obs.fsm_id,
         )
+    if obs.status == "ready":
+        switched = task_state(obs.task)
+        if switched == "finished":
+            return Verdict("ready", f"{where} is ready and switched in ({history}): the new index is live", state, obs.fsm_id)
+        if switched == "failed":
+            return Verdict(
+                "failed",
+                f"{where} was built (ready) but its change-history task ended badly; {history}. The old index "
+                "keeps serving. Fix the cause and rerun this DAG run",
+                state,
+                obs.fsm_id,
+            )
+        stuck_for = now - state.last_progress_at
+        if now >= handle.deadline_at or stuck_for >= settings.stall_timeout_s:
+            limit = (
+                f"at the deadline ({settings.deadline_s / 3600:.1f} h after reindex)"
+                if now >= handle.deadline_at
+                else f"after {stuck_for / 60:.0f} min without progress"
+            )
+            return Verdict(
+                "unswitched",
+                f"{where} is built (ready) but was not switched in {limit}; {history}. The old index keeps "
+                "serving. If a pause switch is on, turn it off (ModifyPausePolicy); if the change was paused "
+                f"as too large or its switch is stuck, force it: ForceSwitch(instanceId={handle.instance_id}, "
+                f"fsmId={fsm}); then rerun this DAG run's wait",
+                state,
+                obs.fsm_id,
+            )
+        return Verdict("waiting", f"{where} is built (ready); waiting for its switch: {history}", state, obs.fsm_id)
     if now >= handle.deadline_at:
         return Verdict(
             "deadline",
             f"{where} is still {obs.status!r} at the deadline ({settings.deadline_s / 3600:.1f} h after reindex); "
-            f"{_task_summary(obs.task)}. The old index keeps serving; rerun to wait again",
+            f"{history}. The old index keeps serving; rerun to wait again",
             state,
             obs.fsm_id,
         )
     if now - state.last_progress_at >= settings.stall_timeout_s:
-        fsm = obs.fsm_id or "<unknown>"
         return Verdict(
             "stalled",
             f"{where} made no progress for {(now - state.last_progress_at) / 60:.0f} min (status {obs.status!r}); "
-            f"{_task_summary(obs.task)}. If a pause switch is on, turn it off; if the change was paused as too "
+            f"{history}. If a pause switch is on, turn it off; if the change was paused as too "
             f"large, force the switch: ForceSwitch(instanceId={handle.instance_id}, fsmId={fsm})",
             state,
             obs.fsm_id,
@@ -309,6 +494,7 @@ _ERRORS: dict[str, type[RebuildError]] = {
     "failed": RebuildFailedError,
     "stopped": RebuildFailedError,
     "stalled": RebuildStalledError,
+    "unswitched": RebuildNotSwitchedError,
     "deadline": RebuildDeadlineError,
 }
 

@@ -173,3 +173,19 @@ def read_object(conn: OssConnection, bucket: oss2.Bucket, key: str, retry: Retry
             raise translate_error(oss2.exceptions.RequestError(exc), conn, bucket.bucket_name, f"reading {key!r}") from None
 
     return (retry or RetryPolicy()).call(f"reading oss://{bucket.bucket_name}/{key}", once)
+
+
+def object_etag(conn: OssConnection, bucket: oss2.Bucket, key: str, retry: RetryPolicy | None = None) -> str:
+    """One object's ETag (a HEAD), retried on transient errors like :func:`read_object`. Objects with the
+    same bytes, uploaded whole, share it."""
+
+    def once() -> str:
+        try:
+            return bucket.head_object(key).etag
+        except oss2.exceptions.OssError as exc:
+            raise translate_error(exc, conn, bucket.bucket_name, f"reading the ETag of {key!r}") from None
+        except requests.RequestException as exc:
+            raise translate_error(oss2.exceptions.RequestError(exc), conn, bucket.bucket_name, f"reading the ETag of {key!r}") from None
+
+    return (retry or RetryPolicy()).call(f"HEAD oss://{bucket.bucket_name}/{key}", once)
+

@@ -35,5 +35,11 @@ class Warehouse(Protocol):
     def sample_rows(self, ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` (smallest ids first), as dicts of the catalog columns."""
 
+    def sample_new_rows(self, ds: str, previous_ds: str, limit: int) -> list[dict]:
+        """Up to ``limit`` rows of ``ds`` whose id is not in ``previous_ds`` (smallest ids first)."""
+
+    def rows_by_id(self, ds: str, ids: list[int]) -> list[dict]:
+        """The rows of ``ds`` with these ids (at most 1000 ids)."""
+
     def partitions(self) -> list[str]:
         """The ``ds`` values of existing partitions, sorted ascending."""

@@ -355,6 +355,21 @@ class LocalWarehouse:
         (rows,) = self._queries([ds], ["sample_rows"], ds=ds, limit=limit)
         return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
 
+    def sample_new_rows(self, ds: str, previous_ds: str, limit: int) -> list[dict]:
+        """Up to ``limit`` rows of ``ds`` whose id is not in ``previous_ds`` (sql/sample_new_rows.sql)."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        (rows,) = self._queries([ds, previous_ds], ["sample_new_rows"], columns=["id", "source_image", "cate_id"],
+                                ds=ds, previous_ds=previous_ds, limit=limit)
+        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+
+    def rows_by_id(self, ds: str, ids: list[int]) -> list[dict]:
+        """The rows of ``ds`` with these ids (sql/rows_by_id.sql)."""
+        ds = validate_ds(ds)
+        if not ids:
+            return []
+        (rows,) = self._queries([ds], ["rows_by_id"], ds=ds, ids=sorted(set(ids)), limit=len(set(ids)) * 10)
+        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def expire_partitions(self, today_ds: str) -> list[str]:

@@ -266,6 +266,26 @@ class MaxComputeWarehouse:
             raise _warehouse_error(f"sampling {self._where(ds)} failed", exc) from exc
         return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
 
+    def sample_new_rows(self, ds: str, previous_ds: str, limit: int) -> list[dict]:
+        """Up to ``limit`` rows of ``ds`` whose id is not in ``previous_ds`` (sql/sample_new_rows.sql)."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        try:
+            rows = self._query("sample_new_rows", ds, previous_ds=previous_ds, limit=limit)
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"sampling ids of {self._where(ds)} new against ds={previous_ds} failed", exc) from exc
+        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+
+    def rows_by_id(self, ds: str, ids: list[int]) -> list[dict]:
+        """The rows of ``ds`` with these ids (sql/rows_by_id.sql)."""
+        ds = validate_ds(ds)
+        if not ids:
+            return []
+        try:
+            rows = self._query("rows_by_id", ds, ids=sorted(set(ids)), limit=len(set(ids)) * 10)
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"reading ids {sorted(set(ids))[:5]} of {self._where(ds)} failed", exc) from exc
+        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+
     def expire_partitions(self, today_ds: str) -> list[str]:
         """Nothing to do: MaxCompute drops partitions itself per the table's LIFECYCLE."""
         validate_ds(today_ds)

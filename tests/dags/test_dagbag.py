@@ -38,7 +38,8 @@ def test_task_chain(dagbag) -> None:
     assert dag.get_task("check_partition").upstream_task_ids == {"resolve_partition", "load_partition"}
     assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition"}
     assert dag.get_task("wait_until_searchable").upstream_task_ids == {"start_rebuild"}
-    assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "wait_until_searchable"}
+    # the smoke samples ids new against the live partition that check_partition read
+    assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "check_partition", "wait_until_searchable"}
     assert dag.get_task("report").upstream_task_ids == {"resolve_partition", "smoke_query"}
     assert dag.get_task("report").trigger_rule == "none_failed"
 
@@ -46,7 +47,8 @@ def test_task_chain(dagbag) -> None:
 def test_rebuild_runs_in_the_instance_pool_and_the_wait_defers(dagbag) -> None:
     dag = dagbag.dags["image_index_demo"]
     assert dag.get_task("start_rebuild").pool == "opensearch_opensearch_local"
-    assert dag.get_task("start_rebuild").retries == 0  # reindex is not idempotent
+    # reindex is not idempotent, yet retries are safe: a retry follows the build an earlier try started
+    assert dag.get_task("start_rebuild").retries == dag.default_args["retries"] == 2
     from pipeline.airflow.sensors import RebuildSensor
 
     assert isinstance(dag.get_task("wait_until_searchable"), RebuildSensor)

@@ -48,6 +48,7 @@ def test_nightly_run_writes_rebuilds_and_proves_the_index(demo_dag, demo_stack) 
     assert got["rebuild"]["generation_id"] == stack.opensearch.engine.live_generation_id("demo_images")
     image_queries = [q for q in got["smoke_queries"] if q["kind"] == "image"]
     assert len(image_queries) == 2 and all(q["rank"] == 1 for q in image_queries)
+    assert all(q["sampled"] for q in image_queries)  # new ids against the live partition, or why not
     assert set(got["seconds"]) >= {"list_and_write", "check", "start_rebuild", "wait_until_searchable", "smoke_query"}
 
 
@@ -136,3 +137,40 @@ def test_shrink_guard_stops_a_shrunken_partition_until_overridden(demo_dag, demo
     got = report("20270302")
     assert [g["name"] for g in got["guards"] if g["overridden"]] == ["shrink"] and got["baseline_ds"] == "20270301"
     assert live_partition("demo") == "20270302"
+
+
+def test_a_rerun_of_start_rebuild_follows_the_build_an_earlier_attempt_started(demo_stack) -> None:
+    """Attempt 1's reindex reaches the service but its answer is lost and the generation registers late:
+    the attempt gives up without a second reindex. The rerun of the same DAG run follows that build."""
+    from pipeline.airflow.dag_factory import build_dag
+    from pipeline.airflow.state import rebuild_attempt_key
+
+    _, stack, config = demo_stack
+    quick = config.model_copy(update={"opensearch": config.opensearch.model_copy(
+        update={"new_generation_timeout_minutes": 0.05})})  # 3 s instead of 10 min
+    dag = build_dag(quick, REPO / "dags" / "indexes" / "demo.yaml")
+    for task in dag.tasks:
+        task.retries = 0
+    engine, http = stack.opensearch.engine, stack.opensearch.http_faults
+    before = {g["generationId"] for g in engine.list_generations("demo_images")}
+    http.lose_reindex_answer_next, engine.faults.register_delay_s = 1, 5.0
+    when = datetime(2027, 5, 31, 18, 0, tzinfo=UTC)  # ds=20270601
+    try:
+        first = dag.test(logical_date=when, run_after=when)
+        states = task_states(first)
+        assert states["start_rebuild"] == "failed" and first.state == "failed", states
+        assert engine.wait_for(lambda: {g["generationId"] for g in engine.list_generations("demo_images")} - before, 30)
+    finally:
+        http.lose_reindex_answer_next, engine.faults.register_delay_s = 0, 0.0
+    (started,) = {g["generationId"] for g in engine.list_generations("demo_images")} - before
+
+    rerun = dag.test(logical_date=when, run_after=when)  # the same run id: a rerun of this run
+    assert rerun.state == "success", task_states(rerun)
+    assert {g["generationId"] for g in engine.list_generations("demo_images")} - before == {started}  # one build
+    got = report("20270601")
+    assert got["rebuild"]["followed_earlier_attempt"] is True and got["rebuild"]["generation_id"] == started
+    assert engine.live_generation_id("demo_images") == started
+
+    from airflow.models import Variable
+
+    assert Variable.get(rebuild_attempt_key("demo", rerun.run_id), default_var=None) is None  # proven live: forgotten

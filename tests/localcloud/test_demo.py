@@ -11,14 +11,17 @@ def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
     _, stack, _ = demo_stack
     try:
         apply_faults(stack, ["oss.slow_down_next=2", "opensearch.fail_next_build=disk full", "opensearch-http.throttle_next=1",
-                             "oss.short_pages_rate=0.3", "oss.short_pages_seed=4"])
+                             "oss.short_pages_rate=0.3", "oss.short_pages_seed=4",
+                             "opensearch.hold_switch_next_build=true"])
         assert stack.oss.faults.slow_down_next == 2
         assert (stack.oss.faults.short_pages_rate, stack.oss.faults.short_pages_seed) == (0.3, 4)
         assert stack.opensearch.engine.faults.fail_next_build == "disk full"
+        assert stack.opensearch.engine.faults.hold_switch_next_build is True
         assert stack.opensearch.http_faults.throttle_next == 1
     finally:
         stack.oss.faults.reset()
         stack.opensearch.engine.faults.fail_next_build = None
+        stack.opensearch.engine.faults.hold_switch_next_build = False
         stack.opensearch.http_faults.throttle_next = 0
 
 

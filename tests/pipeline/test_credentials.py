@@ -101,7 +101,7 @@ def test_a_static_token_that_expires_mid_wait_ends_it_at_once_saying_why(demo_st
     assert "InvalidSecurityToken.Expired" in event["message"] and "cannot renew" in event["message"]
     assert temporary.security_token not in event["message"] and temporary.access_key_secret not in event["message"]
     monkeypatch.setattr(stack.authority, "clock", real_clock)
-    settle(OpenSearchManagement(OpenSearchConnection.from_airflow("opensearch_local")))
+    settle(stack.opensearch.engine)
 
 
 def test_an_expired_static_token_on_oss_says_what_to_do(demo_stack) -> None:

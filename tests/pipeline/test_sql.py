@@ -46,6 +46,10 @@ def test_stats_queries_filter_one_partition(name: str) -> None:
         {"table": "t", "ds": "2026-11-23"},
         {"table": "t", "ds": "20261123' OR '1'='1"},
         {"table": "t", "ds": 20261123},
+        {"table": "t", "ds": "20261123", "ids": ["1); DROP TABLE x; --"], "limit": 1},
+        {"table": "t", "ds": "20261123", "ids": [], "limit": 1},
+        {"table": "t", "ds": "20261123", "ids": [True], "limit": 1},
+        {"table": "t", "ds": "20261123", "ids": list(range(1001)), "limit": 1},
     ],
 )
 def test_bad_values_are_refused(params: dict) -> None:

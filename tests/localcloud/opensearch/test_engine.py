@@ -2,7 +2,7 @@
 
 Why: the integration tests go through the SDKs with real images; these pin the rules that are easy
 to get subtly wrong: what RANK means per distance type and which sign is best first, filter then
-sort then page, pk-only summaries, a text-capable vectorizer being used when one is plugged in,
+sort then page, summaries across a switch (docid vs pk), a text-capable vectorizer being used when one is plugged in,
 generation ids that never repeat, and the accepted pause-policy bodies.
 """
 
@@ -97,9 +97,32 @@ def test_n_candidates_then_filter_then_sort_then_page() -> None:
     assert ties["result"]["items"][0]["sortExprValues"] == ["2"]
 
 
-def test_pk_only_summaries() -> None:
-    answer = _run(_q(config_extra={"fetch_summary_type": "pk"}))
-    assert answer["result"]["items"][0]["fields"] == {"id": "100"}
+def test_summaries_are_the_stored_fields_however_they_are_fetched() -> None:
+    full = {"id": "100", "source_image": "/img/0.jpg", "cate_id": "1"}
+    for extra in ({}, {"fetch_summary_type": "pk"}, {"fetch_summary_type": "rawpk"}, {"fetch_summary_type": "docid"},
+                  {"fetch_summary_type": "pk", "qrs_chain": "search"}):
+        answer = _run(_q(config_extra=extra))
+        assert answer["result"]["items"][0]["fields"] == full and answer["errors"] == []
+    assert _run(_q(config_extra={"no_summary": "yes"}))["result"]["items"][0]["fields"] == {}
+    with pytest.raises(HaSearchError) as info:
+        _run(_q(config_extra={"qrs_chain": "no_such_chain"}))
+    assert info.value.code == 10005 and info.value.to_error_dict()["message"].startswith("ERROR_QRS_NOT_FOUND_CHAIN")
+
+
+def test_a_switch_between_the_phases_loses_docid_summaries_but_not_pk_ones() -> None:
+    """Docids belong to one generation; the primary key survives a switch (why the vendor sends pk)."""
+    old = _live()
+    reordered = {name: list(reversed(values)) for name, values in old.columns.items()}  # same docs, other docids
+    new = LiveGeneration(8, old.vectors[::-1].copy(), reordered)
+    schema, vectorizer = _schema(), _AxisVectorizer()
+    by_docid = search_generation(schema, old, parse_ha_query(_q()), vectorizer, summary_from=new)
+    assert all(item["fields"] == {} for item in by_docid["result"]["items"])
+    ((error),) = by_docid["errors"]
+    assert error["code"] == 10010 and "fetched by docid from generation 8, which replaced generation 7" in error["message"]
+    by_pk = search_generation(schema, old, parse_ha_query(_q(config_extra={"fetch_summary_type": "pk"})), vectorizer,
+                              summary_from=new)
+    assert _ids(by_pk) == [100, 101, 102, 103, 104, 105] and by_pk["errors"] == []
+    assert by_pk["result"]["items"][0]["fields"]["source_image"] == "/img/0.jpg"
 
 
 def test_a_text_capable_vectorizer_is_used_for_text_queries() -> None:

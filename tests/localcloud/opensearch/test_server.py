@@ -166,8 +166,15 @@ def _status(client: Client, gen_id: int) -> str:
 
 
 def _wait_final(client: Client, gen_id: int) -> str:
-    return _poll(f"generation {gen_id} to finish",
-                 lambda: (s := _status(client, gen_id)) in ("ready", "failed", "stopped") and s)
+    """The generation's final status: ``ready`` only once its task has finished (switched in)."""
+
+    def final() -> str | None:
+        status = _status(client, gen_id)
+        if status in ("failed", "stopped") or (status == "ready" and _task(client, gen_id).status == "success"):
+            return status
+        return None
+
+    return _poll(f"generation {gen_id} to finish", final)
 
 
 def _task(client: Client, gen_id: int) -> se_models.ListDataSourceTasksResponseBodyResult:
@@ -341,8 +348,8 @@ def test_full_rebuild_then_image_to_image_search(stack: Stack) -> None:
     assert _ids(page) == best_first[3:7] and page["result"]["totalHits"] == 10
     filtered = _search(stack, target.data, n=20, filter=f"cate_id={target.cate_id}")
     assert set(_ids(filtered)) == {im.id for im in images if im.cate_id == target.cate_id}
-    pk_only = _search(stack, target.data, config_extra={"fetch_summary_type": "pk"})
-    assert pk_only["result"]["items"][0]["fields"] == {"id": str(target.id)}
+    vendor = _search(stack, target.data, config_extra={"fetch_summary_type": "pk", "qrs_chain": "search"})
+    assert vendor["result"]["items"][0]["fields"] == top["fields"]  # fetched by pk: the same summary
     by_cate = _search(stack, target.data, n=20, sort=["-cate_id", "+RANK"])
     cates = [int(item["sortExprValues"][0]) for item in by_cate["result"]["items"]]
     assert cates == sorted(cates, reverse=True)
@@ -480,7 +487,7 @@ def test_pause_index_holds_a_finished_build_until_force_switch(stack: Stack) -> 
     assert _nodes(task) == {"read_partition": "success", "fetch_and_vectorize": "success",
                             "build_index": "success", "switch": "waiting"}
     assert any("pauseIndex is on" in t.msg and task.fsm_id in t.msg for t in task.tags)
-    assert _status(client, gen_id) == "building"
+    assert _status(client, gen_id) == "ready"  # built, but not switched in: ready alone is not live
     assert stack.engine.live_generation_id(TABLE) == old
     assert _search(stack, stack.images[0].data, n=50)["result"]["totalHits"] == 4
 
@@ -500,11 +507,74 @@ def test_lifting_the_pause_switches_the_waiting_build(stack: Stack) -> None:
     stack.write_partition("20261123", stack.images[:3])
     gen_id = _reindex(client, "20261123")
     _poll("the wait", lambda: _task(client, gen_id).status == "waiting")
-    assert _status(client, gen_id) == "building"
+    assert _status(client, gen_id) == "ready"
     client.modify_pause_policy(IID, se_models.ModifyPausePolicyRequest(
         body={"general": se_models.BodyValue(pause_all=False)}))
     assert _wait_final(client, gen_id) == "ready"
     assert stack.engine.live_generation_id(TABLE) == gen_id
+
+
+def test_a_generation_is_ready_before_it_is_switched_in_and_may_never_be(stack: Stack) -> None:
+    """``ready`` is not live: the held switch leaves the task running and the old generation answering."""
+    client = stack.client()
+    old = _build(stack, "20261122", stack.images[:4])
+    stack.engine.faults.hold_switch_next_build = True
+    stack.write_partition("20261123", stack.images[:9])
+    gen_id = _reindex(client, "20261123")
+    _poll("the generation to be built", lambda: _status(client, gen_id) == "ready")
+    task = _poll("the switch to hang", lambda: (t := _task(client, gen_id)) and any(
+        "has not received the switch target" in tag.msg for tag in t.tags) and t)
+    assert task.status == "running" and _nodes(task)["switch"] == "running"
+    for _ in range(5):  # nothing moves on its own
+        time.sleep(0.05)
+        assert (_task(client, gen_id).status, _status(client, gen_id)) == ("running", "ready")
+    assert stack.engine.live_generation_id(TABLE) == old
+    assert _search(stack, stack.images[0].data, n=50)["result"]["totalHits"] == 4  # the old index answers
+    with pytest.raises(ClientException) as info:  # built but not switched in: still this table's build
+        client.reindex(IID, TABLE, se_models.ReindexRequest(partition="ds=20261123"))
+    assert (info.value.status_code, info.value.code) == (409, "OperationDenied.BuildInProgress")
+    assert f"generation {gen_id}" in info.value.message and "task running" in info.value.message
+
+    client.force_switch(IID, task.fsm_id)  # the documented remedy
+    assert _wait_final(client, gen_id) == "ready"
+    assert _search(stack, stack.images[0].data, n=50)["result"]["totalHits"] == 9
+    assert "(forced)" in _task(client, gen_id).tags[-1].msg
+
+
+def test_a_new_generation_may_be_registered_after_the_reindex_answered(stack: Stack) -> None:
+    client = stack.client()
+    stack.engine.faults.register_delay_s = 0.6
+    stack.write_partition("20261123", stack.images[:3])
+    before = _generation_ids(client)
+    client.reindex(IID, TABLE, se_models.ReindexRequest(partition="ds=20261123"))
+    assert _generation_ids(client) == before and client.list_data_source_tasks(IID).body.result == []
+    with pytest.raises(ClientException) as info:  # not listed yet, but building: a second build is refused
+        client.reindex(IID, TABLE, se_models.ReindexRequest(partition="ds=20261123"))
+    assert info.value.code == "OperationDenied.BuildInProgress"
+    (gen_id,) = _poll("the generation to be registered", lambda: set(_generation_ids(client)) - set(before))
+    assert "visibleAt" not in stack.engine.get_generation(TABLE, gen_id)
+    assert _wait_final(client, gen_id) == "ready"
+
+
+def test_a_lost_reindex_answer_still_starts_the_build(stack: Stack) -> None:
+    """To the client a failure after sending; to the service, work done: the build runs."""
+    client = stack.client()
+    stack.server.http_faults.lose_reindex_answer_next = 1
+    stack.write_partition("20261123", stack.images[:3])
+    before = set(_generation_ids(client))
+    with pytest.raises(TeaException) as info:
+        client.reindex(IID, TABLE, se_models.ReindexRequest(partition="ds=20261123"))
+    assert "Remote end closed connection without response" in str(info.value)
+    (gen_id,) = _poll("the build the lost call started", lambda: set(_generation_ids(client)) - before)
+    assert _wait_final(client, gen_id) == "ready"
+    assert stack.server.http_faults.lose_reindex_answer_next == 0
+
+
+def test_get_table_reports_automatic_index_rebuild(stack: Stack) -> None:
+    client = stack.client()
+    assert client.get_table(IID, TABLE).body.result.data_source.auto_build_index is False
+    stack.engine.auto_build_index.add(TABLE)
+    assert client.get_table(IID, TABLE).body.result.data_source.auto_build_index is True
 
 
 def test_state_survives_a_restart_and_interrupted_builds_fail(stack: Stack, tmp_path: Path) -> None:
@@ -522,6 +592,16 @@ def test_state_survives_a_restart_and_interrupted_builds_fail(stack: Stack, tmp_
     assert _status(client, live) == "ready" and _status(client, stalled) == "failed"
     assert "interrupted by a server restart" in stack.engine.get_generation(TABLE, stalled)["message"]
     assert _task(client, stalled).status == "failed"
+    held = restarted.engine  # a switch that had not happened when the server stopped ends failed, too
+    held.faults.hold_switch_next_build = True
+    unswitched = _reindex(client, "20261123")
+    _poll("the held switch", lambda: _status(client, unswitched) == "ready")
+    stack.server.stop()
+    restarted = _make_server(stack.oss, tmp_path / "warehouse", stack.state_dir)
+    stack.server, stack.engine = restarted, restarted.engine
+    client = stack.client()
+    assert _status(client, unswitched) == "ready" and _task(client, unswitched).status == "failed"
+    assert stack.engine.live_generation_id(TABLE) == live
     assert _ids(_search(stack, stack.images[2].data))[0] == stack.images[2].id
     assert _wait_final(client, _reindex(client, "20261123")) == "ready"  # and it builds again
 
@@ -566,9 +646,10 @@ TEXT_QUERY = "config=start:0,hit:10,format:json&&query=vector:'motorcycle helmet
         ("query=vector:'aGk=&modal=image&n=1'&&kvpairs=formula:bm25(title)", 2100),
         ("query=vector:'aGk=&modal=image&n=1'&&aggregate=group_key:cate_id", 1056),
         (TEXT_QUERY, 3500),
+        ("config=qrs_chain:nosuch&&query=vector:'aGk=&modal=image&n=1'", 10005),
     ],
     ids=["empty", "config", "unclosed", "base64", "not-image", "cluster", "index", "filter-field", "filter-type",
-         "sort-field", "formula", "aggregate", "text"],
+         "sort-field", "formula", "aggregate", "text", "qrs-chain"],
 )
 def test_bad_queries_answer_ha_errors_not_crashes(stack: Stack, query: str, code: int) -> None:
     # An empty query makes the SDK's POST take its SQL branch (/query?type=sql): GET only for that one.
@@ -639,8 +720,9 @@ def test_cli_serves_from_a_config_file_with_secrets_from_the_environment(
             "schema": "demo",
             "warehouse": {"root": "warehouse", "table": WAREHOUSE_TABLE},
             "oss": {"endpoint": oss[0].endpoint, "access_key_id": OSS_AK, "access_key_secret_env": "TEST_OSS_SECRET"},
+            "auto_build_index": True,
         }},
-        "faults": {"phase_delay_s": 0.0},
+        "faults": {"phase_delay_s": 0.0, "register_delay_s": 0.0},
     }
     (tmp_path / "server.json").write_text(json.dumps(config))
     env = {**os.environ, "TEST_OPENSEARCH_SECRET": SK, "TEST_OPENSEARCH_QUERY_PASSWORD": QUERY_PASSWORD,
@@ -648,7 +730,7 @@ def test_cli_serves_from_a_config_file_with_secrets_from_the_environment(
     pidfile = tmp_path / "server.pid"
     process = subprocess.Popen(
         [sys.executable, "-m", "localcloud.opensearch", "--config", str(tmp_path / "server.json"),
-         "--pidfile", str(pidfile), "--stall-next-build"],
+         "--pidfile", str(pidfile), "--stall-next-build", "--hold-switch-next-build"],
         cwd=REPO, env=env, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -661,6 +743,7 @@ def test_cli_serves_from_a_config_file_with_secrets_from_the_environment(
         client = Client(open_api_models.Config(access_key_id=AK, access_key_secret=SK, protocol="http",
                                                endpoint=endpoint))
         assert client.get_instance(IID).body.result.status == "READY"
+        assert client.get_table(IID, TABLE).body.result.data_source.auto_build_index is True
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=10)[1]

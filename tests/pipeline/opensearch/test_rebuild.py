@@ -8,6 +8,7 @@ for the real service's failures.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -17,12 +18,21 @@ from pipeline.errors import (
     PreflightError,
     RebuildDeadlineError,
     RebuildFailedError,
+    RebuildNotSwitchedError,
     RebuildStalledError,
+    ReindexNotStartedError,
     TransientOpenSearchError,
 )
 from pipeline.opensearch.connection import OpenSearchConnection
 from pipeline.opensearch.management import OpenSearchManagement
-from pipeline.opensearch.rebuild import RebuildSettings, preflight, start_rebuild, wait_until_ready
+from pipeline.opensearch.rebuild import (
+    RebuildAttempt,
+    RebuildSettings,
+    preflight,
+    resume_rebuild,
+    start_rebuild,
+    wait_until_ready,
+)
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
 from tests.pipeline.opensearch.waiting import settle
@@ -49,9 +59,13 @@ def engine(demo_stack):
     engine.faults.stop_next_generation = False
     engine.faults.stall_next_build = False
     engine.faults.phase_delay_s = 0.0
+    engine.faults.hold_switch_next_build = False
+    engine.faults.register_delay_s = 0.0
+    engine.auto_build_index.discard(TABLE)
+    stack.opensearch.http_faults.lose_reindex_answer_next = 0
     engine.release_stalled_builds()
     engine.modify_pause_policy({"general": {"pauseIndex": False, "pauseAll": False}})
-    settle(OpenSearchManagement(OpenSearchConnection.from_airflow("opensearch_local")))
+    settle(engine)
 
 
 def no_sleep() -> RetryPolicy:
@@ -62,7 +76,7 @@ def test_management_calls_through_the_sdk(conn, engine) -> None:
     mgmt = OpenSearchManagement(conn)
     assert mgmt.instance()["status"] == "READY"
     assert mgmt.table(TABLE)["status"] == "IN_USE"
-    assert preflight(mgmt, TABLE) == {"instance_status": "READY", "table_status": "IN_USE", "pauses": []}
+    assert preflight(mgmt, TABLE) == {"instance_status": "READY", "table_status": "IN_USE", "pauses": [], "warnings": []}
     assert isinstance(mgmt.generation_ids(TABLE), list)
     assert "general" in mgmt.pause_policies()
 
@@ -130,6 +144,28 @@ def test_stall_names_the_task_and_the_force_switch(conn, engine) -> None:
         wait_until_ready(mgmt, handle, settings)
 
 
+def test_a_built_generation_that_is_never_switched_in_ends_the_wait(conn, engine) -> None:
+    """``ready`` is not live: the wait ends within the stall timeout, saying built-not-switched and the remedy."""
+    engine.faults.hold_switch_next_build = True
+    mgmt = OpenSearchManagement(conn)
+    live_before = engine.live_generation_id(TABLE)
+    settings = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=4.0, deadline_s=60)  # the build moves on
+    handle = start_rebuild(mgmt, TABLE, DS, settings)
+    with pytest.raises(
+        RebuildNotSwitchedError,
+        match=rf"generation {handle.generation_id} .* is built \(ready\) but was not switched in after .* without "
+        r"progress; change history: task \S+ .* is running \[.*switch=running\].*old index keeps serving"
+        r".*ForceSwitch\(instanceId=ha-cn-local-demo, fsmId=\S+\)",
+    ):
+        wait_until_ready(mgmt, handle, settings)
+    assert engine.live_generation_id(TABLE) == live_before  # the old generation still answers
+
+    # The trigger, too: it finds the generation built and its task still at the switch (1 s of silence).
+    trigger_settings = {"poll_interval_s": 0.1, "stall_timeout_s": 1.0, "deadline_s": 60.0, "new_generation_timeout_s": 10.0}
+    (event,) = asyncio.run(_events(RebuildTrigger(handle.as_dict(), trigger_settings)))
+    assert event["outcome"] == "unswitched" and "not switched in" in event["message"] and event["fsm_id"]
+
+
 def test_active_pause_policy_stops_the_run_before_reindex(conn, engine) -> None:
     engine.modify_pause_policy({"general": {"pauseIndex": True}})
     mgmt = OpenSearchManagement(conn)
@@ -167,6 +203,110 @@ def test_trigger_events_ready_failed_and_error(conn, engine) -> None:
     orphan = {**failing.as_dict(), "conn_id": "no_such_connection"}
     (event,) = asyncio.run(_events(RebuildTrigger(orphan, settings)))  # never raises: an error event
     assert event["outcome"] == "error" and "no_such_connection" in event["message"]
+
+
+# -- one build at a time (issue 9, item 5) ---------------------------------------------------------
+
+
+def test_preflight_refuses_while_a_build_of_the_table_is_under_way(conn, engine) -> None:
+    mgmt = OpenSearchManagement(conn)
+    engine.faults.stall_next_build = True
+    building = start_rebuild(mgmt, TABLE, DS, FAST)
+    # Just started, the generation may still be starting (a loaded machine) or already building.
+    with pytest.raises(PreflightError, match=rf"already building generation {building.generation_id} "
+                       r"\((starting|building)\); one build at a time per table"):
+        preflight(mgmt, TABLE)
+    assert engine.wait_for(lambda: any(n["name"] == "build_index" and n["status"] == "running"
+                                       for t in engine.list_tasks() for n in t["taskNodes"]), 30)
+    engine.release_stalled_builds()  # (a release before the stall does not count)
+    wait_until_ready(mgmt, building, FAST)
+
+    engine.faults.hold_switch_next_build = True  # built, never switched in: still this table's build
+    held = start_rebuild(mgmt, TABLE, DS, FAST)
+    while mgmt.generation(TABLE, held.generation_id).get("status") != "ready":
+        time.sleep(0.05)
+    with pytest.raises(PreflightError, match=r"has an unfinished change: change history: task (\S+) .*switch=running.*"
+                       r"ForceSwitch\(instanceId=ha-cn-local-demo, fsmId=\1\)"):
+        preflight(mgmt, TABLE)
+
+
+def test_preflight_warns_when_the_data_source_builds_by_itself(conn, engine) -> None:
+    engine.auto_build_index.add(TABLE)  # GetTable: dataSource.autoBuildIndex = true
+    seen = preflight(OpenSearchManagement(conn), TABLE)
+    (warning,) = seen["warnings"]
+    assert "Automatic Index Rebuild on (autoBuildIndex)" in warning and "racing" in warning
+
+
+def test_a_reindex_whose_answer_is_lost_is_never_repeated(conn, engine, demo_stack) -> None:
+    """The build started, the answer never came, the generation registers late: follow it, one build."""
+    _, stack, _ = demo_stack
+    mgmt = OpenSearchManagement(conn)
+    before = set(mgmt.generation_ids(TABLE))
+    stack.opensearch.http_faults.lose_reindex_answer_next = 1
+    engine.faults.register_delay_s = 1.5
+    remembered: list[RebuildAttempt] = []
+    handle = start_rebuild(mgmt, TABLE, DS, FAST, remember=remembered.append)
+    assert set(mgmt.generation_ids(TABLE)) - before == {handle.generation_id}  # exactly one build
+    assert remembered[-1].reindex_sent_at is not None and remembered[-1].previous_generation_ids == sorted(before)
+    assert wait_until_ready(mgmt, handle, FAST).outcome == "ready"
+
+
+def test_a_reindex_that_certainly_started_nothing_is_repeated(conn, engine) -> None:
+    closed = OpenSearchConnection.from_fields("os_closed", {**_extra(conn), "endpoint": f"127.0.0.1:{_free_port()}"},
+                                              conn.query_user, conn.query_password)
+    with pytest.raises(ReindexNotStartedError, match="cannot reach .*the request started nothing"):
+        OpenSearchManagement(closed, no_sleep()).reindex(TABLE, f"ds={DS}")
+
+    # The local server cannot refuse one connection and accept the next: the first call goes to a
+    # closed port (a real refused connection through the SDK), the second to the server.
+    mgmt = OpenSearchManagement(conn)
+    refused = OpenSearchManagement(closed, no_sleep())
+    calls: list[str] = []
+
+    def reindex(table: str, spec: str) -> None:
+        calls.append(spec)
+        (refused if len(calls) == 1 else OpenSearchManagement(conn)).reindex(table, spec)
+
+    mgmt.reindex = reindex  # type: ignore[method-assign]
+    before = set(mgmt.generation_ids(TABLE))
+    handle = start_rebuild(mgmt, TABLE, DS, FAST, sleep=lambda _s: None)
+    assert len(calls) == 2 and set(mgmt.generation_ids(TABLE)) - before == {handle.generation_id}
+    wait_until_ready(mgmt, handle, FAST)
+
+
+def test_a_rerun_follows_the_build_an_earlier_attempt_started(conn, engine) -> None:
+    mgmt = OpenSearchManagement(conn)
+    remembered: list[RebuildAttempt] = []
+    first = start_rebuild(mgmt, TABLE, DS, FAST, remember=remembered.append)
+    again = resume_rebuild(mgmt, remembered[-1], FAST)  # e.g. start_rebuild retried after a timeout
+    assert again is not None and again.generation_id == first.generation_id and again.started_at == first.started_at
+    wait_until_ready(mgmt, first, FAST)
+    assert resume_rebuild(mgmt, remembered[-1], FAST).generation_id == first.generation_id  # even once live
+
+    engine.faults.fail_next_build = "disk full"  # an earlier build that failed is not followed: start anew
+    failed_attempt: list[RebuildAttempt] = []
+    failed = start_rebuild(mgmt, TABLE, DS, FAST, remember=failed_attempt.append)
+    with pytest.raises(RebuildFailedError):
+        wait_until_ready(mgmt, failed, FAST)
+    assert resume_rebuild(mgmt, failed_attempt[-1], FAST) is None
+
+    # An earlier reindex that may have been sent just now: wait for its late generation, then follow it.
+    engine.faults.register_delay_s = 1.0
+    snapshot = sorted(mgmt.generation_ids(TABLE))
+    mgmt.reindex(TABLE, f"ds={DS}")
+    sent = RebuildAttempt(TABLE, DS, snapshot, time.time(), reindex_sent_at=time.time())
+    late = resume_rebuild(mgmt, sent, FAST)
+    assert late is not None and late.generation_id not in snapshot
+    nothing_sent = RebuildAttempt(TABLE, DS, sorted(mgmt.generation_ids(TABLE)), time.time())
+    assert resume_rebuild(mgmt, nothing_sent, FAST) is None  # nothing new, nothing sent: start a build
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _extra(conn: OpenSearchConnection) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import RebuildDeadlineError, RebuildFailedError, RebuildStalledError
+from pipeline.errors import RebuildDeadlineError, RebuildFailedError, RebuildNotSwitchedError, RebuildStalledError
 from pipeline.opensearch.rebuild import (
     Observation,
     RebuildHandle,
@@ -15,6 +15,7 @@ from pipeline.opensearch.rebuild import (
     pick_task,
     raise_for,
     rebuild_decision,
+    task_state,
 )
 
 SETTINGS = RebuildSettings(poll_interval_s=10, stall_timeout_s=600, deadline_s=3600)
@@ -23,8 +24,12 @@ TASK = {"fsmId": "fsm-7", "name": "reindex ds=20261123", "status": "running", "t
         "taskNodes": [{"name": "build_index", "status": "running"}]}
 
 
+DONE = {**TASK, "status": "success", "taskNodes": [{"name": "build_index", "status": "success"},
+                                                   {"name": "switch", "status": "success"}]}
+
+
 def test_ready_failed_and_stopped() -> None:
-    assert assess(HANDLE, Observation("ready", TASK), WaitState(), 1100, SETTINGS).outcome == "ready"
+    assert assess(HANDLE, Observation("ready", DONE), WaitState(), 1100, SETTINGS).outcome == "ready"
     failed = assess(HANDLE, Observation("failed", TASK), WaitState(), 1100, SETTINGS)
     assert failed.outcome == "failed" and "generation 42" in failed.message and "task fsm-7" in failed.message
     with pytest.raises(RebuildFailedError, match="is failed; change history: task fsm-7"):
@@ -54,8 +59,55 @@ def test_deadline_is_absolute() -> None:
     assert verdict.outcome == "deadline"
     with pytest.raises(RebuildDeadlineError, match="at the deadline .*old index keeps serving"):
         raise_for(verdict)
-    # ... but a generation that is ready at the deadline is ready.
-    assert assess(HANDLE, Observation("ready", busy), WaitState(), 9999, SETTINGS).outcome == "ready"
+    # ... but a generation that is ready and switched in at the deadline is live,
+    assert assess(HANDLE, Observation("ready", DONE), WaitState(), 9999, SETTINGS).outcome == "ready"
+    # and one that is built but still unswitched there says so.
+    unswitched = assess(HANDLE, Observation("ready", busy), WaitState(), 9999, SETTINGS)
+    with pytest.raises(RebuildNotSwitchedError, match="built \\(ready\\) but was not switched in at the deadline"):
+        raise_for(unswitched)
+
+
+def test_ready_alone_is_not_live_until_the_task_has_switched_it_in() -> None:
+    switching = {**TASK, "taskNodes": [{"name": "build_index", "status": "success"}, {"name": "switch", "status": "running"}]}
+    first = assess(HANDLE, Observation("ready", switching), WaitState(), 1100, SETTINGS)
+    assert first.outcome == "waiting" and "built (ready); waiting for its switch" in first.message
+    assert assess(HANDLE, Observation("ready", switching), first.state, 1600, SETTINGS).outcome == "waiting"
+    never = assess(HANDLE, Observation("ready", switching), first.state, 1100 + 600, SETTINGS)
+    assert never.outcome == "unswitched" and never.fsm_id == "fsm-7"
+    with pytest.raises(
+        RebuildNotSwitchedError,
+        match=r"is built \(ready\) but was not switched in after 10 min without progress; change history: task fsm-7 .*"
+        r"switch=running.*old index keeps serving.*ModifyPausePolicy.*ForceSwitch\(instanceId=ha-cn-test, fsmId=fsm-7\)",
+    ):
+        raise_for(never)
+    assert isinstance(RebuildNotSwitchedError("x"), RebuildStalledError)  # a stall, of a special kind
+    # No task found at all: nothing proves the switch, so the wait cannot end in "ready".
+    assert assess(HANDLE, Observation("ready", None), WaitState(), 1100, SETTINGS).outcome == "waiting"
+    failed_switch = assess(HANDLE, Observation("ready", {**switching, "status": "failed"}), WaitState(), 1100, SETTINGS)
+    with pytest.raises(RebuildFailedError, match="built \\(ready\\) but its change-history task ended badly"):
+        raise_for(failed_switch)
+
+
+@pytest.mark.parametrize(
+    ("task", "state"),
+    [
+        ({"status": "success"}, "finished"),
+        ({"status": "SUCCESS"}, "finished"),
+        ({"status": "running", "taskNodes": [{"name": "switch", "status": "success"}]}, "unfinished"),
+        ({"status": "waiting"}, "unfinished"),
+        ({"status": "failed"}, "failed"),
+        ({"status": "stopped"}, "failed"),
+        # the docs' example status is "2": then the nodes decide, flat or nested in nodeInfo
+        ({"status": "2", "taskNodes": [{"nodeInfo": {"name": "build", "status": "SUCCESS"}},
+                                       {"nodeInfo": {"name": "switch", "status": "SUCCESS"}}]}, "finished"),
+        ({"status": "2", "taskNodes": [{"nodeInfo": {"name": "switch", "status": "RETRY"}}]}, "unfinished"),
+        ({"status": "2", "taskNodes": [{"name": "switch", "status": "FAILED"}]}, "failed"),
+        ({"status": "2"}, "unfinished"),
+        (None, "unfinished"),
+    ],
+)
+def test_task_states_are_read_defensively(task: dict | None, state: str) -> None:
+    assert task_state(task) == state
 
 
 def test_pick_task_prefers_the_one_naming_the_generation() -> None:
@@ -65,6 +117,11 @@ def test_pick_task_prefers_the_one_naming_the_generation() -> None:
     assert pick_task([older, newer, tagged], HANDLE)["fsmId"] == "mine"
     assert pick_task([older, newer], HANDLE)["fsmId"] == "new"
     assert pick_task([older], HANDLE) is None
+    # generation 42 is not generation 420; a task of our table beats a newer one of another table
+    other_gen = {**TASK, "fsmId": "other", "time": 1003, "tags": [{"msg": "generation 420 written"}]}
+    other_table = {**TASK, "fsmId": "x@ha-cn-test_shoes@MANUAL-ha-cn-test_shoes@1", "name": "general", "time": 1005}
+    our_table = {**TASK, "fsmId": "x@ha-cn-test_images@MANUAL-ha-cn-test_images@1", "name": "general", "time": 1004}
+    assert pick_task([other_gen, other_table, our_table], HANDLE)["fsmId"] == our_table["fsmId"]
 
 
 def test_rebuild_decision_never_rolls_back_silently() -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import time
 
-from pipeline.opensearch.management import OpenSearchManagement
+TABLE = "demo_images"
 
 
-def settle(mgmt: OpenSearchManagement, table: str = "demo_images") -> None:
-    """Wait (bounded) until no generation of ``table`` is still starting or building."""
+def settle(engine, table: str = TABLE) -> None:
+    """Wait (bounded) until every task has finished; a built generation held from its switch is forced in."""
     for _ in range(300):
-        ids = mgmt.generation_ids(table)
-        if not ids or mgmt.generation(table, ids[-1]).get("status") not in ("starting", "building"):
+        unfinished = [t for t in engine.list_tasks() if t["status"] in ("running", "waiting")]
+        if not unfinished:
             return
+        for task in unfinished:
+            if engine.get_generation(table, json.loads(task["extraAttribute"])["generationId"])["status"] == "ready":
+                engine.force_switch(task["fsmId"])
         time.sleep(0.05)
     raise AssertionError("a build did not settle within 15 s")

@@ -375,3 +375,18 @@ def test_sample_rows_are_the_smallest_ids(wh: LocalWarehouse) -> None:
     rows = wh.sample_rows("20261101", 2)
     assert [r["id"] for r in rows] == [1, 3]
     assert set(rows[0]) == {"id", "source_image", "cate_id"}
+
+
+def test_sample_new_rows_are_ids_the_previous_partition_lacks(wh: LocalWarehouse) -> None:
+    wh.write_partition("20261101", [batch([1, 2, 3, 4])])
+    wh.write_partition("20261102", [batch([9, 3, 7, 4, 5, 1])])
+    assert [r["id"] for r in wh.sample_new_rows("20261102", "20261101", 10)] == [5, 7, 9]
+    assert [r["id"] for r in wh.sample_new_rows("20261102", "20261101", 2)] == [5, 7]
+    assert wh.sample_new_rows("20261101", "20261101", 10) == []
+    assert set(wh.sample_new_rows("20261102", "20261101", 1)[0]) == {"id", "source_image", "cate_id"}
+
+
+def test_rows_by_id(wh: LocalWarehouse) -> None:
+    wh.write_partition("20261101", [batch([9, 3, 7, 1])])
+    assert [r["id"] for r in wh.rows_by_id("20261101", [7, 9, 42, 7])] == [7, 9]
+    assert wh.rows_by_id("20261101", []) == []

@@ -137,6 +137,7 @@ class FakeService:
     tables: dict[str, FakeTable] = field(default_factory=dict)
     sql: list[str] = field(default_factory=list)
     query_results: dict[str, list[Record]] = field(default_factory=dict)
+    query_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # beyond table and ds
     sessions: list[FakeUploadSession] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     written: list[Any] = field(default_factory=list)
@@ -173,7 +174,7 @@ def service(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeService]:
             svc.tables[TABLE] = FakeTable(CATALOG_ODPS_SCHEMA, [])
             return FakeInstance([])
         for name, result in svc.query_results.items():
-            if sql == load_sql(name, table=TABLE, ds=DS):
+            if sql == load_sql(name, table=TABLE, ds=DS, **svc.query_params.get(name, {})):
                 return FakeInstance(result)
         raise AssertionError(f"unexpected SQL: {sql}")
 
@@ -404,6 +405,19 @@ def test_partition_stats_from_query_results(wh: MaxComputeWarehouse, service: Fa
     assert stats == PartitionStats(DS, rows=10, distinct_ids=7, rows_per_category={1: 6, 2: 4}, duplicate_ids=[5, 8])
     names = ("partition_stats", "rows_per_category", "duplicate_ids")
     assert service.sql == [load_sql(n, table=TABLE, ds=DS) for n in names]
+
+
+def test_new_rows_and_rows_by_id_from_query_results(wh: MaxComputeWarehouse, service: FakeService) -> None:
+    columns, types = ["id", "source_image", "cate_id"], ["bigint", "string", "bigint"]
+    service.query_results = {
+        "sample_new_rows": records(columns, types, [[5, "/a/5.jpg", 1]]),
+        "rows_by_id": records(columns, types, [[7, "/a/7.jpg", 2]]),
+    }
+    service.query_params = {"sample_new_rows": {"previous_ds": "20261122", "limit": 10},
+                            "rows_by_id": {"ids": [7, 9], "limit": 20}}
+    assert wh.sample_new_rows(DS, "20261122", 10) == [{"id": 5, "source_image": "/a/5.jpg", "cate_id": 1}]
+    assert wh.rows_by_id(DS, [9, 7, 7]) == [{"id": 7, "source_image": "/a/7.jpg", "cate_id": 2}]
+    assert len(service.sql) == 2
 
 
 def test_partition_stats_of_missing_partition(wh: MaxComputeWarehouse, service: FakeService) -> None:
