@@ -18,7 +18,7 @@ from pipeline import guards
 from pipeline.config import GuardsConfig, IndexConfig
 from pipeline.errors import PartitionCheckError
 from pipeline.guards import GuardResult
-from pipeline.oss.catalog import CatalogBuilder
+from pipeline.oss.catalog import CatalogBuilder, gather_pages
 from pipeline.oss.client import OssConnection, object_etag, read_object
 from pipeline.oss.pages import LeanListingBucket, OssLister
 from pipeline.oss.parallel import PageSource, ParallelLister
@@ -91,7 +91,7 @@ def load_partition(
     lister = lister or open_lister(config)
     builder = CatalogBuilder(config.source, config.id_rule, config.category_rule)
     progress = ListingProgress(f"{config.name} ds={ds}", builder.counts)  # a line every 30 s
-    batches = builder.batches(progress.track(lister.iter_objects(prefixes)))
+    batches = builder.batches(progress.track(gather_pages(lister.iter_objects(prefixes))))
     rows_written: int | None
     if dry_run:
         rows_written = None

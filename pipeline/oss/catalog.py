@@ -28,6 +28,7 @@ INT64_MAX = 2**63 - 1
 _UNMAPPED_EXAMPLES = 10
 _ARCHIVED_EXAMPLES = 10
 _VECTOR_MIN_OBJECTS = 64  # smaller pages take the plain loop: setting up arrays would cost more
+BATCH_OBJECTS = 8192  # objects per call of the rules when streaming (see gather_pages)
 
 
 #: Storage classes whose objects cannot be read until restored: GetObject answers 403 InvalidObjectState,
@@ -449,3 +450,19 @@ class CatalogBuilder:
                 "add it to category_rule.mapping, or set category_rule.unmapped to 'skip' or 'default'"
             )
         return None
+
+
+def gather_pages(pages: Iterable[Sequence[ListedObject]], at_least: int = BATCH_OBJECTS) -> Iterator[list[ListedObject]]:
+    """Pages joined until each holds at least ``at_least`` objects (the last one may hold fewer).
+
+    The vectorised rules pay a fixed cost per call (about 14 Arrow kernel calls): on 1,000-key pages
+    that is most of the work, on 8,192 objects a small part of it. Memory stays bounded by ``at_least``.
+    """
+    pending: list[ListedObject] = []
+    for page in pages:
+        pending.extend(page)
+        if len(pending) >= at_least:
+            yield pending
+            pending = []
+    if pending:
+        yield pending

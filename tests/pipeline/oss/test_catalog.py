@@ -167,3 +167,13 @@ def test_restore_state_is_read_as_oss_writes_it() -> None:
     assert not is_unreadable_archive(ListedObject("k", 1, "Archive", RESTORED))
     assert not is_unreadable_archive(ListedObject("k", 1, "IA"))
     assert not is_unreadable_archive(ListedObject("k", 1))  # a listing without a class: Standard
+
+
+def test_gather_pages_joins_pages_in_order_without_losing_any() -> None:
+    from pipeline.oss.catalog import gather_pages
+
+    pages = [[ListedObject(f"k{p}-{i}", 1) for i in range(n)] for p, n in enumerate([3, 0, 5, 2, 7, 1])]
+    gathered = list(gather_pages(pages, at_least=6))
+    assert [len(chunk) for chunk in gathered] == [8, 9, 1]  # 3+0+5, 2+7, the rest
+    assert [obj for chunk in gathered for obj in chunk] == [obj for page in pages for obj in page]
+    assert list(gather_pages([], at_least=6)) == [] and list(gather_pages([[]], at_least=6)) == []
