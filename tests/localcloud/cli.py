@@ -22,3 +22,28 @@ def wait_for_endpoint(proc: subprocess.Popen, timeout_s: float = 20) -> tuple[st
             endpoint = found.group(1).decode() if found else None
     assert endpoint, output.decode(errors="replace")
     return endpoint, output
+
+
+def server_arguments(monkeypatch, cli_module, argv: list[str]) -> dict:
+    """The keyword arguments ``cli_module.main(argv)`` builds its LocalOssServer with (nothing starts)."""
+    import pytest
+
+    captured: dict = {}
+
+    class Captured(Exception):
+        pass
+
+    class FakeServer:  # the CLI's wiring only: no server needs to start for that
+        def __init__(self, *args, **kwargs) -> None:
+            captured.update(kwargs)
+
+        def __enter__(self):
+            raise Captured
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+    monkeypatch.setattr(cli_module, "LocalOssServer", FakeServer)
+    with pytest.raises(Captured):
+        cli_module.main(argv)
+    return captured

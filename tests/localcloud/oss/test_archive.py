@@ -18,6 +18,7 @@ from localcloud.oss import cli as oss_cli
 from localcloud.oss.archive import ObjectClass
 from localcloud.oss.server import Credential, GeneratedBucket, LocalOssServer
 from localcloud.oss.store import OBJECT_META_NAME
+from tests.localcloud.cli import server_arguments
 
 CREDENTIAL = Credential("LTAIarchive", "archive-secret")
 RESTORE_DELAY_S = 0.3
@@ -143,22 +144,5 @@ def test_a_restored_copy_expires_back_to_frozen() -> None:
 
 
 def test_cli_sets_the_restore_delay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    captured: dict = {}
-
-    class Captured(Exception):
-        pass
-
-    class FakeServer:  # the CLI's wiring only: no server needs to start for that
-        def __init__(self, *args, **kwargs) -> None:
-            captured.update(kwargs)
-
-        def __enter__(self):
-            raise Captured
-
-        def __exit__(self, *exc) -> None:
-            pass
-
-    monkeypatch.setattr(oss_cli, "LocalOssServer", FakeServer)
-    with pytest.raises(Captured):
-        oss_cli.main(["--root", str(tmp_path), "--access-key-id", "ak", "--access-key-secret", "sk", "--restore-delay-s", "60"])
-    assert captured["restore_delay_s"] == 60.0
+    argv = ["--root", str(tmp_path), "--access-key-id", "ak", "--access-key-secret", "sk", "--restore-delay-s", "60"]
+    assert server_arguments(monkeypatch, oss_cli, argv)["restore_delay_s"] == 60.0

@@ -28,10 +28,11 @@ import oss2
 import pytest
 import requests
 
+from localcloud.oss import cli as oss_cli
 from localcloud.oss.cli import main
 from localcloud.oss.server import DIR_MARKER_NAME, TEMP_PREFIX, Credential, LocalOssServer
 from localcloud.ram import TokenAuthority
-from tests.localcloud.cli import wait_for_endpoint
+from tests.localcloud.cli import server_arguments, wait_for_endpoint
 
 AK = "test-ak"
 SK = "test-secret"
@@ -687,3 +688,13 @@ def test_main_rejects_missing_credentials(oss_root: Path, monkeypatch: pytest.Mo
     with pytest.raises(SystemExit) as exit_info:
         main(["--root", str(oss_root)])
     assert exit_info.value.code == 2
+
+
+def test_cli_sets_region_v1_and_the_sts_authority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = ["--root", str(tmp_path), "--access-key-id", "ak", "--access-key-secret", "sk"]
+    strict = server_arguments(monkeypatch, oss_cli, base)
+    assert (strict["region"], strict["accept_v1"], strict["authority"]) == ("cn-hangzhou", False, None)
+    relaxed = server_arguments(monkeypatch, oss_cli, [*base, "--region", "cn-shanghai", "--accept-v1",
+                                                      "--sts-key-hex", "ab" * 16])
+    assert (relaxed["region"], relaxed["accept_v1"]) == ("cn-shanghai", True)
+    assert relaxed["authority"].is_temporary("STS.X")

@@ -35,7 +35,7 @@ from pipeline.opensearch.rebuild import (
 )
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
-from tests.pipeline.opensearch.waiting import settle
+from tests.pipeline.opensearch.waiting import leave_as_found
 
 FAST = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=30, deadline_s=60, new_generation_timeout_s=10)
 TABLE = "demo_images"
@@ -54,18 +54,7 @@ def engine(demo_stack):
     _, stack, _ = demo_stack
     engine = stack.opensearch.engine
     yield engine
-    # Leave the shared server as we found it: no pending faults, no pause, no build in flight.
-    engine.faults.fail_next_build = None
-    engine.faults.stop_next_generation = False
-    engine.faults.stall_next_build = False
-    engine.faults.phase_delay_s = 0.0
-    engine.faults.hold_switch_next_build = False
-    engine.faults.register_delay_s = 0.0
-    engine.auto_build_index.discard(TABLE)
-    stack.opensearch.http_faults.lose_reindex_answer_next = 0
-    engine.release_stalled_builds()
-    engine.modify_pause_policy({"general": {"pauseIndex": False, "pauseAll": False}})
-    settle(engine)
+    leave_as_found(stack)
 
 
 def no_sleep() -> RetryPolicy:

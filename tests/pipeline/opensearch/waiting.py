@@ -19,3 +19,18 @@ def settle(engine, table: str = TABLE) -> None:
                 engine.force_switch(task["fsmId"])
         time.sleep(0.05)
     raise AssertionError("a build did not settle within 15 s")
+
+
+def leave_as_found(stack) -> None:
+    """Leave the shared local OpenSearch as tests found it: no pending fault, no pause, nothing building."""
+    engine = stack.opensearch.engine
+    faults = engine.faults
+    faults.fail_next_build = None
+    faults.stop_next_generation = faults.stall_next_build = False
+    faults.hold_switch_next_build = faults.switch_during_next_query = False
+    faults.phase_delay_s = faults.register_delay_s = 0.0
+    engine.auto_build_index.discard(TABLE)
+    stack.opensearch.http_faults.lose_reindex_answer_next = 0
+    engine.release_stalled_builds()
+    engine.modify_pause_policy({"general": {"pauseIndex": False, "pauseAll": False}})
+    settle(engine)

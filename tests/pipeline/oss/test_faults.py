@@ -30,6 +30,7 @@ from pipeline.oss.parallel import ParallelLister
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
 from pipeline.warehouse.local import LocalWarehouse
+from tests.localcloud.cli import server_arguments
 
 REPO = Path(__file__).resolve().parents[3]
 CREDENTIAL = Credential("LTAIfaultkey", "fault-secret-456")
@@ -254,28 +255,11 @@ def test_knobs_are_validated() -> None:
 
 
 def test_cli_flags_set_the_knobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    captured: dict = {}
-
-    class Captured(Exception):
-        pass
-
-    class FakeServer:
-        def __init__(self, *args, **kwargs) -> None:
-            captured.update(kwargs)
-
-        def __enter__(self):
-            raise Captured
-
-        def __exit__(self, *exc) -> None:
-            pass
-
-    monkeypatch.setattr(oss_cli, "LocalOssServer", FakeServer)
     argv = ["--root", str(tmp_path), "--access-key-id", "ak", "--access-key-secret", "sk",
             "--fault-slow-down", "5", "--fault-slow-down-list-only", "--fault-reset", "2",
             "--fault-list-delay-s", "0.5", "--fault-fail-token", "Y2F0YWxvZy8=", "--fault-fail-every-kth-list", "7",
             "--fault-short-pages", "0.3", "--fault-short-pages-seed", "5"]
-    with pytest.raises(Captured):
-        oss_cli.main(argv)
+    captured = server_arguments(monkeypatch, oss_cli, argv)
     faults = captured["faults"]
     assert (faults.slow_down_next, faults.slow_down_list_only, faults.reset_next, faults.reset_list_only) == (5, True, 2, True)
     assert (faults.list_delay_s, faults.fail_tokens_once, faults.fail_every_kth_list) == (0.5, {"Y2F0YWxvZy8="}, 7)
