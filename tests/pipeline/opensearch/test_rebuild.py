@@ -35,7 +35,6 @@ from pipeline.opensearch.rebuild import (
 )
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition
-from tests.pipeline.opensearch.waiting import leave_as_found
 
 FAST = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=30, deadline_s=60, new_generation_timeout_s=10)
 TABLE = "demo_images"
@@ -47,14 +46,6 @@ def conn(demo_stack) -> OpenSearchConnection:
     _, stack, config = demo_stack
     load_partition(config, DS)
     return OpenSearchConnection.from_airflow("opensearch_local")
-
-
-@pytest.fixture
-def engine(demo_stack):
-    _, stack, _ = demo_stack
-    engine = stack.opensearch.engine
-    yield engine
-    leave_as_found(stack)
 
 
 def no_sleep() -> RetryPolicy:

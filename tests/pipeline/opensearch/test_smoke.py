@@ -20,18 +20,10 @@ from pipeline.opensearch.smoke import image_smoke_query, prove_new_generation
 from pipeline.oss.client import OssConnection, object_etag, read_object
 from pipeline.retry import RetryPolicy
 from pipeline.stages import load_partition, open_index_warehouse, run_smoke_queries, smoke_sample_pool
-from tests.pipeline.opensearch.waiting import TABLE, leave_as_found, settle
+from tests.pipeline.opensearch.waiting import TABLE, settle
 
 FAST = RebuildSettings(poll_interval_s=0.1, stall_timeout_s=30, deadline_s=120, new_generation_timeout_s=10)
 OLD, NEW = "20200101", "20200102"  # old dates: never "the newest partition" for the DAG tests
-
-
-@pytest.fixture
-def engine(demo_stack):
-    _, stack, _ = demo_stack
-    engine = stack.opensearch.engine
-    yield engine
-    leave_as_found(stack)
 
 
 @pytest.fixture
