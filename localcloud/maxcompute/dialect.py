@@ -20,12 +20,13 @@ from sqlglot.parsers.hive import HiveParser
 from sqlglot.tokens import Token, TokenType
 
 from localcloud.maxcompute.errors import NOT_SUPPORTED, PARSE_ERROR, SEMANTIC_ERROR, SqlError
-from localcloud.maxcompute.types import normalise_type
+from localcloud.maxcompute.types import Column, normalise_type
 
 # Built-ins rebuilt by translate_functions (MaxCompute semantics); everything else is left to sqlglot.
 _OWN_FUNCTIONS = (
     "REGEXP_EXTRACT", "REGEXP_REPLACE", "REGEXP_INSTR", "SPLIT_PART", "URL_DECODE", "URL_ENCODE",
     "CONCAT", "CONCAT_WS", "INSTR", "TO_CHAR", "TO_DATE", "DATEADD", "DATEDIFF", "GETDATE", "CONV",
+    "HASH",
 )
 
 
@@ -167,13 +168,17 @@ def duckdb_type(odps_type: str) -> str:
     return "VARCHAR" if text.startswith(("VARCHAR", "CHAR")) else _DUCKDB_TYPES[text]
 
 
-def odps_type_of_duckdb(duckdb_type_text: str) -> str:
-    """MaxCompute's name for a DuckDB result type; SqlError for types MaxCompute tables cannot hold."""
+def odps_type_of_duckdb(duckdb_type_text: str, odps2: bool = False) -> str:
+    """MaxCompute's name for a DuckDB result type; SqlError for types MaxCompute tables cannot hold.
+
+    Without the 2.0 type system (``odps.sql.type.system.odps2``) MaxCompute has no INT/SMALLINT/TINYINT
+    and integer constants are BIGINT, so DuckDB's INTEGER results (``SELECT 1``) report BIGINT."""
     text = duckdb_type_text.upper()
     if text.startswith("DECIMAL"):
         return text.replace(" ", "")
     if text in _FROM_DUCKDB:
-        return _FROM_DUCKDB[text]
+        odps_type = _FROM_DUCKDB[text]
+        return odps_type if odps2 or odps_type not in ("INT", "SMALLINT", "TINYINT") else "BIGINT"
     raise SqlError(NOT_SUPPORTED, f"[1,1] Semantic analysis exception - result type {duckdb_type_text} "
                    "is not supported by the local MaxCompute server")
 
@@ -247,11 +252,14 @@ def _translate(call: exp.Anonymous) -> exp.Expr:
     arity = {"GETDATE": (0, 0), "URL_DECODE": (1, 2), "URL_ENCODE": (1, 2), "CONCAT": (0, 99),
              "CONCAT_WS": (2, 99), "REGEXP_EXTRACT": (2, 3), "REGEXP_REPLACE": (3, 4),
              "REGEXP_INSTR": (2, 5), "SPLIT_PART": (3, 4), "INSTR": (2, 4), "TO_CHAR": (1, 2),
-             "TO_DATE": (1, 2), "DATEADD": (3, 3), "DATEDIFF": (2, 3), "CONV": (3, 3)}[name]
+             "TO_DATE": (1, 2), "DATEADD": (3, 3), "DATEDIFF": (2, 3), "CONV": (3, 3), "HASH": (0, 99)}[name]
     if not arity[0] <= len(args) <= arity[1]:
         raise SqlError(SEMANTIC_ERROR,
                        f"{position(call)} Semantic analysis exception - function {name} cannot match "
                        f"any overloaded functions with {len(args)} arguments")
+    if name == "HASH":   # MaxCompute's hash values come from its Java implementation: not reproducible
+        raise SqlError(NOT_SUPPORTED, f"{position(call)} Semantic analysis exception - function HASH is "
+                       "not supported by the local MaxCompute server")
     if name == "GETDATE":
         return exp.cast(_fn("current_localtimestamp"), "TIMESTAMP")
     if name == "URL_DECODE":   # application/x-www-form-urlencoded: '+' is a space (Java URLDecoder)
@@ -352,6 +360,9 @@ def translate(tree: exp.Expr) -> exp.Expr:
             # MaxCompute's 1.5 is a DOUBLE; DuckDB would make it DECIMAL(2,1).
             if not isinstance(node.parent, exp.DataTypeParam):
                 return exp.cast(node.copy(), "DOUBLE")
+        if isinstance(node, (exp.Floor, exp.Ceil)) and not node.args.get("decimals") and not (
+                isinstance(node.parent, exp.Cast) and node.parent.to.is_type("bigint")):
+            return exp.cast(node.copy(), "BIGINT")   # MaxCompute's FLOOR/CEIL return BIGINT
         if isinstance(node, (exp.Cast, exp.TryCast)) and node.to.is_type(*exp.DataType.INTEGER_TYPES):
             # Java semantics: a fractional value cast to an integer truncates (DuckDB rounds).
             source = node.this.type  # set by annotate_types before the rewrite
@@ -382,6 +393,84 @@ def partition_value(node: exp.Expr) -> str:
     raise SqlError(PARSE_ERROR, f"{position(node)} Parse exception - a partition value must be a constant")
 
 
-__all__ = ["DIALECT", "MaxCompute", "Statement", "split_script", "parse_setting", "parse_statement",
-           "position", "ddl_type", "duckdb_type", "odps_type_of_duckdb", "translate",
-           "iter_partition_spec", "partition_value", "strftime_format"]
+_INTEGERS = ("TINYINT", "SMALLINT", "INT", "BIGINT")
+_STRINGS = ("STRING", "VARCHAR", "CHAR")
+_NUMBERS = (*_INTEGERS, "FLOAT", "DOUBLE", "DECIMAL")
+_TIMES = ("DATETIME", "TIMESTAMP", "DATE")
+
+
+def conjuncts(node: exp.Expr | None) -> list[exp.Expr]:
+    if node is None:
+        return []
+    return list(node.flatten()) if isinstance(node, exp.And) else [node]
+
+
+def _base(odps_type: str) -> str:
+    return odps_type.split("(")[0]
+
+
+def insertable(source: str, target: str) -> bool:
+    """MaxCompute's implicit conversions on INSERT: widening and to/from STRING, never lossy."""
+    source, target = _base(source), _base(target)
+    if source == target:
+        return True
+    if target in _STRINGS:
+        return source in (*_STRINGS, *_NUMBERS, *_TIMES)
+    if target in _INTEGERS:
+        return source in _STRINGS or (source in _INTEGERS and
+                                      _INTEGERS.index(source) <= _INTEGERS.index(target))
+    if target in ("FLOAT", "DOUBLE", "DECIMAL"):
+        return source in (*_STRINGS, *_NUMBERS)
+    if target in _TIMES:
+        return source in (*_STRINGS, *_TIMES)
+    return False
+
+
+def partition_predicates(node: exp.Table, keys: set[str]) -> tuple[list[exp.Expr], bool]:
+    """(conjuncts that may prune the partitions of table ``node`` with partition columns ``keys``,
+    whether any partition predicate exists).
+
+    A conjunct counts when every column in it is a partition column of this table. WHERE conjuncts
+    prune a table unless an outer join may NULL-extend it (pruning would then change the result);
+    ON conjuncts prune the joined table of an inner or left join.
+    """
+    holder = node.parent
+    select = holder.parent if isinstance(holder, (exp.From, exp.Join)) else None
+    if not isinstance(select, exp.Select):
+        return [], False
+    alias = node.alias_or_name
+
+    def on_partitions(conjunct: exp.Expr) -> bool:
+        columns = list(conjunct.find_all(exp.Column))
+        return bool(columns) and not conjunct.find(exp.Query, exp.AggFunc, exp.Window) and all(
+            c.table == alias and c.name in keys for c in columns)
+
+    joins = select.args.get("joins") or []
+    mine = holder if isinstance(holder, exp.Join) else None
+    index = joins.index(mine) if mine is not None else -1
+    null_extended = bool(mine is not None and mine.side in ("LEFT", "FULL")) or any(
+        j.side in ("RIGHT", "FULL") for j in joins[index + 1:])
+    where = [c for c in conjuncts(select.args.get("where") and select.args["where"].this)
+             if on_partitions(c)]
+    on = [c for c in conjuncts(mine.args.get("on")) if on_partitions(c)] if mine is not None else []
+    prune = ([] if null_extended else where) + (on if mine is not None and mine.side in ("", "LEFT")
+                                                 else [])
+    return prune, bool(where or on)
+
+
+def exact_spec(prune: list[exp.Expr], partition_columns: tuple[Column, ...]) -> dict[str, str] | None:
+    """The single partition the conjuncts pin with ``col = 'literal'``, if they pin every column."""
+    spec: dict[str, str] = {}
+    for conjunct in prune:
+        if isinstance(conjunct, exp.EQ):
+            column, value = conjunct.this, conjunct.expression
+            if isinstance(value, exp.Column):
+                column, value = value, column
+            if isinstance(column, exp.Column) and isinstance(value, exp.Literal) and value.is_string:
+                if spec.get(column.name, value.name) != value.name:
+                    return None
+                spec[column.name] = value.name
+    names = [c.name for c in partition_columns]
+    types_ok = all(c.type == "STRING" for c in partition_columns)
+    return {n: spec[n] for n in names} if types_ok and set(spec) == set(names) else None
+

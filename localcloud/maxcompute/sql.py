@@ -27,24 +27,22 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.schema import MappingSchema
 
 from localcloud.maxcompute.dialect import (
-    DIALECT, ddl_type, duckdb_type, iter_partition_spec, odps_type_of_duckdb, parse_setting,
-    parse_statement, partition_value, position, split_script, translate,
+    DIALECT, ddl_type, duckdb_type, exact_spec, insertable, iter_partition_spec, odps_type_of_duckdb,
+    parse_setting, parse_statement, partition_predicates, partition_value, position, split_script,
+    translate,
 )
 from localcloud.maxcompute.errors import (
     NO_SUCH_PARTITION, NO_SUCH_TABLE, NOT_SUPPORTED, PARSE_ERROR, RUNTIME_ERROR, SEMANTIC_ERROR,
     TABLE_EXISTS, MaxComputeError, SqlError,
 )
-from localcloud.maxcompute.store import MaxComputeStore, TableMeta, format_spec
+from localcloud.maxcompute.store import MaxComputeStore, TableMeta
 from localcloud.maxcompute.types import Column, arrow_type
 
 FULL_SCAN_FLAG = "odps.sql.allow.fullscan"
 ORDER_BY_FLAG = "odps.sql.validate.orderby.limit"
 SUBMIT_MODE_FLAG = "odps.sql.submit.mode"
+ODPS2_FLAG = "odps.sql.type.system.odps2"
 BATCH_ROWS = 65536
-_INTEGERS = ("TINYINT", "SMALLINT", "INT", "BIGINT")
-_STRINGS = ("STRING", "VARCHAR", "CHAR")
-_NUMBERS = (*_INTEGERS, "FLOAT", "DOUBLE", "DECIMAL")
-_TIMES = ("DATETIME", "TIMESTAMP", "DATE")
 
 
 @dataclass
@@ -121,12 +119,6 @@ def _sql_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _conjuncts(node: exp.Expr | None) -> list[exp.Expr]:
-    if node is None:
-        return []
-    return list(node.flatten()) if isinstance(node, exp.And) else [node]
-
-
 @dataclass
 class _Scan:
     meta: TableMeta
@@ -154,7 +146,7 @@ class _Run:
         if isinstance(tree, exp.Create):
             return self.create(tree)
         if isinstance(tree, exp.Drop) and tree.kind == "TABLE":
-            for table in tree.expressions or [tree.this]:
+            for table in tree.args.get("tables") or [tree.this]:
                 self.store.drop_table(self.table_project(table), table.name.lower(),
                                       if_exists=bool(tree.args.get("exists")))
             return SqlResult([], None, "OK")
@@ -240,7 +232,7 @@ class _Run:
         parts = self.partitions(scan)
         selects = []
         for spec, files in parts:
-            self.inputs.append(f"{meta.project}.{meta.name}" + (f"/{format_spec(spec.items())}" if spec else ""))
+            self.inputs.append(_where(meta, spec))
             if not files:
                 continue
             items = [f"CAST({_sql_ident(c.name)} AS {duckdb_type(c.type)}) AS {_sql_ident(c.name)}"
@@ -260,12 +252,12 @@ class _Run:
         meta = scan.meta
         if not meta.is_partitioned:
             return self.store.parquet_files(meta.project, meta.name)
-        prune, pinned = partition_predicates(scan)
+        prune, pinned = partition_predicates(scan.node, {c.name for c in meta.partition_columns})
         if not pinned and not _flag(self.flags, FULL_SCAN_FLAG, True):
             raise SqlError(SEMANTIC_ERROR, f"{position(scan.node)} Semantic analysis exception - "
                            f"Table({meta.project},{meta.name}) is full scan with all partitions, please "
                            "specify partition predicates.")
-        exact = _exact_spec(scan, prune)
+        exact = exact_spec(prune, meta.partition_columns)
         if exact is not None:   # the common `ds = '...'`: ask the store for that partition only
             try:
                 return self.store.parquet_files(meta.project, meta.name, exact)
@@ -299,7 +291,8 @@ class _Run:
         relation = self.con.sql(sql)
         names = list(relation.columns)
         duck_types = [str(t) for t in relation.types]
-        odps_types = [odps_type_of_duckdb(t) for t in duck_types]
+        odps2 = _flag(self.flags, ODPS2_FLAG, False)
+        odps_types = [odps_type_of_duckdb(t, odps2) for t in duck_types]
         positional = [f"__c{i}" for i in range(len(names))]
         items = [f"CAST({p} AS {duckdb_type(o)})" if duckdb_type(o) != d else p
                  for p, o, d in zip(positional, odps_types, duck_types)]
@@ -345,7 +338,7 @@ class _Run:
                            f"the number of columns in {meta.project}.{meta.name} ({len(expected)}, "
                            f"including dynamic partition columns) does not match the query ({len(types)})")
         for i, (column, source_type) in enumerate(zip(expected, types)):
-            if not _insertable(source_type, column.type):
+            if not insertable(source_type, column.type):
                 raise SqlError(SEMANTIC_ERROR, f"{position(tree.expression)} Semantic analysis exception "
                                f"- column {i + 1} in source has incompatible type {source_type} with "
                                f"destination column {column.name}, which has type {column.type}")
@@ -502,7 +495,8 @@ def _full_spec(meta: TableMeta, partition: exp.Expr) -> dict[str, str]:
 
 
 def _where(meta: TableMeta, spec: Mapping[str, str]) -> str:
-    return f"{meta.project}.{meta.name}" + (f"/{format_spec(spec.items())}" if spec else "")
+    """``p.t/ds=1/hh=2``: a partition as MaxCompute's job summary names it."""
+    return "/".join([f"{meta.project}.{meta.name}", *(f"{k}={v}" for k, v in spec.items())])
 
 
 def _unresolved(query: exp.Expr, message: str) -> SqlError:
@@ -513,73 +507,3 @@ def _unresolved(query: exp.Expr, message: str) -> SqlError:
             return SqlError(SEMANTIC_ERROR, f"{position(column)} Semantic analysis exception - column "
                             f"{column.sql(dialect='hive')} cannot be resolved")
     return SqlError(SEMANTIC_ERROR, f"[1,1] Semantic analysis exception - {message}")
-
-
-def _base(odps_type: str) -> str:
-    return odps_type.split("(")[0]
-
-
-def _insertable(source: str, target: str) -> bool:
-    """MaxCompute's implicit conversions on INSERT: widening and to/from STRING, never lossy."""
-    source, target = _base(source), _base(target)
-    if source == target:
-        return True
-    if target in _STRINGS:
-        return source in (*_STRINGS, *_NUMBERS, *_TIMES)
-    if target in _INTEGERS:
-        return source in _STRINGS or (source in _INTEGERS and
-                                      _INTEGERS.index(source) <= _INTEGERS.index(target))
-    if target in ("FLOAT", "DOUBLE", "DECIMAL"):
-        return source in (*_STRINGS, *_NUMBERS)
-    if target in _TIMES:
-        return source in (*_STRINGS, *_TIMES)
-    return False
-
-
-def partition_predicates(scan: _Scan) -> tuple[list[exp.Expr], bool]:
-    """(conjuncts that may prune ``scan``'s partitions, whether any partition predicate exists).
-
-    A conjunct counts when every column in it is a partition column of this table. WHERE conjuncts
-    prune a table unless an outer join may NULL-extend it (pruning would then change the result);
-    ON conjuncts prune the joined table of an inner or left join.
-    """
-    node, meta = scan.node, scan.meta
-    holder = node.parent
-    select = holder.parent if isinstance(holder, (exp.From, exp.Join)) else None
-    if not isinstance(select, exp.Select):
-        return [], False
-    alias, keys = node.alias_or_name, {c.name for c in meta.partition_columns}
-
-    def on_partitions(conjunct: exp.Expr) -> bool:
-        columns = list(conjunct.find_all(exp.Column))
-        return bool(columns) and not conjunct.find(exp.Query, exp.AggFunc, exp.Window) and all(
-            c.table == alias and c.name in keys for c in columns)
-
-    joins = select.args.get("joins") or []
-    mine = holder if isinstance(holder, exp.Join) else None
-    index = joins.index(mine) if mine is not None else -1
-    null_extended = bool(mine is not None and mine.side in ("LEFT", "FULL")) or any(
-        j.side in ("RIGHT", "FULL") for j in joins[index + 1:])
-    where = [c for c in _conjuncts(select.args.get("where") and select.args["where"].this)
-             if on_partitions(c)]
-    on = [c for c in _conjuncts(mine.args.get("on")) if on_partitions(c)] if mine is not None else []
-    prune = ([] if null_extended else where) + (on if mine is not None and mine.side in ("", "LEFT")
-                                                 else [])
-    return prune, bool(where or on)
-
-
-def _exact_spec(scan: _Scan, prune: list[exp.Expr]) -> dict[str, str] | None:
-    """The single partition the conjuncts pin with ``col = 'literal'``, if they pin every column."""
-    spec: dict[str, str] = {}
-    for conjunct in prune:
-        if isinstance(conjunct, exp.EQ):
-            column, value = conjunct.this, conjunct.expression
-            if isinstance(value, exp.Column):
-                column, value = value, column
-            if isinstance(column, exp.Column) and isinstance(value, exp.Literal) and value.is_string:
-                if spec.get(column.name, value.name) != value.name:
-                    return None
-                spec[column.name] = value.name
-    names = [c.name for c in scan.meta.partition_columns]
-    types_ok = all(c.type == "STRING" for c in scan.meta.partition_columns)
-    return {n: spec[n] for n in names} if types_ok and set(spec) == set(names) else None
