@@ -152,6 +152,10 @@ class _Run:
             return SqlResult([], None, "OK")
         if isinstance(tree, exp.Alter) and tree.kind == "TABLE":
             return self.alter(tree)
+        if isinstance(tree, exp.TruncateTable):   # pyodps's Table.truncate()
+            for table in tree.expressions:
+                self.truncate(self.meta(table), tree.args.get("partition"))
+            return SqlResult([], None, "OK")
         if isinstance(tree, (exp.Update, exp.Delete, exp.Merge)):
             verb = type(tree).__name__.upper()
             target = tree.this.name if isinstance(tree.this, exp.Table) else "the target"
@@ -217,6 +221,8 @@ class _Run:
         except Exception:   # noqa: BLE001 - types only refine CAST semantics
             pass
         query = translate(query)
+        for hint in list(query.find_all(exp.Hint)):   # MAPJOIN & co. steer MaxCompute's planner only
+            hint.pop()
         scans = [_Scan(metas[(t.db.lower(), t.name.lower())], t) for t in query.find_all(exp.Table)
                  if t.db and (t.db.lower(), t.name.lower()) in metas]
         for scan in scans:
@@ -450,6 +456,13 @@ class _Run:
         self.store.create_table(project, name, columns, partition_columns, lifecycle=lifecycle,
                                 comment=comment, if_not_exists=exists)
         return SqlResult([], None, "OK")
+
+    def truncate(self, meta: TableMeta, partition: exp.Expr | None) -> None:
+        if partition is None and meta.is_partitioned:
+            raise SqlError(SEMANTIC_ERROR, f"[1,1] Semantic analysis exception - table {meta.project}."
+                           f"{meta.name} is partitioned: TRUNCATE TABLE needs a PARTITION (...)")
+        spec = _full_spec(meta, partition) if partition is not None else None
+        self.store.write(meta.project, meta.name, spec, [], overwrite=True)
 
     def alter(self, tree: exp.Alter) -> SqlResult:
         meta = self.meta(tree.this)

@@ -437,3 +437,24 @@ def test_concurrent_executes_do_not_share_state(catalog) -> None:
     for t in threads:
         t.join()
     assert results == {i: [(6,)] if i % 2 else [(8,)] for i in range(12)}
+
+
+def test_the_ddl_pyodps_generates_runs(engine, store) -> None:
+    from odps.models import Table, TableSchema
+    from odps.types import Column as OdpsColumn, Partition
+
+    schema = TableSchema(columns=[OdpsColumn("id", "bigint", comment="it's the key"),
+                                  OdpsColumn("name", "string")],
+                         partitions=[Partition("ds", "string", comment="day")])
+    engine.execute("p", Table.gen_create_table_sql("t", schema, comment="c", if_not_exists=True,
+                                                   lifecycle=5, project="p"))
+    meta = store.get_table("p", "t")
+    assert (meta.columns[0].comment, meta.partition_columns[0].comment, meta.lifecycle) == ("it's the key", "day", 5)
+    engine.execute("p", "ALTER TABLE p.`t` ADD IF NOT EXISTS PARTITION (ds='1')")
+    engine.execute("p", "INSERT INTO p.t PARTITION (ds='1') VALUES (1, 'a')")
+    engine.execute("p", "TRUNCATE TABLE p.`t` PARTITION (ds='1')")
+    assert rows_of(engine, "SELECT COUNT(*) FROM t WHERE ds = '1'") == [(0,)]
+    assert "needs a PARTITION" in fails(engine, "TRUNCATE TABLE t").message
+    engine.execute("p", "ALTER TABLE p.`t` DROP IF EXISTS PARTITION (ds='1')")
+    engine.execute("p", "DROP TABLE IF EXISTS p.`t`")
+    assert not store.table_exists("p", "t")
