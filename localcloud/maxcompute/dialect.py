@@ -129,7 +129,7 @@ def position(node: exp.Expr | None) -> str:
     """``[line,col]`` of a node's first identifier or literal, as MaxCompute prefixes its messages."""
     if node is not None:
         for candidate in node.walk():
-            meta = candidate.meta if isinstance(candidate, (exp.Identifier, exp.Literal)) else {}
+            meta = candidate.meta if isinstance(candidate, (exp.Identifier, exp.Literal, exp.Func)) else {}
             if "line" in meta:
                 width = meta["end"] - meta["start"] + 1 if "start" in meta else 1
                 return f"[{meta['line']},{max(1, meta['col'] - width + 1)}]"

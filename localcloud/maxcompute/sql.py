@@ -293,8 +293,17 @@ class _Run:
 
     def run_query(self, query: exp.Query) -> tuple[str, list[str], list[str]]:
         """DuckDB SQL of the query (columns cast to what MaxCompute reports), names, MaxCompute types."""
+        original = query.copy()
         sql = self.prepare(query)
-        relation = self.con.sql(sql)
+        try:
+            relation = self.con.sql(sql)
+        except duckdb.CatalogException as error:   # a function neither MaxCompute nor DuckDB knows
+            names = {f.name.lower(): f for f in original.find_all(exp.Anonymous)}
+            unknown = next((n for n in names if f"name {n} does not exist" in str(error).lower()), None)
+            if unknown is None:
+                raise
+            raise SqlError(SEMANTIC_ERROR, f"{position(names[unknown])} Semantic analysis exception - "
+                           f"function {unknown} cannot be resolved") from None
         names = list(relation.columns)
         duck_types = [str(t) for t in relation.types]
         odps2 = _flag(self.flags, ODPS2_FLAG, False)
@@ -514,9 +523,10 @@ def _where(meta: TableMeta, spec: Mapping[str, str]) -> str:
 
 def _unresolved(query: exp.Expr, message: str) -> SqlError:
     """qualify's complaint about a column, worded and positioned as MaxCompute's."""
+    quoted = message.replace('"', "'")
     for column in query.find_all(exp.Column):
-        quoted = message.replace('"', "'")
         if column.name and (f"'{column.name}'" in quoted or quoted.endswith(f": {column.name}")):
-            return SqlError(SEMANTIC_ERROR, f"{position(column)} Semantic analysis exception - column "
-                            f"{column.sql(dialect='hive')} cannot be resolved")
-    return SqlError(SEMANTIC_ERROR, f"[1,1] Semantic analysis exception - {message}")
+            what = (f"column reference {column.sql(dialect='hive')} is ambiguous" if "mbiguous" in message
+                    else f"column {column.sql(dialect='hive')} cannot be resolved")
+            return SqlError(SEMANTIC_ERROR, f"{position(column)} Semantic analysis exception - {what}")
+    return SqlError(SEMANTIC_ERROR, f"[1,1] Semantic analysis exception - {message.splitlines()[0]}")

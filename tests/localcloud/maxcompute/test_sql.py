@@ -458,3 +458,9 @@ def test_the_ddl_pyodps_generates_runs(engine, store) -> None:
     engine.execute("p", "ALTER TABLE p.`t` DROP IF EXISTS PARTITION (ds='1')")
     engine.execute("p", "DROP TABLE IF EXISTS p.`t`")
     assert not store.table_exists("p", "t")
+
+
+def test_an_unknown_function_is_named_where_it_is_called(engine) -> None:
+    error = fails(engine, "SELECT 1,\n  no_such_fn(2)")
+    assert (error.code, error.message) == (SEMANTIC_ERROR, "[2,3] Semantic analysis exception - function "
+                                                           "no_such_fn cannot be resolved")
