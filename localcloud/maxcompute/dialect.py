@@ -10,6 +10,7 @@ rebuilt here, so sqlglot's Hive-to-DuckDB mapping cannot pick the wrong semantic
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -114,7 +115,10 @@ def parse_statement(statement: Statement, script: str) -> exp.Expr:
         detail = error.errors[0] if error.errors else {}
         line, col = detail.get("line") or 1, detail.get("col") or 1
         col = max(1, col - len(detail.get("highlight") or "x") + 1)   # sqlglot points at a token's end
-        description = detail.get("description") or str(error)
+        description = (detail.get("description") or str(error)).split(" but got <Token")[0]
+        # sqlglot names its node classes ("<class 'sqlglot...Where'>"): say the clause instead.
+        description = re.sub(r"<class '[\w.]*?(\w+)'>", lambda m: m.group(1).upper(), description)
+        description = description[:1].lower() + description[1:]
         if not description.startswith(("invalid token", "unexpected end")):
             near = detail.get("highlight")
             description = (f"invalid token '{near}', {description}" if near

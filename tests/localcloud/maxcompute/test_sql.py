@@ -464,3 +464,13 @@ def test_an_unknown_function_is_named_where_it_is_called(engine) -> None:
     error = fails(engine, "SELECT 1,\n  no_such_fn(2)")
     assert (error.code, error.message) == (SEMANTIC_ERROR, "[2,3] Semantic analysis exception - function "
                                                            "no_such_fn cannot be resolved")
+
+
+def test_a_bigint_partition_column_is_typed_and_pruned_by_value(engine) -> None:
+    engine.execute("p", "CREATE TABLE hourly (v STRING) PARTITIONED BY (hh BIGINT)")
+    for hh in (1, 2, 10):
+        engine.execute("p", f"INSERT INTO hourly PARTITION (hh={hh}) VALUES ('h{hh}')")
+    result = engine.execute("p", "SELECT v, hh FROM hourly WHERE hh >= 2")
+    assert [c.type for c in result.columns] == ["STRING", "BIGINT"]
+    assert sorted(result.table.to_pylist(), key=lambda r: r["hh"]) == [{"v": "h2", "hh": 2}, {"v": "h10", "hh": 10}]
+    assert result.inputs == ["p.hourly/hh=10", "p.hourly/hh=2"]   # compared as numbers, not as text
