@@ -50,3 +50,4 @@ NO_SUCH_TABLE = "ODPS-0130131"     # "Table not found - table <project>.<name> c
 NO_SUCH_PARTITION = "ODPS-0130211"  # hedged: partition errors are numbered in the 01302xx range
 TABLE_EXISTS = "ODPS-0130071"      # CREATE TABLE of an existing table without IF NOT EXISTS
 NOT_SUPPORTED = "ODPS-0130071"     # a statement the local engine does not run (named in the message)
+RUNTIME_ERROR = "ODPS-0121095"     # hedged: a failure while running (bad cast, invalid regex), "Invalid argument"
