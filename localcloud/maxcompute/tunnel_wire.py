@@ -240,7 +240,8 @@ def decode_records(stream: BinaryIO, columns: list[Column], batch_rows: int = 65
                 field, wire = tag >> 3, tag & 7
                 if field == END_RECORD:
                     got, pos = _varint(buf, pos)
-                    if wire != VARINT or got != crc.value:
+                    # uint32 as protobuf reads it: pyodps' C writer sign-extends crcs >= 2**31 to 10 bytes
+                    if wire != VARINT or got & 0xFFFFFFFF != crc.value:
                         raise malformed(f"record {count}: checksum mismatch")
                     crccrc.update_int(_signed32(crc.value))
                     break
@@ -252,7 +253,7 @@ def decode_records(stream: BinaryIO, columns: list[Column], batch_rows: int = 65
                     total, pos = _varint(buf, pos)
                     if _zigzag_decode(declared) != count:
                         raise malformed(f"footer counts {_zigzag_decode(declared)} records, stream has {count}")
-                    if tag >> 3 != META_CHECKSUM or total != crccrc.value:
+                    if tag >> 3 != META_CHECKSUM or total & 0xFFFFFFFF != crccrc.value:
                         raise malformed("stream checksum mismatch")
                     if pos != len(buf) or stream.read(1):
                         raise malformed("data after the stream footer")

@@ -166,6 +166,7 @@ class TunnelHarness:
     def __init__(self, service: TunnelService, store: FakeStore) -> None:
         self.service, self.store = service, store
         self.unexpected: list[str] = []
+        self.tamper = None  # bytes -> bytes applied to each PUT body: corruption on the wire
         self.requests: list[tuple[str, str]] = []
         harness = self
 
@@ -208,6 +209,10 @@ class TunnelHarness:
             body = _Dechunked(h.rfile)
         else:
             body = _Limited(h.rfile, int(h.headers.get("Content-Length") or 0))
+        if self.tamper is not None and h.command == "PUT":
+            tampered = _Limited(io.BytesIO(self.tamper(body.read())), 0)
+            tampered._left = len(tampered._rfile.getvalue())
+            body = tampered
         try:
             self._route(h, parts, params, body)
         except ConnectionResetFault:
