@@ -11,7 +11,7 @@ pyodps addresses the tunnel with the REST paths themselves, on the tunnel endpoi
 * ``GET    /projects/{p}/tables/{t}?data[&arrow]&downloadid=ID&rowrange=(start,count)[&columns=a,b]``
 * ``POST   /projects/{p}/instances/{id}?downloads``, ``GET ...?downloadid=ID[&data&rowrange=..]``
 
-Session state lives under ``state_dir/tunnel`` (one JSON per session, uploaded blocks as Parquet),
+Session state lives under ``state_dir`` (one JSON per session, uploaded blocks as Parquet),
 so a restart between upload and commit loses nothing and a 10M-row upload never sits in memory.
 """
 
@@ -165,7 +165,7 @@ class TunnelService:
         self.clock = clock
         self.ttl = session_ttl_s
         self.faults = TunnelFaults()
-        root = Path(state_dir) / "tunnel"
+        root = Path(state_dir)
         self.uploads = _SessionFiles(root / "upload")
         self.downloads = _SessionFiles(root / "download")
 

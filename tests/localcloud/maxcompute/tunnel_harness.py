@@ -1,5 +1,5 @@
-"""Test-only: a storage double and a bare HTTP server that puts TunnelService on the wire for the real
-pyodps client. No signatures are checked (the lead's server does that).
+"""Test-only: a bare HTTP server that puts TunnelService (over the real MaxComputeStore) on the wire for
+the real pyodps client. No signatures are checked (the server module does that).
 
 What it fakes besides the tunnel: ``GET /projects/{p}/tunnel?service`` (answers its own host:port, as
 the lead's server will) and ``GET /projects/{p}/tables/{t}[?extended]`` (the table XML with its schema JSON, which
@@ -13,103 +13,14 @@ import io
 import json
 import socket
 import threading
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from localcloud.maxcompute.errors import MaxComputeError, no_such_object
-from localcloud.maxcompute.tunnel import (
-    ConnectionResetFault, TunnelRequest, TunnelService, _columns_json,
-)
-from localcloud.maxcompute.types import Column, arrow_schema
-
-
-@dataclass
-class TableMeta:
-    name: str
-    columns: tuple[Column, ...]
-    partition_columns: tuple[Column, ...] = ()
-
-
-@dataclass
-class PartitionMeta:
-    record_num: int
-
-
-@dataclass
-class _Table:
-    meta: TableMeta
-    files: dict[tuple, list[Path]] = field(default_factory=dict)  # partition values -> data files
-
-
-class FakeStore:
-    """The methods of the lead's MaxComputeStore the tunnel uses; data in Parquet files under ``root``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tables: dict[tuple[str, str], _Table] = {}
-        self.writes = 0
-        self._lock = threading.Lock()
-
-    def create_table(self, project, name, columns, partition_columns=()) -> None:
-        self.tables[(project, name.lower())] = _Table(TableMeta(name.lower(), tuple(columns), tuple(partition_columns)))
-
-    def add_partition(self, project, table, spec) -> None:
-        self._t(project, table).files.setdefault(tuple(spec.values()), [])
-
-    def _t(self, project, name) -> _Table:
-        t = self.tables.get((project, name.lower()))
-        if t is None:
-            raise no_such_object(f"table {project}.{name}")
-        return t
-
-    def _key(self, t: _Table, spec) -> tuple:
-        return tuple(spec.values()) if spec else ()
-
-    def get_table(self, project, name) -> TableMeta:
-        return self._t(project, name).meta
-
-    def get_partition(self, project, table, spec) -> PartitionMeta:
-        t = self._t(project, table)
-        files = t.files.get(self._key(t, spec))
-        if files is None:
-            raise no_such_object(f"partition {spec}")
-        return PartitionMeta(sum(pq.ParquetFile(f).metadata.num_rows for f in files))
-
-    def parquet_files(self, project, table, spec=None):
-        t = self._t(project, table)
-        with self._lock:
-            names = [c.name for c in t.meta.partition_columns]
-            return [(dict(zip(names, k)), list(v)) for k, v in t.files.items()
-                    if spec is None or k == self._key(t, spec)]
-
-    def write(self, project, table, spec, data, *, overwrite, create_partition=False) -> int:
-        t = self._t(project, table)
-        key = self._key(t, spec)
-        if key not in t.files and not create_partition and t.meta.partition_columns:
-            raise no_such_object(f"partition {spec}")
-        with self._lock:
-            self.writes += 1
-            path = self.root / f"{t.meta.name}-{self.writes}.parquet"
-        schema = arrow_schema(list(t.meta.columns))
-        rows = 0
-        with pq.ParquetWriter(path, schema) as w:
-            for batch in data:
-                w.write_batch(batch if isinstance(batch, pa.RecordBatch) else batch.combine_chunks().to_batches()[0])
-                rows += batch.num_rows
-        with self._lock:
-            t.files[key] = [path] if overwrite else t.files.get(key, []) + [path]
-        return rows
-
-    def rows(self, project, table, spec=None) -> list[dict]:
-        t = self._t(project, table)
-        files = t.files.get(self._key(t, spec), [])
-        return [r for f in files for r in pq.read_table(f).to_pylist()]
+from localcloud.maxcompute.errors import MaxComputeError
+from localcloud.maxcompute.store import MaxComputeStore, TableMeta
+from localcloud.maxcompute.tunnel import ConnectionResetFault, TunnelRequest, TunnelService, _columns_json
 
 
 class _Dechunked(io.RawIOBase):
@@ -163,7 +74,7 @@ def _table_xml(project: str, meta: TableMeta) -> bytes:
 
 
 class TunnelHarness:
-    def __init__(self, service: TunnelService, store: FakeStore) -> None:
+    def __init__(self, service: TunnelService, store: MaxComputeStore) -> None:
         self.service, self.store = service, store
         self.unexpected: list[str] = []
         self.tamper = None  # bytes -> bytes applied to each PUT body: corruption on the wire
