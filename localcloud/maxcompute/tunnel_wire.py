@@ -257,7 +257,7 @@ def decode_records(stream: BinaryIO, columns: list[Column], batch_rows: int = 65
                         raise malformed("stream checksum mismatch")
                     if pos != len(buf) or stream.read(1):
                         raise malformed("data after the stream footer")
-                    if values[0] if values else False:
+                    if values and values[0]:
                         yield flush()
                     return
                 if not 1 <= field <= n_cols:
