@@ -1,8 +1,10 @@
 """``python -m localcloud.demo``: run the demo index's DAG end to end on the local stack.
 
-1. local state under ``$PIPELINE_LOCAL_DIR`` (``.local/``): OSS root, warehouse, OpenSearch state,
-   Airflow home, reports, and the stack's secrets (random, made once per checkout, never in code);
-2. the local OSS and OpenSearch servers on free loopback ports, and the demo bucket (made once);
+1. local state under ``$PIPELINE_LOCAL_DIR`` (``.local/``): OSS root, MaxCompute projects, OpenSearch
+   state, Airflow home, reports, and the stack's secrets (random, made once per checkout, never in code);
+2. the local OSS, MaxCompute and OpenSearch servers on free loopback ports, and the demo bucket (made
+   once); the catalog partition is written with pyodps into the local MaxCompute (``--warehouse fs``:
+   into Parquet files instead, no MaxCompute);
 3. ``airflow db migrate``, the one-slot rebuild pool, then ``airflow dags test image_index_demo <date>``
    with the connections passed as ``AIRFLOW_CONN_*``;
 4. the servers stop, and the run report is printed: the partition, the generation that went live and
@@ -16,8 +18,11 @@ Fault knobs show each failure mode offline, e.g.::
     python -m localcloud.demo --fault opensearch.fail_next_build=disk  # the run fails, says why
     python -m localcloud.demo --fault opensearch-http.throttle_next=2
 
-Targets: ``oss`` (localcloud/oss/faults.py), ``opensearch`` (EngineFaults) and
-``opensearch-http`` (HttpFaults).
+    python -m localcloud.demo --fault maxcompute.error_burst=2        # pyodps and the task retry
+    python -m localcloud.demo --fault tunnel.fail_next_commit=1       # the load fails, nothing published
+
+Targets: ``oss`` (localcloud/oss/faults.py), ``opensearch`` (EngineFaults), ``opensearch-http``
+(HttpFaults), ``maxcompute`` (MaxComputeFaults) and ``tunnel`` (the Table Tunnel's faults).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from localcloud.stack import AUTH_TYPES, DEMO_CONFIG, LocalPaths, LocalStack, StackTable
+from localcloud.stack import AUTH_TYPES, DEMO_CONFIG, WAREHOUSES, LocalPaths, LocalStack, StackTable
 
 log = logging.getLogger("localcloud.demo")
 
@@ -74,9 +79,12 @@ def apply_faults(stack: LocalStack, specs: list[str]) -> None:
             except ValueError as exc:
                 raise SystemExit(f"--fault {spec!r}: {exc}") from None
             continue
-        holder = {"opensearch": stack.opensearch.engine.faults, "opensearch-http": stack.opensearch.http_faults}.get(target)
+        holders = {"opensearch": stack.opensearch.engine.faults, "opensearch-http": stack.opensearch.http_faults}
+        if stack.maxcompute is not None:
+            holders.update({"maxcompute": stack.maxcompute.faults, "tunnel": stack.maxcompute.tunnel.faults})
+        holder = holders.get(target)
         if holder is None:
-            raise SystemExit(f"--fault {spec!r}: target must be oss, opensearch or opensearch-http")
+            raise SystemExit(f"--fault {spec!r}: target must be oss or one of {', '.join(sorted(holders))}")
         if knob.startswith("_") or not hasattr(holder, knob) or callable(getattr(holder, knob)):
             raise SystemExit(f"--fault {spec!r}: {type(holder).__name__} has no knob {knob!r}")
         setattr(holder, knob, value)
@@ -88,7 +96,8 @@ def _airflow(args: list[str], env: dict[str, str]) -> None:
     subprocess.run([str(airflow), *args], env=env, check=True)
 
 
-def run_demo(logical_date: str, faults: list[str] | None = None, auth_type: str = "AK") -> int:
+def run_demo(logical_date: str, faults: list[str] | None = None, auth_type: str = "AK",
+             warehouse: str = "maxcompute") -> int:
     from localcloud.demo_data import upload_demo_bucket
     from pipeline.config import load_index_config
     from pipeline.dates import resolve_partition_date
@@ -97,7 +106,7 @@ def run_demo(logical_date: str, faults: list[str] | None = None, auth_type: str 
 
     paths = LocalPaths.from_env()
     config = load_index_config(DEMO_CONFIG)
-    with demo_stack(paths, auth_type=auth_type) as stack:
+    with demo_stack(paths, auth_type=auth_type, warehouse=warehouse) as stack:
         env = {
             **os.environ,
             **stack.environment(),
@@ -138,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--auth", choices=AUTH_TYPES, default="AK",
                         help="how the connections authenticate (temporary credentials come from the local STS)")
+    parser.add_argument("--warehouse", choices=WAREHOUSES, default="maxcompute",
+                        help="where the catalog partition goes: the local MaxCompute server (pyodps), or fs Parquet files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_demo(args.date, args.fault, args.auth)
+    return run_demo(args.date, args.fault, args.auth, args.warehouse)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The offline stack in one place: local OSS server, local warehouse, local OpenSearch server.
+"""The offline stack in one place: local OSS, MaxCompute and OpenSearch servers (and STS).
 
-``LocalStack`` starts both servers on free loopback ports over a state folder and hands out the
+``LocalStack`` starts the servers on free loopback ports over a state folder and hands out the
 Airflow connections (as ``AIRFLOW_CONN_*`` JSON) that point the unchanged pipeline at them. The demo,
 the tests and anyone running the DAG offline use it; production code never imports it.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from localcloud.acs3 import AcsCredential
+from localcloud.maxcompute.server import LocalMaxComputeServer
 from localcloud.opensearch.config import server_from_config
 from localcloud.opensearch.server import LocalOpenSearchServer
 from localcloud.oss.server import Credential, LocalOssServer
@@ -32,6 +33,10 @@ ACCOUNT_ID = "1000000000000001"
 ROLE_ARN = f"acs:ram::{ACCOUNT_ID}:role/image-index"  # what ram_role_arn / oidc_role_arn connections assume
 ECS_ROLE_NAME = "image-index-ecs"  # the RAM role of the (pretend) ECS instance Airflow runs on
 OIDC_PROVIDER_ARN = f"acs:ram::{ACCOUNT_ID}:oidc-provider/ack-rrsa-local"
+MAXCOMPUTE_PROJECT = "image_search_local"  # the project the warehouse connection and OpenSearch use
+#: Where the catalog table lives: the local MaxCompute server (pyodps on the wire, the default), or the
+#: ``fs`` warehouse (Parquet files, no server: the baseline of the benchmarks).
+WAREHOUSES = ("maxcompute", "fs")
 #: How the stack's connections authenticate (see pipeline.credentials for what each means).
 AUTH_TYPES = ("AK", "ram_role_arn", "ecs_ram_role", "oidc_role_arn")
 # The demo index: the stack serves its bucket, warehouse table and OpenSearch table.
@@ -67,6 +72,10 @@ class LocalPaths:
     @property
     def opensearch(self) -> Path:
         return self.root / "opensearch"
+
+    @property
+    def maxcompute(self) -> Path:
+        return self.root / "maxcompute"
 
     @property
     def airflow_home(self) -> Path:
@@ -128,12 +137,19 @@ class LocalStack:
         engine_options: dict[str, Any] | None = None,
         auth_type: str = "AK",
         token_lifetime_s: float | None = None,
+        warehouse: str = "maxcompute",
+        maxcompute_options: dict[str, Any] | None = None,
     ) -> None:
         """``auth_type``: how :meth:`connections` authenticate (one of :data:`AUTH_TYPES`).
         ``token_lifetime_s``: cap every temporary token's life (the real minimum is 900 s) to rehearse
-        expiry within a test."""
+        expiry within a test. ``warehouse``: one of :data:`WAREHOUSES`. ``maxcompute_options``: keyword
+        arguments of :class:`LocalMaxComputeServer` (e.g. ``allow_full_scan``)."""
         if auth_type not in AUTH_TYPES:
             raise ValueError(f"auth_type must be one of {AUTH_TYPES}, not {auth_type!r}")
+        if warehouse not in WAREHOUSES:
+            raise ValueError(f"warehouse must be one of {WAREHOUSES}, not {warehouse!r}")
+        self.warehouse = warehouse
+        self.maxcompute_options = maxcompute_options or {}
         self.paths = paths
         self.secrets = local_secrets(paths)
         self.tables = tables
@@ -144,6 +160,7 @@ class LocalStack:
         self.tls = LocalTls(paths.sts)
         self.oss: LocalOssServer | None = None
         self.opensearch: LocalOpenSearchServer | None = None
+        self.maxcompute: LocalMaxComputeServer | None = None
         self.sts: LocalSts | None = None
         self.metadata: LocalInstanceMetadata | None = None
 
@@ -156,6 +173,21 @@ class LocalStack:
         self.metadata = LocalInstanceMetadata(self.authority, ECS_ROLE_NAME, ACCOUNT_ID).start()
         credential = Credential(self.secrets.access_key_id, self.secrets.access_key_secret)
         self.oss = LocalOssServer(self.paths.oss, [credential], region=REGION, authority=self.authority).start()
+        keys = {"access_key_id": self.secrets.access_key_id, "access_key_secret": self.secrets.access_key_secret}
+        if self.warehouse == "maxcompute":
+            try:
+                self.maxcompute = LocalMaxComputeServer(
+                    self.paths.maxcompute, {self.secrets.access_key_id: self.secrets.access_key_secret},
+                    projects=[MAXCOMPUTE_PROJECT], region=REGION, authority=self.authority, **self.maxcompute_options,
+                ).start()
+            except BaseException:
+                self.stop()
+                raise
+            # OpenSearch reads the partition with pyodps, as the service reads its ODPS data source.
+            source = {"maxcompute": {"endpoint": self.maxcompute.endpoint, "project": MAXCOMPUTE_PROJECT,
+                                     "region": REGION, **keys}}
+        else:
+            source = {"root": str(self.paths.warehouse)}
         config = {
             "instance_id": INSTANCE_ID,
             "sts_key_hex": self.secrets.sts_key_hex,
@@ -168,7 +200,7 @@ class LocalStack:
             "tables": {
                 table.name: {
                     "schema": table.schema,
-                    "warehouse": {"root": str(self.paths.warehouse), "table": table.warehouse_table},
+                    "warehouse": {**source, "table": table.warehouse_table},
                     "oss": {
                         "endpoint": self.oss.endpoint,
                         "region": REGION,
@@ -189,7 +221,7 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
-        for server in (self.opensearch, self.oss, self.metadata, self.sts):
+        for server in (self.opensearch, self.maxcompute, self.oss, self.metadata, self.sts):
             if server is not None:
                 server.stop()
 
@@ -228,7 +260,7 @@ class LocalStack:
                 "conn_type": "oss",
                 "extra": {**credentials, "region": REGION, "endpoint": self.oss.endpoint},
             },
-            warehouse_id: {"conn_type": "fs", "extra": {"path": str(self.paths.warehouse)}},
+            warehouse_id: self._warehouse_connection(credentials),
             opensearch_id: {
                 "conn_type": "generic",
                 "login": self.secrets.query_user,
@@ -244,6 +276,21 @@ class LocalStack:
                 },
             },
         }
+
+    def _warehouse_connection(self, credentials: dict[str, Any]) -> dict[str, Any]:
+        if self.maxcompute is None:
+            return {"conn_type": "fs", "extra": {"path": str(self.paths.warehouse)}}
+        # region given: pyodps signs with V4, as it does against the cloud's regional endpoints
+        return {"conn_type": "maxcompute", "extra": {**credentials, "project": MAXCOMPUTE_PROJECT,
+                                                     "endpoint": self.maxcompute.endpoint, "region": REGION}}
+
+    def odps(self) -> Any:
+        """A pyodps entry on the local project with the stack's long-lived key (for tests and tools)."""
+        from odps import ODPS
+
+        assert self.maxcompute is not None, "the stack runs the fs warehouse, not MaxCompute"
+        return ODPS(self.secrets.access_key_id, self.secrets.access_key_secret, project=MAXCOMPUTE_PROJECT,
+                    endpoint=self.maxcompute.endpoint, region_name=REGION)
 
     def environment(self, auth_type: str | None = None) -> dict[str, str]:
         """``AIRFLOW_CONN_<ID>`` variables for :meth:`connections`, and ``SSL_CERT_FILE``: the bundle that
@@ -292,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-file", default=None, help="where to write the connection exports (default .local/stack.env)")
     parser.add_argument("--auth", choices=AUTH_TYPES, default="AK",
                         help="how the connections authenticate: long-lived keys, or a provider of temporary ones")
+    parser.add_argument("--warehouse", choices=WAREHOUSES, default="maxcompute",
+                        help="the catalog table's home: the local MaxCompute server, or fs Parquet files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     paths = LocalPaths.from_env()
@@ -301,13 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     tables = [StackTable(config.opensearch.table, config.warehouse.table)]
-    with LocalStack(paths, tables, auth_type=args.auth) as stack:
+    with LocalStack(paths, tables, auth_type=args.auth, warehouse=args.warehouse) as stack:
         oss = OssConnection.from_extras("oss_local", stack.connections("AK")["oss_local"]["extra"])
         upload_demo_bucket(oss.bucket(config.source.bucket))
         env_file = Path(args.env_file) if args.env_file else paths.root / "stack.env"
         _write_env_file(env_file, stack.environment())
-        log.info("local stack up: OSS %s, OpenSearch %s, STS %s; connections (%s) in %s",
-                 oss.endpoint, stack.opensearch.url, stack.sts.endpoint, args.auth, env_file)
+        warehouse = (f"MaxCompute {stack.maxcompute.endpoint} (project {MAXCOMPUTE_PROJECT})" if stack.maxcompute
+                     else f"fs warehouse {paths.warehouse}")
+        log.info("local stack up: OSS %s, %s, OpenSearch %s, STS %s; connections (%s) in %s",
+                 oss.endpoint, warehouse, stack.opensearch.url, stack.sts.endpoint, args.auth, env_file)
         stop.wait()
         env_file.unlink(missing_ok=True)
     log.info("local stack stopped")

@@ -90,6 +90,8 @@ def summarize(report: dict) -> str:
             f"  listed {load.get('listed', 0)} objects in {load.get('pages', 0)} pages, kept {load.get('kept', 0)}, "
             f"skipped {load.get('skipped_total', 0)} {skipped or ''}".rstrip() + dry
         )
+        if load.get("warehouse"):
+            lines.append(f"  written to {load['warehouse']}, partition ds={report.get('ds')}")
         if load.get("unmapped_category_examples"):
             lines.append(f"  unmapped categories: {load['unmapped_category_examples']}")
         if load.get("archived_examples"):

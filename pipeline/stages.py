@@ -41,6 +41,7 @@ class LoadResult:
     rows_written: int | None
     pages: int
     seconds: float
+    warehouse: str | None = None  # where the rows went (Warehouse.location); None for a dry run
 
     def as_dict(self) -> dict:
         return {
@@ -52,6 +53,7 @@ class LoadResult:
             "rows_written": self.rows_written,
             "pages": self.pages,
             "seconds": round(self.seconds, 3),
+            "warehouse": self.warehouse,
         }
 
 
@@ -102,7 +104,7 @@ def load_partition(
         warehouse = warehouse or open_index_warehouse(config)
         warehouse.ensure_table()
         rows_written = warehouse.write_partition(ds, batches)
-        log.info("wrote %d rows to %s partition ds=%s", rows_written, config.warehouse.table, ds)
+        log.info("wrote %d rows to partition ds=%s of %s", rows_written, ds, warehouse.location)
     result = LoadResult(
         index=config.name,
         ds=ds,
@@ -112,6 +114,7 @@ def load_partition(
         rows_written=rows_written,
         pages=lister.pages_listed,
         seconds=time.monotonic() - started,
+        warehouse=None if dry_run else warehouse.location,
     )
     log.info("skipped by reason: %s", result.counts["skipped"])
     return result

@@ -4,7 +4,8 @@ Why a module of its own: :mod:`localcloud.opensearch.engine` is the state machin
 policy, switching); these are the steps it runs, with no state of their own, so each can be read
 against what the service does:
 
-* :func:`read_partition_rows`: the partition's rows from the local warehouse, reduced to the schema's
+* :func:`read_partition_rows`: the partition's rows from MaxCompute (read with pyodps' table tunnel, as
+  the service reads its ODPS data source) or from a local ``fs`` warehouse, reduced to the schema's
   stored fields; a later row with the same primary key replaces an earlier one (a primary key index).
 * :func:`fetch_and_vectorize`: every image read with oss2 from the local OSS server (the stand-in for
   the service-linked role OpenSearch uses to read OSS), embedded by the vectorizer; images that cannot
@@ -68,23 +69,53 @@ class BuildInterrupted(Exception):
 
 
 @dataclass(frozen=True)
+class MaxComputeSource:
+    """The ODPS data source of a table: a MaxCompute project read with pyodps (the key pair stands in
+    for the AccessKey or service-linked role the cloud's data source is configured with)."""
+
+    endpoint: str
+    project: str
+    access_key_id: str
+    access_key_secret: str = field(repr=False)
+    region: str | None = None  # given: pyodps signs with V4
+
+    def read_partition(self, table: str, partition: str) -> pa.Table:
+        from odps import ODPS
+
+        odps = ODPS(self.access_key_id, self.access_key_secret, project=self.project, endpoint=self.endpoint,
+                    region_name=self.region)
+        with odps.get_table(table).open_reader(partition=partition, arrow=True) as reader:
+            return reader.read_all()
+
+
+@dataclass(frozen=True)
 class TableSource:
     """Where a table's documents come from. The OSS key pair stands in for the service-linked role."""
 
     schema: TableSchema
-    warehouse_root: Path
+    warehouse_root: Path | None  # a local fs warehouse, or None with ``maxcompute``
     warehouse_table: str
     oss_endpoint: str  # e.g. http://127.0.0.1:PORT (the schema's oss_endpoint is the cloud one)
     oss_access_key_id: str
     oss_access_key_secret: str = field(repr=False)
     oss_region: str = "cn-hangzhou"  # signed with V4, as the service's role reads a V4-only bucket
+    maxcompute: MaxComputeSource | None = None
+
+    @property
+    def project(self) -> str:
+        return self.maxcompute.project if self.maxcompute else "local"
+
+    def read_partition(self, partition: str) -> pa.Table:
+        if self.maxcompute is not None:
+            return self.maxcompute.read_partition(self.warehouse_table, partition)
+        assert self.warehouse_root is not None, "a table source needs a MaxCompute project or a warehouse root"
+        return LocalWarehouse(self.warehouse_root, self.warehouse_table).read_partition(partition.split("=", 1)[1])
 
 
 def read_partition_rows(source: TableSource, partition: str) -> tuple[Rows, int]:
     """The stored fields of ``partition`` (``ds=YYYYMMDD``), one row per primary key; and the duplicates."""
-    ds = partition.split("=", 1)[1]
     try:
-        data = LocalWarehouse(source.warehouse_root, source.warehouse_table).read_partition(ds)
+        data = source.read_partition(partition)
     except Exception as exc:
         raise BuildFailed(f"read_partition: partition {partition} of warehouse table "
                           f"{source.warehouse_table!r} cannot be read: {exc}") from exc

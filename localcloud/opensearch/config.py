@@ -1,6 +1,8 @@
 """The local OpenSearch server's JSON configuration file: :func:`server_from_config`.
 
-The configuration names the instance, its tables (schema, the warehouse partition source, the OSS
+The configuration names the instance, its tables (schema, the warehouse partition source: a MaxCompute
+project under ``warehouse.maxcompute`` {endpoint, project, access_key_id, access_key_secret, region} or a
+local warehouse ``warehouse.root``; the OSS
 endpoint images are read from, and ``auto_build_index``: whether GetTable reports Automatic Index
 Rebuild on), the keys the management API accepts, the query user, and fault knobs;
 a secret may be given as ``<key>_env`` naming an environment variable instead of the value.
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from localcloud.acs3 import AcsCredential
+from localcloud.opensearch.build import MaxComputeSource
 from localcloud.opensearch.engine import LocalEngine, TableSource
 from localcloud.opensearch.faults import ENGINE_FAULT_KNOBS, EngineFaults
 from localcloud.opensearch.schema import DEMO_SCHEMA, load_table_schema, load_table_schema_file
@@ -69,9 +72,18 @@ def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") ->
         else:
             schema = load_table_schema(schema_spec, f"{here}.schema")
         warehouse, oss = spec.get("warehouse") or {}, spec.get("oss") or {}
+        odps = warehouse.get("maxcompute")
+        maxcompute = None if odps is None else MaxComputeSource(
+            endpoint=_setting(odps, "endpoint", f"{here}.warehouse.maxcompute"),
+            project=_setting(odps, "project", f"{here}.warehouse.maxcompute"),
+            access_key_id=_setting(odps, "access_key_id", f"{here}.warehouse.maxcompute"),
+            access_key_secret=_setting(odps, "access_key_secret", f"{here}.warehouse.maxcompute"),
+            region=odps.get("region"),
+        )
         tables[name] = TableSource(
             schema=schema,
-            warehouse_root=path(_setting(warehouse, "root", f"{here}.warehouse")),
+            maxcompute=maxcompute,
+            warehouse_root=None if maxcompute else path(_setting(warehouse, "root", f"{here}.warehouse")),
             warehouse_table=_setting(warehouse, "table", f"{here}.warehouse"),
             oss_endpoint=_setting(oss, "endpoint", f"{here}.oss"),
             oss_access_key_id=_setting(oss, "access_key_id", f"{here}.oss"),

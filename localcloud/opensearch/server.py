@@ -153,7 +153,7 @@ def describe_table(engine: LocalEngine, table: str) -> dict[str, Any]:
         }],
         "dataSource": {
             "type": "odps", "autoBuildIndex": table in engine.auto_build_index,
-            "config": {"project": "local", "table": source.warehouse_table,
+            "config": {"project": source.project, "table": source.warehouse_table,
                        "partition": last["partition"] if last else ""},
         },
         "dataProcessConfig": [{

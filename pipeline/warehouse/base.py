@@ -20,6 +20,10 @@ class Warehouse(Protocol):
 
     table: str
 
+    @property
+    def location(self) -> str:
+        """Where the table lives and how it is written, for logs and the run report."""
+
     def ensure_table(self) -> None:
         """Create the table if missing; raise SchemaMismatchError if it exists with another schema."""
 

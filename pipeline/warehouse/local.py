@@ -134,6 +134,10 @@ class LocalWarehouse:
         return f"LocalWarehouse(root={str(self.root)!r}, table={self.table!r})"
 
     @property
+    def location(self) -> str:
+        return f"local fs warehouse table {self.table} under {self.root} (Parquet; no MaxCompute)"
+
+    @property
     def table_dir(self) -> Path:
         return self.root / self.table
 

@@ -116,11 +116,18 @@ class MaxComputeWarehouse:
     def project(self) -> str:
         return str(self._odps.project)
 
+    @property
+    def location(self) -> str:
+        return f"MaxCompute table {self.project}.{self.table} at {self._odps.endpoint} (pyodps, Arrow tunnel upload)"
+
     @classmethod
     def from_airflow(cls, conn_id: str, table: str, lifecycle_days: int) -> MaxComputeWarehouse:
         """Build the ODPS entry from an Airflow ``maxcompute`` connection: extras ``project``,
         ``endpoint`` and the credentials of :mod:`pipeline.credentials` (``auth_type`` and its fields;
-        plain ``access_key_id`` / ``access_key_secret`` as the provider's hook reads them).
+        plain ``access_key_id`` / ``access_key_secret`` as the provider's hook reads them); optional
+        ``region`` (pyodps then signs with V4; without it, with the legacy HMAC-SHA1 form, and derives
+        the region from a ``service.<region>.maxcompute.aliyun.com`` endpoint itself) and
+        ``tunnel_endpoint`` (else pyodps asks the project for its tunnel address).
 
         Not through ``MaxComputeHook``: it knows access keys only, and production runs with RAM roles.
         Constructing the entry makes no network call.
@@ -138,7 +145,9 @@ class MaxComputeWarehouse:
         settings = CredentialSettings.from_extras(conn_id, extra)
         register_secrets(*settings.secrets())
         account = CredentialProviderAccount(_PyodpsCredentials(credential_source(settings)))
-        return cls(ODPS(account=account, project=extra["project"], endpoint=extra["endpoint"]), table, lifecycle_days)
+        odps = ODPS(account=account, project=extra["project"], endpoint=extra["endpoint"],
+                    region_name=extra.get("region") or None, tunnel_endpoint=extra.get("tunnel_endpoint") or None)
+        return cls(odps, table, lifecycle_days)
 
     def _where(self, ds: str | None = None) -> str:
         where = f"MaxCompute table {self.project}.{self.table}"
@@ -217,6 +226,17 @@ class MaxComputeWarehouse:
             ) from exc
         log.info("committed %s rows to %s", rows, where)
         return rows
+
+    def read_partition(self, ds: str) -> pa.Table:
+        """The rows of partition ``ds`` with ``CATALOG_SCHEMA``, through a tunnel download (Arrow)."""
+        ds = validate_ds(ds)
+        try:
+            table = self._odps.get_table(self.table)
+            with table.open_reader(partition=f"{PARTITION_COLUMN}={ds}", arrow=True) as reader:
+                data = reader.read_all()
+        except _SERVICE_ERRORS + (TunnelError,) as exc:
+            raise _warehouse_error(f"reading {self._where(ds)} failed", exc) from exc
+        return data.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA)
 
     def _query(self, name: str, ds: str, **params: Any) -> list[Any]:
         instance = self._odps.execute_sql(load_sql(name, table=self.table, ds=ds, **params))

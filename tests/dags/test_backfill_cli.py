@@ -97,6 +97,7 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
         report = json.loads(path.read_text())
         assert report["partition"]["rows"] == 320
         assert report["rebuild"]["started"] is False and "roll the live index back" in report["rebuild"]["reason"]
-    partitions = {p.name for p in (paths.warehouse / "demo_image_catalog").glob("ds=*")}
-    assert {"ds=20261116", "ds=20261117"} <= partitions
+    from pipeline.stages import open_index_warehouse
+
+    assert {"20261116", "20261117"} <= set(open_index_warehouse(config).partitions())
     assert stack.opensearch.engine.live_generation_id("demo_images") == live_before

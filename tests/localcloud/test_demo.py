@@ -12,7 +12,9 @@ def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
     try:
         apply_faults(stack, ["oss.slow_down_next=2", "opensearch.fail_next_build=disk full", "opensearch-http.throttle_next=1",
                              "oss.short_pages_rate=0.3", "oss.short_pages_seed=4",
-                             "opensearch.hold_switch_next_build=true"])
+                             "opensearch.hold_switch_next_build=true", "maxcompute.sql_delay_s=0.5",
+                             "tunnel.fail_next_commit=1"])
+        assert stack.maxcompute.faults.sql_delay_s == 0.5 and stack.maxcompute.tunnel.faults.fail_next_commit == 1
         assert stack.oss.faults.slow_down_next == 2
         assert (stack.oss.faults.short_pages_rate, stack.oss.faults.short_pages_seed) == (0.3, 4)
         assert stack.opensearch.engine.faults.fail_next_build == "disk full"
@@ -20,6 +22,8 @@ def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
         assert stack.opensearch.http_faults.throttle_next == 1
     finally:
         stack.oss.faults.reset()
+        stack.maxcompute.faults.sql_delay_s = 0.0
+        stack.maxcompute.tunnel.faults.fail_next_commit = 0
         stack.opensearch.engine.faults.fail_next_build = None
         stack.opensearch.engine.faults.hold_switch_next_build = False
         stack.opensearch.http_faults.throttle_next = 0
@@ -30,7 +34,8 @@ def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
     [
         ("oss.no_such_knob=1", "unknown OSS fault knob 'no_such_knob'"),
         ("opensearch.take=1", "EngineFaults has no knob 'take'"),
-        ("dns.fail=1", "target must be oss, opensearch or opensearch-http"),
+        ("dns.fail=1", "target must be oss or one of maxcompute, opensearch, opensearch-http, tunnel"),
+        ("maxcompute.take=1", "MaxComputeFaults has no knob 'take'"),
         ("oss.slow_down_next", "expected TARGET.KNOB=VALUE"),
         ("oss.short_pages_rate=1", r"short_pages_rate must be in \[0, 1\)"),
     ],
