@@ -1,7 +1,7 @@
 """Credentials through the official providers, against the local STS, metadata service and servers.
 
-Every ``auth_type`` reaches OSS (V4), the OpenSearch management API (ACS3) and signs pyodps requests
-with the credentials its provider fetched; the local servers verify the temporary tokens and refuse
+Every ``auth_type`` reaches OSS (V4), the OpenSearch management API (ACS3) and the local MaxCompute
+(pyodps' V4 ODPS signature) with the credentials its provider fetched; the local servers verify the temporary tokens and refuse
 expired ones, so a wait that outlives its token still ends ``ready`` only because the provider renews it.
 """
 
@@ -41,7 +41,7 @@ def _opensearch(stack: LocalStack, auth_type: str, conn_id: str) -> OpenSearchCo
 
 
 @pytest.mark.parametrize("auth_type", AUTH_TYPES)
-def test_every_auth_type_reaches_oss_and_opensearch(demo_stack, auth_type: str) -> None:
+def test_every_auth_type_reaches_oss_opensearch_and_maxcompute(demo_stack, monkeypatch, auth_type: str) -> None:
     _, stack, config = demo_stack
     oss = _oss(stack, auth_type, f"oss_{auth_type}")
     listed = [o.key for page in OssLister.connect(oss, config.source.bucket).iter_pages(KeyRange("catalog/shoes/"))
@@ -51,19 +51,35 @@ def test_every_auth_type_reaches_oss_and_opensearch(demo_stack, auth_type: str) 
     assert mgmt.instance()["status"] == "READY"
     current = credential_source(oss.credentials).get()
     assert current.access_key_id.startswith("STS.") == (auth_type != "AK")
+    conn = stack.connections(auth_type)["warehouse_local"]
+    monkeypatch.setenv(f"AIRFLOW_CONN_MC_{auth_type.upper()}", json.dumps(conn))
+    warehouse = MaxComputeWarehouse.from_airflow(f"mc_{auth_type}", f"creds_{auth_type.lower()}", 30)
+    warehouse.ensure_table()  # DDL, table reads and SQL instances signed with the provider's keys
+    assert warehouse.write_partition(DS, []) == 0 and warehouse.partitions() == [DS]  # and the tunnel
 
 
-def test_maxcompute_requests_are_signed_with_the_providers_token(demo_stack, monkeypatch) -> None:
+def test_maxcompute_requests_carry_the_providers_token(demo_stack, monkeypatch) -> None:
     _, stack, _ = demo_stack
-    extra = {**stack.credential_extras("ram_role_arn"), "project": "catalog", "endpoint": "http://127.0.0.1:9/api"}
-    monkeypatch.setenv("AIRFLOW_CONN_MC_ROLE", json.dumps({"conn_type": "maxcompute", "extra": extra}))
+    conn = stack.connections("ram_role_arn")["warehouse_local"]
+    monkeypatch.setenv("AIRFLOW_CONN_MC_ROLE", json.dumps(conn))
     warehouse = MaxComputeWarehouse.from_airflow("mc_role", "catalog", 30)
-    request = requests.Request("GET", "http://127.0.0.1:9/api/projects/catalog").prepare()
-    warehouse._odps.account.sign_request(request, warehouse._odps.endpoint)
-    key_id = request.headers["Authorization"].removeprefix("ODPS ").split(":")[0]
-    token = request.headers["authorization-sts-token"]
-    assert key_id.startswith("STS.")
-    assert stack.authority.resolve(key_id, token)  # a token the account's STS issued, for this key
+    request = requests.Request("GET", f"{warehouse._odps.endpoint}/projects/catalog").prepare()
+    warehouse._odps.account.sign_request(request, warehouse._odps.endpoint, region_name="cn-hangzhou")
+    credential, _, _ = request.headers["Authorization"].removeprefix("ODPS ").rpartition(":")
+    key_id = credential.split("/")[0]
+    assert key_id.startswith("STS.") and credential.endswith("/cn-hangzhou/odps/aliyun_v4_request")
+    assert stack.authority.resolve(key_id, request.headers["authorization-sts-token"])
+
+
+def test_calls_after_a_token_expired_sign_with_a_renewed_one(demo_stack, monkeypatch) -> None:
+    _, stack, _ = demo_stack
+    conn = stack.connections("ram_role_arn")["warehouse_local"]
+    monkeypatch.setenv("AIRFLOW_CONN_MC_SHORT", json.dumps(conn))
+    monkeypatch.setattr(stack.authority, "max_lifetime_s", 3.0)  # every token lives (at most) three seconds
+    warehouse = MaxComputeWarehouse.from_airflow("mc_short", "short_lived", 30)
+    warehouse.ensure_table()
+    time.sleep(3.5)  # the provider's token has expired; the next calls must renew it
+    assert warehouse.write_partition(DS, []) == 0 and warehouse.partitions() == [DS]
 
 
 def test_a_wait_longer_than_a_token_ends_ready_because_the_provider_renews_it(demo_stack, monkeypatch) -> None:
