@@ -216,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise MaxComputeError(404, "NoSuchProject", f"ODPS-0420111:Project not found - '{project}'")
         if kind in ("tables", "instances") and name and server.tunnel.handles(params, instance=kind == "instances"):
             request = TunnelRequest(method, project, name if kind == "tables" else None,
-                                    name if kind == "instances" else None, params, self.headers, _Body(self))
+                                    name if kind == "instances" else None, params, self.headers, self._body())
             response = server.tunnel.handle(request)
             self._drain()
             return self._send(response.status, response.body, {**response.headers})
@@ -291,15 +291,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses ----------------------------------------------------------------------------------
 
+    def _body(self) -> _Body:
+        """This request's body stream (one per request: a keep-alive connection reuses the handler)."""
+        if getattr(self, "_current_body", None) is None or self._current_body.request_id != self.request_id:
+            self._current_body = _Body(self)
+        return self._current_body
+
     def _read_body(self) -> bytes:
-        return _Body(self).read()
+        return self._body().read()
 
     def _drain(self) -> None:
-        if not getattr(self, "_body_read", False):
-            try:
-                _Body(self).read()
-            except (ConnectionError, TimeoutError, ValueError):
-                self.close_connection = True
+        """Consume what the request still has to send, so the next request on this connection starts
+        clean (a refused block is read to its end, as the service does, then answered)."""
+        body = self._body()
+        try:
+            while not body.done:
+                if not body.read(1 << 20):
+                    break
+        except (ConnectionError, TimeoutError, ValueError):
+            self.close_connection = True
 
     def _error(self, exc: MaxComputeError, *, tunnel: bool) -> None:
         self._drain()
@@ -353,7 +363,11 @@ class _Body:
         self._chunked = "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower()
         self._left = int(handler.headers.get("Content-Length") or 0) if not self._chunked else 0
         self._done = False
-        handler._body_read = True
+        self.request_id = handler.request_id
+
+    @property
+    def done(self) -> bool:
+        return self._done
 
     def read(self, size: int = -1) -> bytes:
         out = bytearray()

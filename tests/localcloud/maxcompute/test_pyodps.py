@@ -157,3 +157,19 @@ def test_wrong_keys_are_refused(server):
     elsewhere = ODPS(ACCESS_KEY_ID, "x", project="no_such_project", endpoint=server.endpoint)
     with pytest.raises(errors.ODPSError):
         elsewhere.exist_table("anything")
+
+
+def test_tables_and_partitions_survive_a_restart(tmp_path):
+    from localcloud.maxcompute.server import LocalMaxComputeServer
+    from tests.localcloud.maxcompute.conftest import ACCESS_KEY_SECRET
+
+    def entry(server: LocalMaxComputeServer) -> ODPS:
+        return ODPS(ACCESS_KEY_ID, ACCESS_KEY_SECRET, project=PROJECT, endpoint=server.endpoint, region_name=REGION)
+
+    with LocalMaxComputeServer(tmp_path, {ACCESS_KEY_ID: ACCESS_KEY_SECRET}, projects=[PROJECT]) as first:
+        table = fresh(entry(first), lifecycle=3)
+        with table.open_writer(partition="ds=1", create_partition=True, arrow=True) as writer:
+            writer.write(arrow_rows([1, 2]))
+    with LocalMaxComputeServer(tmp_path, {ACCESS_KEY_ID: ACCESS_KEY_SECRET}, projects=[PROJECT]) as second:
+        again = entry(second).get_table(table.name)
+        assert again.lifecycle == 3 and ids(again, "ds=1") == [1, 2]

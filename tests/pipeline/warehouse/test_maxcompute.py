@@ -343,10 +343,9 @@ def mc_conn(endpoint: str = "http://127.0.0.1:9/api", **extra: str) -> str:
 
 
 def test_from_airflow_builds_the_entry_without_calling_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Port 9 (discard) refuses connections: any call to the service would raise here.
     monkeypatch.setenv("AIRFLOW_CONN_MC_TEST", mc_conn())
-    start = time.monotonic()
     wh = MaxComputeWarehouse.from_airflow("mc_test", "image_catalog", 14)
-    assert time.monotonic() - start < 1.0, "building the ODPS entry made network calls"
     assert (wh.project, wh.table, wh.lifecycle_days) == (PROJECT, "image_catalog", 14)
     request = requests.Request("GET", "http://127.0.0.1:9/api/projects/p").prepare()
     wh._odps.account.sign_request(request, wh._odps.endpoint)  # keys come from the provider when signing
