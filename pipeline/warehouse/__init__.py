@@ -1,7 +1,8 @@
 """Warehouses holding the catalog table, and ``open_warehouse`` to pick one from an Airflow connection.
 
-    maxcompute connection  -> MaxComputeWarehouse (the real thing)
-    fs connection          -> LocalWarehouse (Parquet + DuckDB under extra.path, or host)
+    maxcompute connection  -> MaxComputeWarehouse (pyodps: the cloud, or the local MaxCompute server)
+    fs connection          -> LocalWarehouse (Parquet + DuckDB under extra.path, or host; no server:
+                              the benchmarks' baseline)
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def __getattr__(name: str) -> Any:
 def open_warehouse(conn_id: str, table: str, lifecycle_days: int) -> Warehouse:
     """The warehouse that Airflow connection ``conn_id`` points at.
 
-    ``maxcompute``: extras ``access_key_id``, ``access_key_secret``, ``project``, ``endpoint``.
+    ``maxcompute``: extras ``project``, ``endpoint``, the credentials (``auth_type`` ...), optional
+    ``region`` and ``tunnel_endpoint`` (see :meth:`MaxComputeWarehouse.from_airflow`).
     ``fs`` (Airflow's "File (path)" type): extra ``path`` (or ``host``) is the LocalWarehouse root.
     """
     conn = get_connection(conn_id, f"conn_type one of {list(ACCEPTED_CONN_TYPES)}")
