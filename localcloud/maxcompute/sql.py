@@ -36,7 +36,7 @@ from localcloud.maxcompute.errors import (
     TABLE_EXISTS, MaxComputeError, SqlError,
 )
 from localcloud.maxcompute.store import MaxComputeStore, TableMeta
-from localcloud.maxcompute.types import Column, arrow_type
+from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_type, oversized_cell
 
 FULL_SCAN_FLAG = "odps.sql.allow.fullscan"
 ORDER_BY_FLAG = "odps.sql.validate.orderby.limit"
@@ -393,7 +393,13 @@ class _Run:
             for batch in self.con.sql(sql).to_arrow_reader(BATCH_ROWS):
                 arrays = [pc.cast(batch.column(i), f.type, safe=not pa.types.is_timestamp(f.type))
                           for i, f in enumerate(schema)]
-                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+                out = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                found = oversized_cell(out)
+                if found is not None:
+                    raise SqlError(RUNTIME_ERROR, f"Invalid argument - the value of column {found[0]} in "
+                                   f"{meta.project}.{meta.name} is {found[2]} bytes, over the {MAX_CELL_BYTES} "
+                                   "bytes a cell may hold")
+                yield out
 
         return self.store.write(meta.project, meta.name, spec, batches(), overwrite=overwrite,
                                 create_partition=True)

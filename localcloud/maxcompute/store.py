@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from localcloud.maxcompute.errors import MaxComputeError, invalid_parameter, no_such_object, object_already_exists
-from localcloud.maxcompute.types import Column, arrow_schema
+from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_schema, oversized_cell
 
 ORPHAN_GRACE_S = 15 * 60
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
@@ -395,9 +395,14 @@ def _conform(item: pa.RecordBatch | pa.Table, schema: pa.Schema, where: str) -> 
         raise invalid_parameter(f"data for {where} has columns {names}, the table has {schema.names}")
     table = table.rename_columns(schema.names)
     try:
-        return table.cast(schema, safe=True)
+        table = table.cast(schema, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise invalid_parameter(f"data for {where} does not fit the table's column types: {exc}") from exc
+    found = oversized_cell(table)
+    if found is not None:
+        raise invalid_parameter(f"data for {where}: a value of column {found[0]} is {found[2]} bytes, over the "
+                                f"{MAX_CELL_BYTES} bytes a cell may hold")
+    return table
 
 
 def _entry(spec: tuple[tuple[str, str], ...], created: float, modified: float, files: list[str], rows: int, size: int) -> dict:
