@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from localcloud.maxcompute import tunnel_wire as wire
 from localcloud.maxcompute.errors import MaxComputeError
+from localcloud.maxcompute.store import check_partition_value
 from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_schema, oversized_cell
 
 MAX_BLOCK_ID = 20000          # the service's documented block id range is [0, 20000)
@@ -112,6 +113,10 @@ def parse_partition(text: str | None, partition_columns: list[Column]) -> dict[s
         if not eq:
             raise _err(400, "InvalidPartitionSpec", f"The specified partitionspec is not valid: {text}")
         spec[name.strip().lower()] = value.strip().strip("'\"")
+        try:
+            check_partition_value(name.strip().lower(), spec[name.strip().lower()])
+        except MaxComputeError as exc:
+            raise _err(400, "InvalidPartitionSpec", f"The specified partitionspec is not valid: {exc.message}") from None
     if list(spec) != keys:
         raise _err(400, "InvalidPartitionSpec", f"The specified partitionspec is not valid: {text} "
                    f"(partition keys: {', '.join(keys) or 'none, the table is not partitioned'})")

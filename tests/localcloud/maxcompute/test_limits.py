@@ -60,3 +60,68 @@ def test_sql_cannot_write_a_cell_over_8_mib(odps):
         odps.execute_sql(f"INSERT OVERWRITE TABLE {table.name} PARTITION (ds='1') "
                          f"SELECT 1, repeat('x', {MAX_CELL_BYTES + 1})")
     assert not table.exist_partition("ds=1")
+
+
+def test_a_table_holds_at_most_60000_partitions(odps, monkeypatch):
+    monkeypatch.setattr("localcloud.maxcompute.store.MAX_PARTITIONS", 2)  # the check, not 60,000 round trips
+    table = fresh(odps)
+    table.create_partition("ds=1")
+    odps.write_table(table.name, [[1, "/a"]], partition="ds=2", create_partition=True)
+    with pytest.raises(errors.ODPSError, match="ODPS-0123031.*maximum 2 partitions"):
+        table.create_partition("ds=3")
+    with pytest.raises(errors.ODPSError, match="ODPS-0123031"):   # pyodps' writer creates it by SQL
+        odps.write_table(table.name, [[3, "/c"]], partition="ds=3", create_partition=True)
+    with pytest.raises(errors.ODPSError, match="ODPS-0123031"):   # the tunnel's own create_partition
+        from odps.tunnel import TableTunnel
+        session = TableTunnel(odps).create_upload_session(table.name, partition_spec="ds=3",
+                                                          create_partition=True)
+        with session.open_arrow_writer(0) as writer:
+            writer.write(pa.record_batch({"id": pa.array([3], pa.int64()), "source_image": ["/c"]}))
+        session.commit([0])
+    with pytest.raises(errors.ODPSError, match="ODPS-0123031"):
+        odps.execute_sql(f"INSERT OVERWRITE TABLE {table.name} PARTITION (ds='3') SELECT 3, '/c'")
+    odps.execute_sql(f"INSERT OVERWRITE TABLE {table.name} PARTITION (ds='2') SELECT 2, '/b'")  # existing: fine
+    assert sorted(p.partition_spec["ds"] for p in table.partitions) == ["1", "2"]
+
+
+def test_one_job_writes_and_reads_at_most_10000_partitions(odps, monkeypatch):
+    monkeypatch.setattr("localcloud.maxcompute.sql.MAX_OUTPUT_PARTITIONS", 2)
+    monkeypatch.setattr("localcloud.maxcompute.sql.MAX_INPUT_PARTITIONS", 2)
+    table = fresh(odps)
+    with pytest.raises(errors.ODPSError, match="cannot output data to more than 2 partitions"):
+        odps.execute_sql(f"INSERT OVERWRITE TABLE {table.name} PARTITION (ds) "
+                         "SELECT 1, '/a', 'a' UNION ALL SELECT 2, '/b', 'b' UNION ALL SELECT 3, '/c', 'c'")
+    assert list(table.partitions) == []
+    odps.execute_sql(f"INSERT OVERWRITE TABLE {table.name} PARTITION (ds) SELECT 1, '/a', 'a' UNION ALL "
+                     "SELECT 2, '/b', 'b'")
+    table.create_partition("ds=c")
+    odps.execute_sql(f"SELECT COUNT(*) FROM {table.name} WHERE ds IN ('a', 'b')")
+    with pytest.raises(errors.ODPSError, match="at most 2 may be read"):
+        odps.execute_sql(f"SELECT COUNT(*) FROM {table.name} WHERE ds >= 'a'")
+
+
+def test_partition_values_refused_by_the_service(odps):
+    table = fresh(odps)
+    for bad in ("中文", "x" * 129, "a/b"):
+        with pytest.raises(errors.ODPSError, match="invalid partition value"):
+            table.create_partition(f"ds={bad}")
+    from odps.tunnel import TableTunnel
+    with pytest.raises(errors.ODPSError, match="partitionspec is not valid"):
+        TableTunnel(odps).create_upload_session(table.name, partition_spec="ds=中文", create_partition=True)
+    with pytest.raises(errors.ODPSError, match="invalid dynamic partition value"):
+        odps.execute_sql(f"INSERT OVERWRITE TABLE {table.name} PARTITION (ds) SELECT 1, '/a', '中文'")
+    table.create_partition("ds=2026-12-01 00:00:00")   # letters, digits, space, - and : are fine
+    assert [p.partition_spec["ds"] for p in table.partitions] == ["2026-12-01 00:00:00"]
+
+
+def test_table_shape_limits(odps):
+    name = f"limits_{uuid.uuid4().hex[:8]}"
+    seven = TableSchema(columns=[Column("id", "bigint")], partitions=[Partition(f"p{i}", "string") for i in range(7)])
+    with pytest.raises(errors.ODPSError, match="at most 6"):
+        odps.create_table(name, seven)
+    wide = TableSchema(columns=[Column(f"c{i}", "bigint") for i in range(1201)])
+    with pytest.raises(errors.ODPSError, match="at most 1200"):
+        odps.create_table(name, wide)
+    with pytest.raises(errors.ODPSError, match="at most 1024"):
+        odps.create_table(name, SCHEMA, comment="x" * 1025)
+    assert not odps.exist_table(name)
