@@ -125,3 +125,21 @@ def test_table_shape_limits(odps):
     with pytest.raises(errors.ODPSError, match="at most 1024"):
         odps.create_table(name, SCHEMA, comment="x" * 1025)
     assert not odps.exist_table(name)
+
+
+def test_a_reserved_word_names_a_table_or_column_only_when_quoted(odps):
+    name = f"limits_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(errors.ParseError, match="ODPS-0130161.*DATE is a reserved word"):
+        odps.execute_sql(f"CREATE TABLE {name} (id BIGINT, date STRING) PARTITIONED BY (ds STRING)")
+    with pytest.raises(errors.ParseError, match="TABLE is a reserved word"):
+        odps.execute_sql("CREATE TABLE table (id BIGINT)")
+    odps.execute_sql(f"CREATE TABLE {name} (id BIGINT, `date` STRING) PARTITIONED BY (ds STRING)")
+    odps.execute_sql(f"INSERT OVERWRITE TABLE {name} PARTITION (ds='1') SELECT 1, '2026-12-01'")
+    with pytest.raises(errors.ParseError, match="DATE is a reserved word"):
+        odps.execute_sql(f"SELECT date FROM {name} WHERE ds = '1'")
+    with odps.execute_sql(f"SELECT `date` FROM {name} WHERE ds = '1'").open_reader() as reader:
+        assert [r["date"] for r in reader] == ["2026-12-01"]
+    # pyodps quotes the names in the DDL it writes, so its schemas may use reserved words
+    quoted = odps.create_table(f"limits_{uuid.uuid4().hex[:8]}",
+                               TableSchema(columns=[Column("order", "bigint")], partitions=[Partition("date", "string")]))
+    assert [c.name for c in quoted.table_schema.simple_columns] == ["order"]
