@@ -9,10 +9,12 @@ Sources: "MaxCompute SQL limits" (cell size 8 MB, 60,000 partitions per table, 6
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pyarrow as pa
 import pytest
+import requests
 from odps import ODPS, errors
 from odps.models import TableSchema
 from odps.types import Column, Partition
@@ -143,3 +145,23 @@ def test_a_reserved_word_names_a_table_or_column_only_when_quoted(odps):
     quoted = odps.create_table(f"limits_{uuid.uuid4().hex[:8]}",
                                TableSchema(columns=[Column("order", "bigint")], partitions=[Partition("date", "string")]))
     assert [c.name for c in quoted.table_schema.simple_columns] == ["order"]
+
+
+def test_a_block_upload_idle_past_the_tunnel_timeout_is_cut_off(odps, server, monkeypatch):
+    monkeypatch.setattr(server, "tunnel_idle_timeout_s", 0.5)   # the service's is 120 s
+    table = fresh(odps)
+    from odps.tunnel import TableTunnel
+    session = TableTunnel(odps).create_upload_session(table.name, partition_spec="ds=1", create_partition=True)
+    batch = pa.record_batch({"id": pa.array([1], pa.int64()), "source_image": ["/a"]})
+    with pytest.raises(requests.ConnectionError, match="closed connection"):
+        with session.open_arrow_writer(0) as writer:   # one HTTP stream for the block
+            writer.write(batch)
+            time.sleep(1.5)                             # the source stalls: nothing flows
+            writer.write(batch)
+    with pytest.raises(errors.ODPSError):
+        session.commit([0])                             # the block never arrived
+    fast = TableTunnel(odps).create_upload_session(table.name, partition_spec="ds=1", create_partition=True)
+    with fast.open_arrow_writer(0) as writer:           # a block that keeps flowing is unaffected
+        writer.write(batch)
+    fast.commit([0])
+    assert rows(table, "ds=1") == 1
