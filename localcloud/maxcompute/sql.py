@@ -46,6 +46,8 @@ BATCH_ROWS = 65536
 #: MaxCompute's limits on one job: partitions it may write (ODPS-0123031) and read (SQL limits).
 MAX_OUTPUT_PARTITIONS = 10000
 MAX_INPUT_PARTITIONS = 10000
+#: The longest SQL text a task may carry ("SQL limits": 2 MB, SDK submissions included).
+MAX_SQL_BYTES = 2 << 20
 
 
 @dataclass
@@ -65,6 +67,9 @@ class SqlEngine:
         self.allow_full_scan = allow_full_scan
 
     def execute(self, project: str, sql: str, settings: Mapping[str, str] | None = None) -> SqlResult:
+        if len(sql.encode()) > MAX_SQL_BYTES:
+            raise SqlError(PARSE_ERROR, f"[1,1] Parse exception - the SQL is {len(sql.encode())} bytes; a "
+                           f"statement may be at most {MAX_SQL_BYTES} bytes")
         flags = {FULL_SCAN_FLAG: str(self.allow_full_scan).lower()}
         flags.update({k.lower(): str(v) for k, v in (settings or {}).items()})
         body = []

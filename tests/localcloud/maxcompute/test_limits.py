@@ -165,3 +165,10 @@ def test_a_block_upload_idle_past_the_tunnel_timeout_is_cut_off(odps, server, mo
         writer.write(batch)
     fast.commit([0])
     assert rows(table, "ds=1") == 1
+
+
+def test_a_statement_over_2_mb_is_refused(odps):
+    table = fresh(odps)
+    ids = ", ".join(str(i) for i in range(400_000))   # a generated IN list: ~2.7 MB of SQL
+    with pytest.raises(errors.ParseError, match="at most 2097152 bytes"):
+        odps.execute_sql(f"SELECT id FROM {table.name} WHERE ds = '1' AND id IN ({ids})")
