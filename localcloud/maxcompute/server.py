@@ -51,6 +51,9 @@ API_PREFIX = "/api"
 #: Partitions and tables per listing page unless the client asks for fewer (the service pages too).
 PAGE_SIZE = 1000
 BLOCKING_STATUS_WAIT_S = 5.0
+#: The tunnel closes a connection on which no data has flowed for this long (TableTunnel's documented
+#: 120 s): a fixed-block writer fed slower than that is cut off in the cloud, so it is here too.
+TUNNEL_IDLE_TIMEOUT_S = 120.0
 _PATH = re.compile(r"^/projects/(?P<project>[^/]+)(?:/(?P<kind>tables|instances|tunnel|logs)(?:/(?P<name>[^/]+))?)?/?$")
 
 
@@ -100,6 +103,7 @@ class LocalMaxComputeServer(BackgroundHttpService):
         self.tunnel = TunnelService(self.store, self.root / "tunnel", instance_results=self._instance_result)
         self.faults = faults or MaxComputeFaults()
         self.page_size = PAGE_SIZE  # tests shrink it to prove clients follow the markers
+        self.tunnel_idle_timeout_s = TUNNEL_IDLE_TIMEOUT_S  # tests shrink it to prove a stalled block is cut
         self.created = time.time()
         self._expiry_stop = threading.Event()
 
@@ -189,6 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 self._drain()
                 raise fault
+            if not is_rest:
+                self.connection.settimeout(self.server_ref.tunnel_idle_timeout_s)
             caller = self.server_ref.verifier.verify(method, resource, dict(self.headers.items()))
             parts = urlsplit(resource)
             params = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -207,6 +213,9 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("local MaxCompute failed on %s %s", method, self.path)
             self._error(MaxComputeError(500, "InternalServerError", f"ODPS-0010000:System internal error - {exc}"),
                         tunnel=not is_rest)
+        finally:
+            if not self.close_connection:
+                self.connection.settimeout(None)  # between requests, a keep-alive connection may idle
 
     def _route(self, method: str, match: re.Match, params: dict[str, str], caller: Caller, is_rest: bool) -> None:
         server = self.server_ref
@@ -308,7 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
             while not body.done:
                 if not body.read(1 << 20):
                     break
-        except (ConnectionError, TimeoutError, ValueError):
+        except (OSError, ValueError):  # reset, closed, or timed out (the socket then refuses every read)
             self.close_connection = True
 
     def _error(self, exc: MaxComputeError, *, tunnel: bool) -> None:

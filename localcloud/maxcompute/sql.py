@@ -35,14 +35,19 @@ from localcloud.maxcompute.errors import (
     NO_SUCH_PARTITION, NO_SUCH_TABLE, NOT_SUPPORTED, PARSE_ERROR, RUNTIME_ERROR, SEMANTIC_ERROR,
     TABLE_EXISTS, MaxComputeError, SqlError,
 )
-from localcloud.maxcompute.store import MaxComputeStore, TableMeta
-from localcloud.maxcompute.types import Column, arrow_type
+from localcloud.maxcompute.store import MaxComputeStore, TableMeta, check_partition_value
+from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_type, oversized_cell
 
 FULL_SCAN_FLAG = "odps.sql.allow.fullscan"
 ORDER_BY_FLAG = "odps.sql.validate.orderby.limit"
 SUBMIT_MODE_FLAG = "odps.sql.submit.mode"
 ODPS2_FLAG = "odps.sql.type.system.odps2"
 BATCH_ROWS = 65536
+#: MaxCompute's limits on one job: partitions it may write (ODPS-0123031) and read (SQL limits).
+MAX_OUTPUT_PARTITIONS = 10000
+MAX_INPUT_PARTITIONS = 10000
+#: The longest SQL text a task may carry ("SQL limits": 2 MB, SDK submissions included).
+MAX_SQL_BYTES = 2 << 20
 
 
 @dataclass
@@ -62,6 +67,9 @@ class SqlEngine:
         self.allow_full_scan = allow_full_scan
 
     def execute(self, project: str, sql: str, settings: Mapping[str, str] | None = None) -> SqlResult:
+        if len(sql.encode()) > MAX_SQL_BYTES:
+            raise SqlError(PARSE_ERROR, f"[1,1] Parse exception - the SQL is {len(sql.encode())} bytes; a "
+                           f"statement may be at most {MAX_SQL_BYTES} bytes")
         flags = {FULL_SCAN_FLAG: str(self.allow_full_scan).lower()}
         flags.update({k.lower(): str(v) for k, v in (settings or {}).items()})
         body = []
@@ -236,6 +244,10 @@ class _Run:
         """A view over the partitions of ``scan``'s table its predicates can match."""
         meta, name = scan.meta, f"__mc_src_{next(self.names)}"
         parts = self.partitions(scan)
+        if meta.is_partitioned and len(parts) > MAX_INPUT_PARTITIONS:
+            raise SqlError(SEMANTIC_ERROR, f"{position(scan.node)} Semantic analysis exception - the query "
+                           f"reads {len(parts)} partitions of {meta.project}.{meta.name}; at most "
+                           f"{MAX_INPUT_PARTITIONS} may be read by one query")
         selects = []
         for spec, files in parts:
             self.inputs.append(_where(meta, spec))
@@ -373,10 +385,20 @@ class _Run:
             names = [c.name for c in dynamic]
             groups = self.con.sql(f"SELECT DISTINCT {', '.join(map(_sql_ident, names))} FROM __mc_out "
                                   "ORDER BY ALL").fetchall()
+            if len(groups) > MAX_OUTPUT_PARTITIONS:
+                raise SqlError("ODPS-0123031", f"ODPS partition exception - a single instance cannot output "
+                               f"data to more than {MAX_OUTPUT_PARTITIONS} partitions ({meta.project}."
+                               f"{meta.name} would get {len(groups)})")
             for values in groups:
                 if any(v is None or v == "" for v in values):
                     raise SqlError(RUNTIME_ERROR, f"Invalid argument - dynamic partition value of "
                                    f"{meta.project}.{meta.name} cannot be NULL or empty")
+                for name, value in zip(names, values):
+                    try:
+                        check_partition_value(name, value)
+                    except MaxComputeError as error:
+                        raise SqlError("ODPS-0123031", "ODPS partition exception - invalid dynamic partition "
+                                       f"value: {error.message}") from None
                 spec = {**static, **dict(zip(names, values))}
                 where = " AND ".join(f"{_sql_ident(n)} = {_sql_str(v)}" for n, v in zip(names, values))
                 columns = ", ".join(_sql_ident(c.name) for c in meta.columns)
@@ -393,7 +415,13 @@ class _Run:
             for batch in self.con.sql(sql).to_arrow_reader(BATCH_ROWS):
                 arrays = [pc.cast(batch.column(i), f.type, safe=not pa.types.is_timestamp(f.type))
                           for i, f in enumerate(schema)]
-                yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+                out = pa.RecordBatch.from_arrays(arrays, schema=schema)
+                found = oversized_cell(out)
+                if found is not None:
+                    raise SqlError(RUNTIME_ERROR, f"Invalid argument - the value of column {found[0]} in "
+                                   f"{meta.project}.{meta.name} is {found[2]} bytes, over the {MAX_CELL_BYTES} "
+                                   "bytes a cell may hold")
+                yield out
 
         return self.store.write(meta.project, meta.name, spec, batches(), overwrite=overwrite,
                                 create_partition=True)

@@ -35,12 +35,22 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from localcloud.maxcompute.errors import MaxComputeError, invalid_parameter, no_such_object, object_already_exists
-from localcloud.maxcompute.types import Column, arrow_schema
+from localcloud.maxcompute.errors import (
+    MaxComputeError, SqlError, invalid_parameter, no_such_object, object_already_exists,
+)
+from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_schema, oversized_cell
 
 ORPHAN_GRACE_S = 15 * 60
+# MaxCompute's SQL limits (none adjustable): partitions per table, partition levels, columns per
+# table, bytes of a table or column comment, bytes of a partition value.
+MAX_PARTITIONS = 60000
+MAX_PARTITION_LEVELS = 6
+MAX_COLUMNS = 1200
+MAX_COMMENT_BYTES = 1024
+MAX_PARTITION_VALUE_BYTES = 128
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-# MaxCompute refuses these in partition values (they break the partition path); so do we.
+# MaxCompute refuses these in partition values (they break the partition path); so do we. Double-byte
+# characters (Chinese, ...) are refused too: the service does not support them in partition values.
 _BAD_PARTITION_VALUE = re.compile(r"[/\\=,'\"\x00-\x1f]")
 _DAY_S = 86400
 
@@ -99,6 +109,21 @@ def parse_spec(text: str) -> dict[str, str]:
     return spec
 
 
+def check_partition_value(key: str, value: str) -> None:
+    """Raise InvalidParameter unless ``value`` may name a partition: non-empty ASCII, at most 128 bytes,
+    none of the characters that break a partition path."""
+    if (not value or not value.isascii() or _BAD_PARTITION_VALUE.search(value)
+            or len(value.encode()) > MAX_PARTITION_VALUE_BYTES):
+        raise invalid_parameter(f"invalid partition value {key}={value!r}: a partition value is ASCII (no "
+                                f"double-byte characters), at most {MAX_PARTITION_VALUE_BYTES} bytes, without "
+                                "/ \\ = , quotes or control characters")
+
+
+def too_many_partitions(where: str) -> SqlError:
+    return SqlError("ODPS-0123031", f"ODPS partition exception - maximum {MAX_PARTITIONS} partitions allowed "
+                    f"(table {where})")
+
+
 def check_name(kind: str, name: str) -> str:
     if not _NAME.match(name or ""):
         raise invalid_parameter(f"invalid {kind} name {name!r}: letters, digits and _ , starting with a "
@@ -149,6 +174,15 @@ class MaxComputeStore:
         for column in partition_columns:
             if column.type not in ("STRING", "BIGINT", "INT", "SMALLINT", "TINYINT") and not column.type.startswith(("VARCHAR", "CHAR")):
                 raise invalid_parameter(f"partition column {column.name} cannot be of type {column.type}")
+        if len(partition_columns) > MAX_PARTITION_LEVELS:
+            raise invalid_parameter(f"table {name} has {len(partition_columns)} partition levels; at most "
+                                    f"{MAX_PARTITION_LEVELS} are allowed")
+        if len(names) > MAX_COLUMNS:
+            raise invalid_parameter(f"table {name} has {len(names)} columns; at most {MAX_COLUMNS} are allowed")
+        for what, text in [("table", comment), *((f"column {c.name}", c.comment) for c in columns + partition_columns)]:
+            if len((text or "").encode()) > MAX_COMMENT_BYTES:
+                raise invalid_parameter(f"the comment of {what} is {len(text.encode())} bytes; at most "
+                                        f"{MAX_COMMENT_BYTES} are allowed")
         if lifecycle is not None and lifecycle <= 0:
             raise invalid_parameter(f"lifecycle must be a positive number of days, not {lifecycle}")
         with self._lock:
@@ -224,8 +258,7 @@ class MaxComputeStore:
             raise invalid_parameter(f"partition spec {format_spec(spec.items()) or '(none)'} does not match the "
                                     f"partition columns ({', '.join(wanted)}) of table {where}")
         for key, value in spec.items():
-            if not value or _BAD_PARTITION_VALUE.search(value) or len(value) > 128:
-                raise invalid_parameter(f"invalid partition value {key}={value!r}")
+            check_partition_value(key, value)
         return tuple((name, spec[name]) for name in wanted)
 
     def list_partitions(self, project: str, table: str) -> list[PartitionMeta]:
@@ -255,6 +288,8 @@ class MaxComputeStore:
                 if if_not_exists:
                     return
                 raise object_already_exists(f"Partition already exists - partition {key} of table {meta.project}.{meta.name}")
+            if len(manifest["partitions"]) >= MAX_PARTITIONS:
+                raise too_many_partitions(f"{meta.project}.{meta.name}")
             now = self.clock()
             manifest["partitions"][key] = _entry(key_spec, now, now, [], 0, 0)
             self._save(project, table, manifest)
@@ -335,6 +370,9 @@ class MaxComputeStore:
             if old is None and meta.is_partitioned and not create_partition:
                 path.unlink(missing_ok=True)
                 raise no_such_object(f"Partition not found - partition {key} of table {meta.project}.{meta.name} does not exist")
+            if old is None and meta.is_partitioned and len(manifest["partitions"]) >= MAX_PARTITIONS:
+                path.unlink(missing_ok=True)
+                raise too_many_partitions(f"{meta.project}.{meta.name}")
             if overwrite or old is None:
                 entry = _entry(key_spec, old["created"] if old else now, now, [name], rows, size)
             else:
@@ -395,9 +433,14 @@ def _conform(item: pa.RecordBatch | pa.Table, schema: pa.Schema, where: str) -> 
         raise invalid_parameter(f"data for {where} has columns {names}, the table has {schema.names}")
     table = table.rename_columns(schema.names)
     try:
-        return table.cast(schema, safe=True)
+        table = table.cast(schema, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise invalid_parameter(f"data for {where} does not fit the table's column types: {exc}") from exc
+    found = oversized_cell(table)
+    if found is not None:
+        raise invalid_parameter(f"data for {where}: a value of column {found[0]} is {found[2]} bytes, over the "
+                                f"{MAX_CELL_BYTES} bytes a cell may hold")
+    return table
 
 
 def _entry(spec: tuple[tuple[str, str], ...], created: float, modified: float, files: list[str], rows: int, size: int) -> dict:

@@ -35,11 +35,12 @@ import pyarrow.parquet as pq
 
 from localcloud.maxcompute import tunnel_wire as wire
 from localcloud.maxcompute.errors import MaxComputeError
-from localcloud.maxcompute.types import Column, arrow_schema
+from localcloud.maxcompute.store import check_partition_value
+from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_schema, oversized_cell
 
 MAX_BLOCK_ID = 20000          # the service's documented block id range is [0, 20000)
 INSTANCE_LIMIT = 10000        # rows an instance tunnel serves when the client asks for the limit
-MAX_FIELD_SIZE = 8 << 20
+MAX_FIELD_SIZE = MAX_CELL_BYTES  # announced as the session's MaxFieldSize, and enforced on every block
 _ID = re.compile(r"^[0-9a-f]{16,64}$")  # session ids are ours: anything else is unknown, never a path
 _TIMESTAMP_STRUCT = pa.struct([("sec", pa.int64()), ("nano", pa.int32())])
 
@@ -112,6 +113,10 @@ def parse_partition(text: str | None, partition_columns: list[Column]) -> dict[s
         if not eq:
             raise _err(400, "InvalidPartitionSpec", f"The specified partitionspec is not valid: {text}")
         spec[name.strip().lower()] = value.strip().strip("'\"")
+        try:
+            check_partition_value(name.strip().lower(), spec[name.strip().lower()])
+        except MaxComputeError as exc:
+            raise _err(400, "InvalidPartitionSpec", f"The specified partitionspec is not valid: {exc.message}") from None
     if list(spec) != keys:
         raise _err(400, "InvalidPartitionSpec", f"The specified partitionspec is not valid: {text} "
                    f"(partition keys: {', '.join(keys) or 'none, the table is not partitioned'})")
@@ -299,8 +304,8 @@ class TunnelService:
         block_id = int(raw_id)
         columns = _cols_from(state["columns"])
         body = wire.decoded_body(request.body, request.headers.get("Content-Encoding"))
-        batches = (wire.decode_arrow(body, arrow_schema(columns)) if "arrow" in request.params
-                   else wire.decode_records(body, columns))
+        batches = _within_field_size(wire.decode_arrow(body, arrow_schema(columns)) if "arrow" in request.params
+                                     else wire.decode_records(body, columns), block_id)
         blocks = self.uploads.dir(state["id"]) / "blocks"
         blocks.mkdir(parents=True, exist_ok=True)
         tmp = blocks / f".{block_id}.{secrets.token_hex(4)}.tmp"
@@ -421,6 +426,20 @@ class TunnelService:
 
 
 # ---------------------------------------------------------------------- data files
+
+def _within_field_size(batches: Iterable[pa.RecordBatch], block_id: int) -> Iterator[pa.RecordBatch]:
+    """``batches``, refusing the block at the first value over MaxFieldSize. pyodps' record writer checks
+    this itself; its Arrow writer sends whatever it is given, so the limit has to hold here."""
+    seen = 0
+    for batch in batches:
+        found = oversized_cell(batch, MAX_FIELD_SIZE)
+        if found is not None:
+            column, row, size = found
+            raise _err(400, "InvalidArgument", f"The field size exceeds the limit: column {column} of record "
+                       f"{seen + row} in block {block_id} is {size} bytes, MaxFieldSize is {MAX_FIELD_SIZE}")
+        seen += batch.num_rows
+        yield batch
+
 
 def _write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     rows = 0

@@ -130,7 +130,11 @@ class _ArrowDecompressed:
     def read(self, n: int = -1) -> bytes:
         try:
             return self._stream.read() if n < 0 else self._stream.read(n)
+        except TimeoutError:
+            raise
         except (OSError, pa.ArrowException) as exc:
+            if isinstance(exc.__context__, TimeoutError) or "timed out" in str(exc):
+                raise TimeoutError(str(exc)) from None
             raise malformed(f"corrupt compressed stream: {exc}") from None
 
 
@@ -519,9 +523,11 @@ def decode_arrow(stream: BinaryIO, schema: pa.Schema) -> Iterator[pa.RecordBatch
         for batch in reader:
             batch.validate(full=True)
             yield batch
-    except MaxComputeError:
+    except (MaxComputeError, TimeoutError):  # a stalled body is the connection's failure, not the data's
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
+        if isinstance(exc.__context__, TimeoutError) or "timed out" in str(exc):
+            raise TimeoutError(str(exc)) from None
         cause = exc.__context__ if isinstance(exc.__context__, MaxComputeError) else None
         if cause is not None:
             raise cause from None

@@ -10,8 +10,14 @@ import re
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from localcloud.maxcompute.errors import SqlError, NOT_SUPPORTED
+
+#: The largest STRING/BINARY value a table cell holds (MaxCompute's SQL limits: "cell size 8 MB"; the
+#: tunnel announces it as the session's ``MaxFieldSize``, which pyodps' record writer checks but its
+#: Arrow writer does not, so the server must).
+MAX_CELL_BYTES = 8 << 20
 
 _SIMPLE: dict[str, pa.DataType] = {
     "BIGINT": pa.int64(),
@@ -68,3 +74,20 @@ def arrow_type(odps_type: str) -> pa.DataType:
 
 def arrow_schema(columns: list[Column]) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.arrow_type) for c in columns])
+
+
+def oversized_cell(batch: pa.RecordBatch | pa.Table, limit: int | None = None) -> tuple[str, int, int] | None:
+    """(column, row, bytes) of the first STRING/BINARY value in ``batch`` over ``limit`` bytes (default
+    :data:`MAX_CELL_BYTES`), or None."""
+    limit = MAX_CELL_BYTES if limit is None else limit
+    for name, column in zip(batch.schema.names, batch.columns):
+        kind = column.type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+                or pa.types.is_large_binary(kind)):
+            continue
+        lengths = pc.binary_length(column)
+        biggest = pc.max(lengths).as_py()
+        if biggest is not None and biggest > limit:
+            row = pc.index(pc.greater(lengths, limit), True).as_py()
+            return name, row, biggest
+    return None
