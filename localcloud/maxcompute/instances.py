@@ -115,7 +115,9 @@ class InstanceRunner:
             instance.result = self.engine.execute(instance.project, instance.job.query, instance.job.settings)
             instance.task_status = "SUCCESS"
         except SqlError as exc:
-            instance.error, instance.task_status = exc, "FAILED"
+            # A copy: the raised one's traceback holds the query's frames (and its DuckDB connection)
+            # alive for as long as the instance is kept.
+            instance.error, instance.task_status = SqlError(exc.code, exc.message), "FAILED"
         except MaxComputeError as exc:
             instance.error, instance.task_status = SqlError("ODPS-0130071", f"[0,0] {exc.message}"), "FAILED"
         except Exception as exc:  # an engine bug: the task fails with an internal error, the server lives on
