@@ -114,6 +114,15 @@ def test_crc32c_is_the_standard_castagnoli_crc():
     assert crc.value == 0xE3069283  # the published check value: the server does not merely echo the client
 
 
+@pytest.mark.parametrize("a, b", [(b"", b""), (b"", b"x"), (b"1234", b""), (b"12345", b"6789"), (bytes(range(256)) * 300, b"tail")])
+def test_crc32c_combine_gives_the_crc_of_the_concatenation(a, b):
+    def crc(data: bytes) -> int:
+        c = wire.Crc()
+        c.update(data)
+        return c.value
+    assert wire.crc32c_combine(crc(a), crc(b), len(b)) == crc(a + b)
+
+
 def test_tunnel_endpoint_is_discovered_and_urls_are_the_rest_paths(env):
     upload_records(env, simple_rows(1)).commit([0])
     paths = [p for _, p in env.harness.requests]
