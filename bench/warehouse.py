@@ -97,7 +97,7 @@ def child(kind: str, rows: int, endpoint: str | None, server_pid: int | None) ->
         "rows_written": written,
         "committed_rows": committed,
         "ensure_table_s": round(ensure_s, 2),
-        "seconds": round(watch.seconds, 2),
+        "seconds": round(watch.seconds, 3),
         "generate_s": round(clock["generate_s"], 2),
         "client_cpu_s": round(watch.cpu_s, 1),
         "server_cpu_s": round(watch.server_cpu_s, 1) if server else None,
