@@ -83,6 +83,7 @@ def child(kind: str, rows: int, endpoint: str | None, server_pid: int | None) ->
         next(catalog_batches(1, clock))  # first use of the Arrow kernels: imports, not the write
         clock["generate_s"] = 0.0
         rss_before = status_kib("VmRSS")
+        server_rss_before = status_kib("VmRSS", server_pid) if server_pid else None  # after its CREATE TABLE
         with Stopwatch(server) as watch:
             written = warehouse.write_partition(DS, catalog_batches(rows, clock))
         peak = status_kib("VmHWM")  # before the read-back, which is not the load
@@ -103,6 +104,7 @@ def child(kind: str, rows: int, endpoint: str | None, server_pid: int | None) ->
         "server_cpu_s": round(watch.server_cpu_s, 1) if server else None,
         "rss_before_write_kib": rss_before,
         "peak_rss_kib": peak,
+        "server_rss_before_write_kib": server_rss_before,
     }), flush=True)
 
 
