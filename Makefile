@@ -21,6 +21,7 @@ help:
 	@echo "make test   set up .venv and run the whole test suite"
 	@echo "make stack  run the local cloud in the foreground; writes .local/stack.env for Airflow"
 	@echo "make clean  remove .local/ (demo data, Airflow state, reports); keeps .venv"
+	@echo "make bench  run the benchmarks (BENCH_MODE=quick|full; make bench-full) written up in BENCHMARKS.md"
 
 install: $(STAMP)
 
@@ -47,6 +48,7 @@ clean:
 	rm -rf $(LOCAL)
 
 # Benchmarks (bench/, written up in BENCHMARKS.md): one JSON line per result on stdout.
+# memory, warehouse (MaxCompute write via pyodps vs fs), rows, listing; one: `python -m bench.run --only NAME`.
 # BENCH_MODE=quick (default: CI-sized, a few minutes) or full (the issue's sizes, about half an hour).
 BENCH_MODE ?= quick
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.support import REPO, emit, log, machine, oss_server
+from bench.support import REPO, emit, log, machine, oss_server, status_kib
 
 SIZES = {"quick": [100_000, 1_000_000], "full": [1_000_000, 10_000_000]}
 CONCURRENCY = 16
@@ -34,13 +34,6 @@ def layout(keys: int) -> str:
     """64 prefixes holding 90% of the keys, one flat prefix the rest."""
     per_prefix = keys * 9 // 10 // 64
     return f"name=bench-mem-{keys},prefixes=64,keys_per_prefix={per_prefix},flat_keys={keys - 64 * per_prefix}"
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 def child(endpoint: str, keys: int) -> None:
@@ -71,7 +64,7 @@ def child(endpoint: str, keys: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-warehouse-"))
     try:
         warehouse = LocalWarehouse(root, "bench_catalog")
-        rss_before = _status_kib("VmRSS")
+        rss_before = status_kib("VmRSS")
         started = time.perf_counter()
         result = load_partition(config, "20260101", lister=lister, warehouse=warehouse)
         seconds = time.perf_counter() - started
@@ -86,7 +79,7 @@ def child(endpoint: str, keys: int) -> None:
                 "pages": result.pages,
                 "seconds": round(seconds, 1),
                 "rss_before_load_kib": rss_before,
-                "peak_rss_kib": _status_kib("VmHWM"),
+                "peak_rss_kib": status_kib("VmHWM"),
                 "parquet_mib": round(parquet_bytes / 2**20, 1),
             }
         ),

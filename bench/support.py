@@ -1,6 +1,7 @@
-"""What the benchmarks share: the local OSS server as a separate process, CPU clocks, JSON lines.
+"""What the benchmarks share: the local OSS and MaxCompute servers as separate processes, CPU clocks,
+peak RSS, JSON lines.
 
-The server runs in its own process so that its work (and its GIL) is not charged to the client being
+A server runs in its own process so that its work (and its GIL) is not charged to the client being
 measured; on this 2-core machine the two still share the cores, which the results report.
 """
 
@@ -12,6 +13,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,17 +81,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0.0) -> Iterator[Server]:
-    """The local OSS server (``python -m localcloud.oss``) serving generated buckets."""
-    root = tempfile.mkdtemp(prefix="bench-oss-")
-    command = [
-        sys.executable, "-m", "localcloud.oss", "--root", root, "--port", "0",
-        "--access-key-id", ACCESS_KEY_ID, "--latency-s", str(latency_s), "--jitter-s", str(jitter_s), "--seed", "1",
-    ]
-    for spec in generated:
-        command += ["--generated", spec]
-    env = {**os.environ, "LOCAL_OSS_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+def _server_process(name: str, command: list[str], env: dict[str, str], root: str) -> Iterator[Server]:
+    """Run a local server command until the block ends; yield it once it logs its address."""
+    proc = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     assert proc.stderr is not None
     seen: list[bytes] = []
     ready = threading.Event()
@@ -101,11 +96,11 @@ def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0
             if b"listening on" in line:
                 ready.set()
 
-    threading.Thread(target=drain, name="bench-oss-log", daemon=True).start()
+    threading.Thread(target=drain, name=f"bench-{name}-log", daemon=True).start()
     try:
         if not ready.wait(30):
-            raise RuntimeError("the local OSS server did not start: " + b"".join(seen).decode(errors="replace"))
-        found = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", b"".join(seen))
+            raise RuntimeError(f"the local {name} server did not start: " + b"".join(seen).decode(errors="replace"))
+        found = re.search(rb"listening on (http://127\.0\.0\.1:\d+(?:/api)?)", b"".join(seen))
         assert found is not None
         yield Server(found.group(1).decode(), proc.pid)
     finally:
@@ -115,8 +110,36 @@ def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        with contextlib.suppress(OSError):
-            os.rmdir(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0.0) -> contextlib.AbstractContextManager[Server]:
+    """The local OSS server (``python -m localcloud.oss``) serving generated buckets."""
+    root = tempfile.mkdtemp(prefix="bench-oss-")
+    command = [
+        sys.executable, "-m", "localcloud.oss", "--root", root, "--port", "0",
+        "--access-key-id", ACCESS_KEY_ID, "--latency-s", str(latency_s), "--jitter-s", str(jitter_s), "--seed", "1",
+    ]
+    for spec in generated:
+        command += ["--generated", spec]
+    return _server_process("OSS", command, {"LOCAL_OSS_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}, root)
+
+
+def maxcompute_server(project: str) -> contextlib.AbstractContextManager[Server]:
+    """A fresh local MaxCompute server (``python -m localcloud.maxcompute``) over an empty state folder;
+    its endpoint is the REST API (``.../api``), as pyodps is given it."""
+    root = tempfile.mkdtemp(prefix="bench-maxcompute-")
+    command = [sys.executable, "-m", "localcloud.maxcompute", "--root", root, "--project", project, "--port", "0"]
+    env = {"LOCAL_MAXCOMPUTE_ACCESS_KEY_ID": ACCESS_KEY_ID, "LOCAL_MAXCOMPUTE_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}
+    return _server_process("MaxCompute", command, env, root)
+
+
+def status_kib(field: str, pid: int | str = "self") -> int:
+    """A size from /proc/<pid>/status of a live process: VmHWM (peak resident set since exec), VmRSS."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
 
 
 def connection(server: Server):  # -> OssConnection (imported lazily: keep `python -m bench.*` light)

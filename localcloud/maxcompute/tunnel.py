@@ -11,7 +11,7 @@ pyodps addresses the tunnel with the REST paths themselves, on the tunnel endpoi
 * ``GET    /projects/{p}/tables/{t}?data[&arrow]&downloadid=ID&rowrange=(start,count)[&columns=a,b]``
 * ``POST   /projects/{p}/instances/{id}?downloads``, ``GET ...?downloadid=ID[&data&rowrange=..]``
 
-Session state lives under ``state_dir`` (one JSON per session, uploaded blocks as Parquet),
+Session state lives under ``state_dir`` (one JSON per session, uploaded blocks as Arrow IPC files),
 so a restart between upload and commit loses nothing and a 10M-row upload never sits in memory.
 """
 
@@ -310,11 +310,11 @@ class TunnelService:
         blocks.mkdir(parents=True, exist_ok=True)
         tmp = blocks / f".{block_id}.{secrets.token_hex(4)}.tmp"
         try:
-            rows = _write_parquet(tmp, arrow_schema(columns), batches)
+            rows = _write_block(tmp, arrow_schema(columns), batches)
             with self.uploads.lock(state["id"]):
                 state = self.uploads.load(state["id"])  # a commit may have run while the body streamed
                 self._require_normal(state)
-                os.replace(tmp, blocks / f"{block_id}.parquet")  # a re-sent block replaces the old one
+                os.replace(tmp, blocks / f"{block_id}.arrow")  # a re-sent block replaces the old one
                 state["blocks"][str(block_id)] = rows
                 self.uploads.save(state)
         finally:
@@ -335,9 +335,9 @@ class TunnelService:
             state["status"] = "committing"
             self.uploads.save(state)
         blocks_dir = self.uploads.dir(sid) / "blocks"
-        paths = [blocks_dir / f"{b}.parquet" for b in sorted(int(b) for b in state["blocks"])]
+        paths = [blocks_dir / f"{b}.arrow" for b in sorted(int(b) for b in state["blocks"])]
         try:
-            self.store.write(state["project"], state["table"], state["spec"], _read_parquet(paths),
+            self.store.write(state["project"], state["table"], state["spec"], _read_blocks(paths),
                              overwrite=state["overwrite"], create_partition=state["create_partition"])
         except BaseException as exc:
             with self.uploads.lock(sid):
@@ -441,21 +441,51 @@ def _within_field_size(batches: Iterable[pa.RecordBatch], block_id: int) -> Iter
         yield batch
 
 
+def _ours(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    if batch.schema != schema:  # tz-aware timestamps etc. from the client: same values, our type
+        batch = pa.RecordBatch.from_arrays([c.cast(f.type) for c, f in zip(batch.columns, schema)], schema=schema)
+    return batch
+
+
 def _write_parquet(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
     rows = 0
     with pq.ParquetWriter(path, schema) as writer:
         for batch in batches:
-            if batch.schema != schema:  # tz-aware timestamps etc. from the client: same values, our type
-                batch = pa.RecordBatch.from_arrays([c.cast(f.type) for c, f in zip(batch.columns, schema)],
-                                                   schema=schema)
-            writer.write_batch(batch)
+            writer.write_batch(_ours(batch, schema))
             rows += batch.num_rows
     return rows
 
 
-def _read_parquet(paths: list[Path]) -> Iterator[pa.RecordBatch]:
+def _write_block(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+    """Stage an uploaded block as an Arrow IPC file: the commit re-encodes it once, into the table's
+    Parquet; staging it as Parquet too cost as much again (encode here, decode at the commit)."""
+    rows = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(_ours(batch, schema))
+            rows += batch.num_rows
+    return rows
+
+
+def _read_blocks(paths: list[Path], rows_per_write: int = 65536) -> Iterator[pa.Table]:
+    """The staged blocks' rows in order, gathered into tables of ``rows_per_write``: one Parquet row
+    group each, whatever size of batches the client sent. Read, not mapped: RSS stays a batch or so."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
     for path in paths:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=65536)
+        with pa.OSFile(str(path)) as source:
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                while held + batch.num_rows >= rows_per_write:
+                    take = rows_per_write - held
+                    yield pa.Table.from_batches([*pending, batch.slice(0, take)])
+                    pending, held, batch = [], 0, batch.slice(take)
+                if batch.num_rows:
+                    pending.append(batch)
+                    held += batch.num_rows
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 def _row_range(text: str, total: int) -> tuple[int, int]:

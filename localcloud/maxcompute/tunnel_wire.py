@@ -18,6 +18,7 @@ documents it for a stream that does not parse. Content encodings: identity and `
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
@@ -68,6 +69,42 @@ class Crc:
 
     def reset(self) -> None:
         self._crc.reset()
+
+
+# Combining CRCs (zlib's crc32_combine, for the reflected Castagnoli polynomial): the register after
+# ``n`` zero bytes is a linear map of the one before, a 32x32 bit matrix, one int per column.
+_CASTAGNOLI = 0x82F63B78
+
+
+def _gf2_times(matrix: tuple[int, ...] | list[int], vector: int) -> int:
+    out, i = 0, 0
+    while vector:
+        if vector & 1:
+            out ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _zero_bytes_operator(n: int) -> tuple[int, ...]:
+    operator = [_CASTAGNOLI] + [1 << i for i in range(31)]  # one zero bit
+    for _ in range(3):  # squared thrice: one zero byte
+        operator = [_gf2_times(operator, column) for column in operator]
+    result = [1 << i for i in range(32)]  # identity
+    while n:
+        if n & 1:
+            result = [_gf2_times(operator, column) for column in result]
+        n >>= 1
+        if n:
+            operator = [_gf2_times(operator, column) for column in operator]
+    return tuple(result)
+
+
+def crc32c_combine(crc_a: int, crc_b: int, length_b: int) -> int:
+    """CRC32C of ``a + b`` from the CRCs of ``a`` and ``b``: the stream checksum without reading each
+    chunk a second time (the C CRC32C runs at ~350 MB/s; it was half of a block upload's time)."""
+    return _gf2_times(_zero_bytes_operator(length_b), crc_a) ^ crc_b
 
 
 def _signed32(value: int) -> int:
@@ -436,7 +473,7 @@ class ArrowFrameReader:
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._chunk_size: int | None = None
-        self._crccrc = Crc()
+        self._stream_crc = 0  # CRC32C of the payload so far, combined from the chunks' CRCs
         self._pending = memoryview(b"")
         self.finished = False
 
@@ -471,14 +508,14 @@ class ArrowFrameReader:
         if len(block) < 4:
             raise malformed("arrow stream truncated: no stream checksum")
         data, (crc,) = block[:-4], struct.unpack("!I", block[-4:])
-        self._crccrc.update(data)
+        chunk_crc = Crc()
+        chunk_crc.update(data)
+        self._stream_crc = crc32c_combine(self._stream_crc, chunk_crc.value, len(data))
         if len(block) == self._chunk_size + 4:
-            chunk_crc = Crc()
-            chunk_crc.update(data)
             if chunk_crc.value != crc:
                 raise malformed("arrow chunk checksum mismatch")
         else:
-            if self._crccrc.value != crc:
+            if self._stream_crc != crc:
                 raise malformed("arrow stream checksum mismatch")
             if self._raw.read(1):
                 raise malformed("data after the arrow stream checksum")

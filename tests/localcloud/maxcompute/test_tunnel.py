@@ -114,6 +114,32 @@ def test_crc32c_is_the_standard_castagnoli_crc():
     assert crc.value == 0xE3069283  # the published check value: the server does not merely echo the client
 
 
+@pytest.mark.parametrize("a, b", [(b"", b""), (b"", b"x"), (b"1234", b""), (b"12345", b"6789"), (bytes(range(256)) * 300, b"tail")])
+def test_crc32c_combine_gives_the_crc_of_the_concatenation(a, b):
+    def crc(data: bytes) -> int:
+        c = wire.Crc()
+        c.update(data)
+        return c.value
+    assert wire.crc32c_combine(crc(a), crc(b), len(b)) == crc(a + b)
+
+
+def test_staged_blocks_are_read_back_in_order_in_even_row_groups(tmp_path):
+    from localcloud.maxcompute.tunnel import _read_blocks, _write_block
+
+    schema = pa.schema([("id", pa.int64())])
+    sizes, start, paths = [[3, 5], [0], [4, 1, 6]], 0, []
+    for n, block in enumerate(sizes):
+        batches = []
+        for size in block:
+            batches.append(pa.record_batch([pa.array(range(start, start + size), pa.int64())], schema=schema))
+            start += size
+        paths.append(tmp_path / f"{n}.arrow")
+        assert _write_block(paths[-1], schema, batches) == sum(block)
+    tables = list(_read_blocks(paths, rows_per_write=4))
+    assert [t.num_rows for t in tables] == [4, 4, 4, 4, 3]
+    assert pa.concat_tables(tables).column("id").to_pylist() == list(range(19))
+
+
 def test_tunnel_endpoint_is_discovered_and_urls_are_the_rest_paths(env):
     upload_records(env, simple_rows(1)).commit([0])
     paths = [p for _, p in env.harness.requests]
