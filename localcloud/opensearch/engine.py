@@ -467,10 +467,13 @@ class LocalEngine:
             self._update(table, gen_id, fsm_id, node=("fetch_and_vectorize", "success"),
                          tag=("warn" if failures else "info", summary))
             self._checkpoint()
+            stall = self.faults.take("stall_next_build")
+            if stall:
+                # Cleared before the node shows running: a release by someone who saw it running counts.
+                self.faults.stall_release.clear()
             self._update(table, gen_id, fsm_id, node=("build_index", "running"))
-            if self.faults.take("stall_next_build"):
+            if stall:
                 log.warning("fault: build %s of %s stalls until released", gen_id, table)
-                self.faults.stall_release.clear()  # a release before the stall does not count
                 while not self.faults.stall_release.wait(0.05):
                     if self._closing.is_set():
                         raise BuildInterrupted()
