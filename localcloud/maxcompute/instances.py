@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,9 +85,9 @@ def parse_job(body: bytes) -> SqlJob:
 class InstanceRunner:
     """Runs submitted SQL on ``engine`` (an :class:`~localcloud.maxcompute.sql.SqlEngine`)."""
 
-    def __init__(self, engine: Any, *, workers: int = 2) -> None:
+    def __init__(self, engine: Any, *, workers: int = 2, sql_delay_s: Callable[[], float] = lambda: 0.0) -> None:
         self.engine = engine
-        self.sql_delay_s = 0.0  # fault knob: every SQL task takes at least this long
+        self.sql_delay_s = sql_delay_s  # fault knob, read as each task starts: it takes at least this long
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maxcompute-sql")
         self._instances: OrderedDict[str, Instance] = OrderedDict()
         self._lock = threading.Lock()
@@ -110,7 +111,7 @@ class InstanceRunner:
 
     def _run(self, instance: Instance) -> None:
         instance.task_status = "RUNNING"
-        started = time.monotonic()
+        started, delay = time.monotonic(), self.sql_delay_s()
         try:
             instance.result = self.engine.execute(instance.project, instance.job.query, instance.job.settings)
             instance.task_status = "SUCCESS"
@@ -124,7 +125,7 @@ class InstanceRunner:
             log.exception("SQL instance %s failed", instance.id)
             instance.error = SqlError("ODPS-0010000", f"System internal error - {type(exc).__name__}: {exc}")
             instance.task_status = "FAILED"
-        remaining = self.sql_delay_s - (time.monotonic() - started)
+        remaining = delay - (time.monotonic() - started)
         if remaining > 0:
             time.sleep(remaining)
         instance.end = time.time()

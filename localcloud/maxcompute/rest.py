@@ -50,7 +50,7 @@ def _columns(columns: tuple) -> list[dict[str, Any]]:
             for c in columns]
 
 
-def table_schema_json(meta: TableMeta, size: int, record_num: int | None) -> dict[str, Any]:
+def table_schema_json(meta: TableMeta, size: int) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "tableName": meta.name, "comment": meta.comment, "owner": OWNER,
         "createTime": int(meta.created), "lastModifiedTime": int(meta.last_modified),
@@ -59,21 +59,19 @@ def table_schema_json(meta: TableMeta, size: int, record_num: int | None) -> dic
     }
     if meta.lifecycle is not None:
         schema["lifecycle"] = meta.lifecycle
-    if record_num is not None:
-        schema["recordNum"] = record_num
     return schema
 
 
-def table_xml_element(meta: TableMeta, size: int = 0, record_num: int | None = None) -> str:
-    schema = json.dumps(table_schema_json(meta, size, record_num))
+def table_xml_element(meta: TableMeta, size: int = 0) -> str:
+    schema = json.dumps(table_schema_json(meta, size))
     return (f"<Table><Name>{escape(meta.name)}</Name><TableId>{meta.project}.{meta.name}</TableId>"
             f'<Schema format="json">{_cdata(schema)}</Schema><Owner>{OWNER}</Owner>'
             f"<CreationTime>{rfc822(meta.created)}</CreationTime>"
             f"<LastModifiedTime>{rfc822(meta.last_modified)}</LastModifiedTime><Type>MANAGED_TABLE</Type></Table>")
 
 
-def table_xml(meta: TableMeta, size: int, record_num: int | None) -> bytes:
-    return _xml(table_xml_element(meta, size, record_num))
+def table_xml(meta: TableMeta, size: int) -> bytes:
+    return _xml(table_xml_element(meta, size))
 
 
 def table_extended_xml(meta: TableMeta, size: int, file_num: int) -> bytes:

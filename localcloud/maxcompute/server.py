@@ -69,6 +69,11 @@ class MaxComputeFaults:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
+    def reset(self) -> None:
+        """Every knob back off (tests share one server)."""
+        with self._lock:
+            self.error_burst, self.error_status, self.throttle_burst, self.sql_delay_s = 0, 500, 0, 0.0
+
     def take(self) -> MaxComputeError | None:
         with self._lock:
             if self.error_burst > 0:
@@ -99,7 +104,7 @@ class LocalMaxComputeServer(BackgroundHttpService):
         self.region = region
         self.verifier = RequestVerifier(credentials, region, authority=authority)
         self.engine = SqlEngine(self.store, allow_full_scan=allow_full_scan)
-        self.instances = InstanceRunner(self.engine)
+        self.instances = InstanceRunner(self.engine, sql_delay_s=lambda: self.faults.sql_delay_s)
         self.tunnel = TunnelService(self.store, self.root / "tunnel", instance_results=self._instance_result)
         self.faults = faults or MaxComputeFaults()
         self.page_size = PAGE_SIZE  # tests shrink it to prove clients follow the markers
@@ -267,12 +272,11 @@ class _Handler(BaseHTTPRequestHandler):
         size = sum(f.stat().st_size for _, files in snapshot for f in files if f.exists())
         if "extended" in params:
             return self._send(200, rest.table_extended_xml(meta, size, sum(len(f) for _, f in snapshot)), _XML)
-        return self._send(200, rest.table_xml(meta, size, None), _XML)
+        return self._send(200, rest.table_xml(meta, size), _XML)
 
     def _instances(self, method: str, project: str, instance_id: str | None, params: dict[str, str],
                    body: bytes, caller: Caller) -> None:
         runner = self.server_ref.instances
-        runner.sql_delay_s = self.server_ref.faults.sql_delay_s
         if instance_id is None:
             if method != "POST":
                 raise MaxComputeError(405, "MethodNotAllowed", "listing instances is not supported locally")

@@ -72,6 +72,9 @@ class TunnelFaults:
     fail_next_commit: int = 0       # that many commits answer 500 InternalServerError and commit nothing
     reset_next_block_put: int = 0   # that many block PUTs raise ConnectionResetFault before storing
 
+    def reset(self) -> None:
+        self.fail_next_commit = self.reset_next_block_put = 0
+
 
 def _err(status: int, code: str, message: str) -> MaxComputeError:
     return MaxComputeError(status, code, message)

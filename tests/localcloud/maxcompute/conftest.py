@@ -21,5 +21,5 @@ def server(tmp_path_factory):
 @pytest.fixture
 def odps(server) -> ODPS:
     """pyodps as a user configures it against a regional endpoint: V4 signatures."""
-    server.faults.__init__()  # a test that turned a knob leaves the next one a clean server
+    server.faults.reset()  # a test that turned a knob leaves the next one a clean server
     return ODPS(ACCESS_KEY_ID, ACCESS_KEY_SECRET, project=PROJECT, endpoint=server.endpoint, region_name=REGION)

@@ -40,8 +40,8 @@ def server(tmp_path_factory) -> Iterator[LocalMaxComputeServer]:
 
 @pytest.fixture
 def entry(server: LocalMaxComputeServer) -> ODPS:
-    server.faults.__init__()
-    server.tunnel.faults.__init__()
+    server.faults.reset()
+    server.tunnel.faults.reset()
     return ODPS(ACCESS_KEY_ID, SECRET, project=PROJECT, endpoint=server.endpoint, region_name=REGION,
                 overwrite_global=False)
 
