@@ -66,7 +66,7 @@ def child(endpoint: str, keys: int) -> None:
         warehouse = LocalWarehouse(root, "bench_catalog")
         rss_before = status_kib("VmRSS")
         started = time.perf_counter()
-        result = load_partition(config, "20260101", lister=lister, warehouse=warehouse)
+        result = load_partition(config, "20260101", lister=lister, warehouse=warehouse, publish=True)
         seconds = time.perf_counter() - started
         parquet_bytes = warehouse.partition_file("20260101").stat().st_size
     finally:

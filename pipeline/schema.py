@@ -15,6 +15,8 @@ CATALOG_SCHEMA = pa.schema(
     ]
 )
 PARTITION_COLUMN = "ds"
+#: Runs write into ``<table>__staging`` first; only checked partitions are published into ``<table>``.
+STAGING_SUFFIX = "__staging"
 _DS_RE = re.compile(r"^\d{8}$")
 
 
@@ -38,6 +40,13 @@ class PartitionStats:
     @property
     def spec(self) -> str:
         return f"{PARTITION_COLUMN}={self.ds}"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PartitionStats:
+        """The inverse of :meth:`as_dict` (figures recorded when a partition went live)."""
+        return cls(str(data["ds"]), int(data["rows"]), int(data["distinct_ids"]),
+                   {int(k): int(v) for k, v in (data.get("rows_per_category") or {}).items()},
+                   [int(i) for i in data.get("duplicate_ids") or []])
 
     def as_dict(self) -> dict:
         return {

@@ -19,8 +19,8 @@ _DEFAULT_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_PLACEHOLDER_RE = re.compile(r"\{(table|ds|previous_ds|lifecycle|limit|ids)\}")
-_PARAMS = ("table", "ds", "previous_ds", "lifecycle", "limit", "ids")
+_PLACEHOLDER_RE = re.compile(r"\{(table|previous_table|source_table|ds|previous_ds|lifecycle|limit|ids)\}")
+_PARAMS = ("table", "previous_table", "source_table", "ds", "previous_ds", "lifecycle", "limit", "ids")
 MAX_IDS = 1000
 
 
@@ -49,7 +49,8 @@ def sql_dir() -> Path:
 
 
 def load_sql(name: str, **params: str | int | list[int]) -> str:
-    """Read ``sql/<name>.sql`` and substitute ``{table}``, ``{ds}``, ``{previous_ds}``, ``{lifecycle}``,
+    """Read ``sql/<name>.sql`` and substitute ``{table}``, ``{previous_table}``, ``{source_table}``
+    (table names), ``{ds}``, ``{previous_ds}``, ``{lifecycle}``,
     ``{limit}`` and ``{ids}`` (a non-empty list of at most :data:`MAX_IDS` integers).
 
     Only those placeholders exist; each value is validated first. A placeholder used by the
@@ -62,8 +63,9 @@ def load_sql(name: str, **params: str | int | list[int]) -> str:
         raise TypeError(f"load_sql({name!r}) got unknown parameters {unknown}; accepted: {list(_PARAMS)}")
 
     values: dict[str, str] = {}
-    if "table" in params:
-        values["table"] = validate_table_name(params["table"])  # type: ignore[arg-type]
+    for key in ("table", "previous_table", "source_table"):
+        if key in params:
+            values[key] = validate_table_name(params[key])  # type: ignore[arg-type]
     if "ds" in params:
         values["ds"] = validate_ds(params["ds"])  # type: ignore[arg-type]
     if "previous_ds" in params:

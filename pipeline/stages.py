@@ -1,10 +1,12 @@
 """The pipeline's stages as plain functions: the DAG, the tests and a shell all call these.
 
-    list OSS prefixes ─► derive catalog rows ─► write partition ds (one commit) ─► check partition
+    list OSS prefixes ─► derive catalog rows ─► write staged partition ds (one commit)
+        ─► check it against what is live ─► publish it into the table (one atomic statement)
 
-Rows stream from the listing into the warehouse's single upload; the partition is committed only after
-the listing finished without error, so a failed run publishes nothing and a rerun of the same ``ds``
-replaces the same partition (idempotent).
+Write, audit, publish: rows stream from the listing into the staging table's single upload (nothing
+reads it); every guard runs on the staged partition; only then is it published into ``ds`` of the
+catalog table, atomically. A refused, failed or killed run leaves the published partition as it was,
+and the next run of the index removes what it staged. A rerun of the same ``ds`` is idempotent.
 """
 
 from __future__ import annotations
@@ -85,8 +87,12 @@ def load_partition(
     dry_run: bool = False,
     lister: PageSource | None = None,
     warehouse: Warehouse | None = None,
+    publish: bool = False,
 ) -> LoadResult:
-    """List the index's prefixes and replace partition ``ds`` with the rows (or only count: ``dry_run``)."""
+    """List the index's prefixes and stage partition ``ds`` with the rows (or only count: ``dry_run``).
+
+    ``publish``: publish it at once, unchecked (tests and tools that want a published partition; the
+    DAG checks the staged partition first and publishes with :func:`publish_partition`)."""
     validate_ds(ds)
     prefixes = list(prefixes or config.source.prefixes)
     started = time.monotonic()
@@ -102,9 +108,11 @@ def load_partition(
         log.info("dry run: listed %d objects, %d would be rows; nothing written", builder.counts.listed, builder.counts.kept)
     else:
         warehouse = warehouse or open_index_warehouse(config)
-        warehouse.ensure_table()
-        rows_written = warehouse.write_partition(ds, batches)
-        log.info("wrote %d rows to partition ds=%s of %s", rows_written, ds, warehouse.location)
+        staging = prepare_staging(warehouse)
+        rows_written = staging.write_partition(ds, batches)
+        log.info("staged %d rows in partition ds=%s of %s", rows_written, ds, staging.location)
+        if publish:
+            warehouse.publish(ds, staging)
     result = LoadResult(
         index=config.name,
         ds=ds,
@@ -114,10 +122,46 @@ def load_partition(
         rows_written=rows_written,
         pages=lister.pages_listed,
         seconds=time.monotonic() - started,
-        warehouse=None if dry_run else warehouse.location,
+        warehouse=None if dry_run else (warehouse.location if publish else staging.location),
     )
     log.info("skipped by reason: %s", result.counts["skipped"])
     return result
+
+
+def prepare_staging(warehouse: Warehouse) -> Warehouse:
+    """The staging table, created if missing and emptied: one run per index at a time (the DAG's
+    ``max_active_runs=1``), so anything staged or half-written now is a killed run's litter."""
+    warehouse.ensure_table()  # the published table's schema is checked before any work
+    staging = warehouse.staging()
+    staging.ensure_table()
+    for ds in staging.partitions():
+        log.info("removing ds=%s left in %s by an earlier run that did not finish", ds, staging.table)
+        staging.drop_partition(ds)
+    warehouse.clean_litter()
+    staging.clean_litter()
+    return staging
+
+
+def live_baseline(warehouse: Warehouse, ds: str, live: dict | None) -> tuple[PartitionStats | None, str | None]:
+    """What a staged ``ds`` is judged against, and its ``ds``: the figures recorded when the live
+    partition went live (even when it is this same ``ds``: a same-day rerun is compared with what it
+    would replace); with nothing live yet, the published ``ds`` itself, else the newest earlier one."""
+    if live and live.get("stats"):
+        return PartitionStats.from_dict(live["stats"]), str(live["ds"])
+    published = warehouse.partitions()
+    candidates = [p for p in published if p <= ds]
+    if not candidates:
+        return None, None
+    return warehouse.partition_stats(candidates[-1]), candidates[-1]
+
+
+def publish_partition(config: IndexConfig, ds: str, warehouse: Warehouse | None = None) -> dict:
+    """Publish the checked, staged partition ``ds`` into the catalog table (atomically)."""
+    started = time.monotonic()
+    warehouse = warehouse or open_index_warehouse(config)
+    warehouse.publish(validate_ds(ds), warehouse.staging())
+    log.info("published partition ds=%s of %s", ds, warehouse.location)
+    return {"ds": ds, "table": warehouse.location, "seconds": round(time.monotonic() - started, 3)}
 
 
 def check_partition(
@@ -130,26 +174,18 @@ def check_partition(
     baseline_ds: str | None = None,
     overrides: Iterable[str] = (),
     id_rule: str = "filename_digits",
+    baseline: PartitionStats | None = None,
 ) -> tuple[PartitionStats, list[GuardResult]]:
     """The partition's stats, judged by every guard; raise PartitionCheckError for a failed guard that
-    ``overrides`` does not name. ``baseline_ds`` is the partition that last went live (shrink guard)."""
+    ``overrides`` does not name. ``baseline``: the live figures the shrink guard compares with (see
+    :func:`live_baseline`); else ``baseline_ds``, another partition of ``warehouse``."""
     stats = warehouse.partition_stats(ds)
-    baseline = None
-    if baseline_ds and baseline_ds != ds and baseline_ds in warehouse.partitions():
+    if baseline is None and baseline_ds and baseline_ds != ds and baseline_ds in warehouse.partitions():
         baseline = warehouse.partition_stats(baseline_ds)
     results = guards.evaluate(
         stats, load or {}, baseline, limits or GuardsConfig(), table=table or warehouse.table, id_rule=id_rule
     )
     return stats, guards.enforce(results, set(overrides))
-
-
-def compare_with_previous(warehouse: Warehouse, ds: str, partitions: list[str] | None = None) -> dict | None:
-    """Ids added and removed against the newest partition before ``ds`` (None if there is none).
-    ``partitions``: the table's partitions if the caller already listed them (a service call on MaxCompute)."""
-    earlier = [p for p in (partitions if partitions is not None else warehouse.partitions()) if p < ds]
-    if not earlier:
-        return None
-    return warehouse.id_changes(ds, earlier[-1]).as_dict()
 
 
 def start_index_rebuild(

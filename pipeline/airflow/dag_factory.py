@@ -1,8 +1,8 @@
 """Builds one Airflow DAG per index config. Wiring only: the work happens in ``pipeline.*`` modules.
 
-    resolve_partition → load_partition → check_partition ─┬─ (no opensearch section) ────────────► report
-                                                          └► start_rebuild → wait_until_searchable
-                                                               → smoke_query ─────────────────► report
+    resolve_partition → load_partition (staged) → check_partition (guards on the staged rows)
+        → publish_partition (atomic) ─┬─ (no opensearch section) ─────────────────────────────► report
+                                      └► start_rebuild → wait_until_searchable → smoke_query ──► report
 
 Heavy imports (pyarrow, oss2, pyodps, duckdb, the SDKs) happen inside the tasks, so parsing the DAG
 file costs only the YAML and pydantic validation.
@@ -30,7 +30,8 @@ DOC = """\
 {description}
 
 Lists `oss://{bucket}/` under {prefixes}, derives one catalog row per image (`id`, `source_image`,
-`cate_id`) and replaces partition `ds` of `{table}` (connection `{warehouse_conn}`) in one commit.
+`cate_id`) and stages them in `{table}__staging`; only when every guard passes on the staged rows is
+partition `ds` of `{table}` (connection `{warehouse_conn}`) replaced with them, atomically.
 {rebuild_doc}
 * **Partition date**: the `partition_date` Param, else the logical date in `{timezone}`
   (manual runs: the time the run was requested).
@@ -127,43 +128,55 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
         @task
         def check_partition(partition: str, load_result: dict) -> dict:
-            from pipeline.airflow.state import get_live_partition, set_live_partition
+            from pipeline.airflow.state import get_live_partition, get_live_record
             from pipeline.stages import check_partition as check
-            from pipeline.stages import compare_with_previous, open_index_warehouse
+            from pipeline.stages import live_baseline, open_index_warehouse
 
             if load_result["dry_run"]:
                 return {"dry_run": True}
             started = time.monotonic()
             warehouse = open_index_warehouse(config)
+            staging = warehouse.staging()  # the guards judge the staged rows: nothing is published yet
             partitions = warehouse.partitions()
-            earlier = [p for p in partitions if p < partition]
             live = get_live_partition(config.name)
-            baseline = live or (earlier[-1] if earlier else None)
+            baseline, baseline_ds = live_baseline(warehouse, partition, get_live_record(config.name))
             stats, guards = check(
-                warehouse, partition, config.warehouse.table,
-                load=load_result, limits=config.guards, baseline_ds=baseline,
+                staging, partition, config.warehouse.table,
+                load=load_result, limits=config.guards, baseline=baseline,
                 overrides=get_current_context()["params"].get("override_guards") or (),
                 id_rule=config.id_rule.kind,
             )
-            if os_cfg is None:
-                set_live_partition(config.name, partition)  # no index to rebuild: the partition is the product
+            changes = staging.id_changes(partition, baseline_ds, previous=warehouse) if baseline_ds else None
             return {
                 "dry_run": False,
                 "stats": stats.as_dict(),
                 "guards": [g.as_dict() for g in guards],
-                "baseline_ds": baseline,
+                "baseline_ds": baseline_ds,
                 "live_ds": live,  # before this run: the smoke samples ids new against it
-                "id_changes": compare_with_previous(warehouse, partition, partitions),
+                "id_changes": changes.as_dict() if changes else None,
                 "partitions": partitions,
                 "seconds": round(time.monotonic() - started, 3),
             }
+
+        @task
+        def publish_partition(partition: str, checked: dict) -> dict | None:
+            from pipeline.airflow.state import set_live_partition
+            from pipeline.stages import publish_partition as publish
+
+            if checked.get("dry_run"):
+                return None
+            published = publish(config, partition)
+            if os_cfg is None:  # no index to rebuild: the published partition is the product
+                set_live_partition(config.name, partition, checked["stats"])
+            return published
 
         # Named `partition`, not `ds`: Airflow reserves `ds` for its own (UTC) context value.
         partition = resolve_partition()
         loaded = load_partition(partition)
         checked = check_partition(partition, loaded)
+        published = publish_partition(partition, checked)
 
-        upstream: Any = checked
+        upstream: Any = published
         if os_cfg is not None:
             settings = asdict(settings_for(os_cfg))  # JSON-able: it travels to the trigger
 
@@ -190,11 +203,12 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 from pipeline.stages import run_smoke_queries
 
                 results = run_smoke_queries(config, partition, live_ds=checked.get("live_ds"))
-                set_live_partition(config.name, partition)  # proven live: the next shrink guard's baseline
+                set_live_partition(config.name, partition, checked.get("stats"))  # proven live: the next baseline
                 forget_rebuild_attempt(config.name, get_current_context()["dag_run"].run_id)  # nothing to follow
                 return results
 
             started = start_rebuild(partition, checked)
+            published >> started
             waited = RebuildSensor(task_id="wait_until_searchable", handle=started["handle"], settings=settings)
             smoked = smoke_query(partition, checked)
             started >> waited >> smoked
@@ -207,7 +221,8 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             ti = get_current_context()["ti"]
             pulled = {
                 name: ti.xcom_pull(task_ids=name)
-                for name in ("load_partition", "check_partition", "start_rebuild", "wait_until_searchable", "smoke_query")
+                for name in ("load_partition", "check_partition", "publish_partition", "start_rebuild",
+                             "wait_until_searchable", "smoke_query")
             }
             return write_run_report(config, partition, pulled)
 

@@ -1,8 +1,10 @@
 """What the pipeline remembers between tasks and runs, in Airflow Variables (the metadata DB: every
 worker sees the same value, and operators can read or correct it in the UI).
 
-* ``image_index.<name>.live_partition``: the partition that last went live. The shrink guard compares
-  each new partition with it; the smoke query samples ids new against it.
+* ``image_index.<name>.live_partition``: the partition that last went live; the smoke query samples ids
+  new against it. ``image_index.<name>.live``: that partition's figures (rows, distinct ids, rows per
+  category) as they were when it went live: the shrink guard compares each staged partition with
+  them, also when a same-day rerun is about to replace that very partition.
 * ``image_index.<name>.rebuild_attempt.<run_id>``: what ``start_rebuild`` saw and did before calling
   reindex in this DAG run (the generation snapshot, when a reindex may have been sent). Airflow clears
   a task's own XComs when it runs again (retry or clear), so an XCom cannot tell a second attempt what
@@ -24,10 +26,26 @@ def get_live_partition(index: str) -> str | None:
     return str(value) if value else None
 
 
-def set_live_partition(index: str, ds: str) -> None:
+def live_record_key(index: str) -> str:
+    return f"image_index.{index}.live"
+
+
+def set_live_partition(index: str, ds: str, stats: dict | None = None) -> None:
+    """``ds`` went live; ``stats`` (PartitionStats.as_dict of what was published) are what later runs are
+    judged against."""
     from airflow.sdk import Variable
 
     Variable.set(live_partition_key(index), ds, description=f"partition that last went live for index {index}")
+    if stats is not None:
+        Variable.set(live_record_key(index), {"ds": ds, "stats": stats}, serialize_json=True,
+                     description=f"figures of the partition that last went live for index {index} (shrink guard)")
+
+
+def get_live_record(index: str) -> dict | None:
+    from airflow.sdk import Variable
+
+    value = Variable.get(live_record_key(index), default=None, deserialize_json=True)
+    return value if isinstance(value, dict) else None
 
 
 def rebuild_attempt_key(index: str, run_id: str) -> str:

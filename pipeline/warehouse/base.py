@@ -33,8 +33,9 @@ class Warehouse(Protocol):
     def partition_stats(self, ds: str) -> PartitionStats:
         """Rows, distinct ids, rows per category and duplicate-id examples of partition ``ds``."""
 
-    def id_changes(self, ds: str, previous_ds: str) -> IdChanges:
-        """How many ids ``ds`` added and removed against ``previous_ds`` (sql/id_changes.sql)."""
+    def id_changes(self, ds: str, previous_ds: str, previous: Warehouse | None = None) -> IdChanges:
+        """How many ids ``ds`` added and removed against ``previous_ds`` of ``previous`` (default: this
+        table; sql/id_changes.sql)."""
 
     def sample_rows(self, ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` (smallest ids first), as dicts of the catalog columns."""
@@ -47,3 +48,16 @@ class Warehouse(Protocol):
 
     def partitions(self) -> list[str]:
         """The ``ds`` values of existing partitions, sorted ascending."""
+
+    def staging(self) -> Warehouse:
+        """A table of the same kind and schema where runs write before their checks (nothing reads it)."""
+
+    def publish(self, ds: str, staging: Warehouse) -> None:
+        """Replace partition ``ds`` with ``staging``'s partition ``ds`` atomically, then drop the staged one;
+        on failure the published partition is unchanged."""
+
+    def drop_partition(self, ds: str) -> None:
+        """Remove partition ``ds`` if it exists."""
+
+    def clean_litter(self) -> list[str]:
+        """Remove what killed writes left behind (only while no write of the table runs)."""

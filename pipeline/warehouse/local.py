@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError, SchemaMismatchError, WarehouseError
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, IdChanges, PartitionStats, validate_ds
+from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 
 log = logging.getLogger(__name__)
@@ -283,9 +283,11 @@ class LocalWarehouse:
                 ) from exc
 
     def _queries(
-        self, partitions: list[str], names: list[str], columns: list[str] | None = None, **params: Any
+        self, partitions: list[str], names: list[str], columns: list[str] | None = None,
+        others: list[tuple[LocalWarehouse, str]] = (), **params: Any,
     ) -> list[list[tuple[Any, ...]]]:
-        """Run sql/ files with DuckDB against a view of ``self.table`` over ``partitions`` only.
+        """Run sql/ files with DuckDB against a view of ``self.table`` over ``partitions`` only (and a view
+        of each other table over its partitions in ``others``: a staged partition against a published one).
 
         DuckDB's read_parquet(path) opens the path more than once per query (metadata at bind time,
         data at execution), so a concurrent os.replace could pair one version's footer with another's
@@ -295,22 +297,23 @@ class LocalWarehouse:
         Queries that scan the table more than once (a self-join) pass ``columns``: those columns are
         then read into memory once per partition, since a stream can be scanned only once.
         """
-        partitions = list(dict.fromkeys(partitions))
-        handles = [self._open_partition(ds) for ds in partitions]
+        sources = list(dict.fromkeys([(self, ds) for ds in partitions] + list(others)))
+        handles = [warehouse._open_partition(ds) for warehouse, ds in sources]
         con = duckdb.connect(":memory:")
         try:
             files = [pq.ParquetFile(handle) for handle in handles]
             for i in range(len(files)):
                 con.register(f"_partition_{i}", CATALOG_SCHEMA.empty_table())
-            # The view binds to the names; each query re-registers fresh readers under them, because a
+            # The views bind to the names; each query re-registers fresh readers under them, because a
             # RecordBatchReader is consumed by one scan.
-            con.execute(
-                f"CREATE VIEW {self.table} AS "
-                + " UNION ALL ".join(
-                    f"SELECT *, {_sql_string(ds)} AS {PARTITION_COLUMN} FROM _partition_{i}"
-                    for i, ds in enumerate(partitions)
+            for table in dict.fromkeys(warehouse.table for warehouse, _ in sources):
+                con.execute(
+                    f"CREATE VIEW {table} AS "
+                    + " UNION ALL ".join(
+                        f"SELECT *, {_sql_string(ds)} AS {PARTITION_COLUMN} FROM _partition_{i}"
+                        for i, (warehouse, ds) in enumerate(sources) if warehouse.table == table
+                    )
                 )
-            )
             results = []
             if columns is not None:
                 for i, parquet in enumerate(files):
@@ -325,7 +328,7 @@ class LocalWarehouse:
             return results
         except (duckdb.Error, OSError, pa.ArrowException) as exc:
             raise WarehouseError(
-                f"query on partitions {partitions} of local table {self.table!r} failed: {exc}"
+                f"query on partitions {[f'{w.table}/{ds}' for w, ds in sources]} of the local warehouse failed: {exc}"
             ) from exc
         finally:
             con.close()
@@ -347,10 +350,13 @@ class LocalWarehouse:
             duplicate_ids=[int(i) for i, _ in duplicates],
         )
 
-    def id_changes(self, ds: str, previous_ds: str) -> IdChanges:
-        """Ids in ``ds`` but not in ``previous_ds`` (added) and the reverse (removed)."""
+    def id_changes(self, ds: str, previous_ds: str, previous: LocalWarehouse | None = None) -> IdChanges:
+        """Ids in ``ds`` but not in ``previous_ds`` of ``previous`` (default: this table; added) and the
+        reverse (removed)."""
         ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
-        ((row,),) = self._queries([ds, previous_ds], ["id_changes"], columns=["id"], ds=ds, previous_ds=previous_ds)
+        previous = previous or self
+        ((row,),) = self._queries([ds], ["id_changes"], columns=["id"], others=[(previous, previous_ds)],
+                                  ds=ds, previous_ds=previous_ds, previous_table=previous.table)
         return IdChanges(ds, previous_ds, int(row[0] or 0), int(row[1] or 0))
 
     def sample_rows(self, ds: str, limit: int) -> list[dict]:
@@ -373,6 +379,65 @@ class LocalWarehouse:
             return []
         (rows,) = self._queries([ds], ["rows_by_id"], ds=ds, ids=sorted(set(ids)), limit=len(set(ids)) * 10)
         return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+
+    # -- write, audit, publish ---------------------------------------------------------------------
+
+    def staging(self) -> LocalWarehouse:
+        """Where runs write before their checks: ``<table>__staging`` under the same root."""
+        return LocalWarehouse(self.root, f"{self.table}{STAGING_SUFFIX}", 1)
+
+    def publish(self, ds: str, staging: LocalWarehouse) -> None:
+        """Move the staged partition's file over partition ``ds``: one ``os.replace`` on one filesystem,
+        so readers open the old file or the new one."""
+        ds = validate_ds(ds)
+        self._require_table()
+        source, final = staging.partition_file(ds), self.partition_file(ds)
+        if not source.is_file():
+            raise WarehouseError(f"nothing staged for partition {PARTITION_COLUMN}={ds} of local table "
+                                 f"{self.table!r} (no {source}): load the partition first")
+        final.parent.mkdir(exist_ok=True)
+        try:
+            os.replace(source, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise WarehouseError(f"publishing partition {PARTITION_COLUMN}={ds} of {self.table!r} failed: {exc}; "
+                                 "the published partition is unchanged") from exc
+        staging.drop_partition(ds)
+        log.info("published partition %s=%s of local table %s", PARTITION_COLUMN, ds, self.table)
+
+    def drop_partition(self, ds: str) -> None:
+        """Remove partition ``ds`` if it exists (renamed away first: it disappears at once)."""
+        part_dir = self.partition_file(validate_ds(ds)).parent
+        trash = self.table_dir / f".dropped-{ds}-{uuid.uuid4().hex}"
+        try:
+            os.replace(part_dir, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def clean_litter(self) -> list[str]:
+        """Remove what killed writes left: temp files, empty partition folders, half-removed trash.
+        Call it only when no write of this table runs (one run per index at a time)."""
+        removed: list[str] = []
+        if not self.table_dir.is_dir():
+            return removed
+        for entry in self.table_dir.iterdir():
+            if entry.name.startswith((".expired-", ".dropped-")) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry.name)
+            elif entry.name.startswith(f".{TABLE_META}-") and entry.name.endswith(".tmp"):
+                entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+            elif _PARTITION_DIR_RE.match(entry.name) and entry.is_dir():
+                for tmp in entry.glob(".data-*.parquet.tmp"):
+                    tmp.unlink(missing_ok=True)
+                    removed.append(f"{entry.name}/{tmp.name}")
+                if not any(entry.iterdir()):
+                    entry.rmdir()
+                    removed.append(entry.name)
+        if removed:
+            log.info("removed litter of killed writes from local table %s: %s", self.table, removed)
+        return removed
 
     # -- lifecycle --------------------------------------------------------------------------------
 

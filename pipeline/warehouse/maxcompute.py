@@ -27,7 +27,7 @@ from pipeline.errors import (
     WarehouseError,
 )
 from pipeline.redact import register_secrets
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, IdChanges, PartitionStats, validate_ds
+from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 from pipeline.warehouse.local import conform_batch, iter_source
 
@@ -268,11 +268,12 @@ class MaxComputeWarehouse:
             duplicate_ids=[int(r["id"]) for r in duplicates],
         )
 
-    def id_changes(self, ds: str, previous_ds: str) -> IdChanges:
-        """Ids added and removed between two partitions (sql/id_changes.sql)."""
+    def id_changes(self, ds: str, previous_ds: str, previous: MaxComputeWarehouse | None = None) -> IdChanges:
+        """Ids added and removed between partition ``previous_ds`` of ``previous`` (default: this table)
+        and partition ``ds`` of this one (sql/id_changes.sql)."""
         ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
         try:
-            (row,) = self._query("id_changes", ds, previous_ds=previous_ds)
+            (row,) = self._query("id_changes", ds, previous_ds=previous_ds, previous_table=(previous or self).table)
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"id comparison of {self._where(ds)} with ds={previous_ds} failed", exc) from exc
         return IdChanges(ds, previous_ds, int(row["added"] or 0), int(row["removed"] or 0))
@@ -305,6 +306,37 @@ class MaxComputeWarehouse:
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"reading ids {sorted(set(ids))[:5]} of {self._where(ds)} failed", exc) from exc
         return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+
+    # -- write, audit, publish ---------------------------------------------------------------------
+
+    def staging(self) -> MaxComputeWarehouse:
+        """The table runs write into before their checks: ``<table>__staging`` in the same project, with a
+        one-day lifecycle, so MaxCompute itself reclaims what a killed run left behind."""
+        return MaxComputeWarehouse(self._odps, f"{self.table}{STAGING_SUFFIX}", 1)
+
+    def publish(self, ds: str, staging: MaxComputeWarehouse) -> None:
+        """Replace partition ``ds`` with the staged one in one statement (sql/publish_partition.sql:
+        ``INSERT OVERWRITE ... SELECT``, which MaxCompute commits atomically), then drop the staged one."""
+        ds = validate_ds(ds)
+        try:
+            self._odps.execute_sql(load_sql("publish_partition", table=self.table, source_table=staging.table, ds=ds))
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"publishing {staging._where(ds)} into {self._where(ds)} failed; "
+                                   "the published partition is unchanged", exc) from exc
+        staging.drop_partition(ds)
+        log.info("published %s from %s", self._where(ds), staging.table)
+
+    def drop_partition(self, ds: str) -> None:
+        """Drop partition ``ds`` if it exists."""
+        ds = validate_ds(ds)
+        try:
+            self._odps.get_table(self.table).delete_partition(f"{PARTITION_COLUMN}={ds}", if_exists=True)
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"dropping {self._where(ds)} failed", exc) from exc
+
+    def clean_litter(self) -> list[str]:
+        """Nothing beyond the staged partitions (see :meth:`staging`): a killed upload session commits nothing."""
+        return []
 
     def expire_partitions(self, today_ds: str) -> list[str]:
         """Nothing to do: MaxCompute drops partitions itself per the table's LIFECYCLE."""

@@ -56,7 +56,7 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
     from pipeline.stages import load_partition
 
     paths, stack, config = demo_stack
-    load_partition(config, "20261231")  # the newest partition: older backfill dates must not rebuild
+    load_partition(config, "20261231", publish=True)  # the newest partition: older backfill dates must not rebuild
     live_before = stack.opensearch.engine.live_generation_id("demo_images")
 
     port = _free_port()
@@ -88,7 +88,7 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
 
         # Logical dates 11-15 and 11-16 at 18:00 UTC are the 02:00 Shanghai runs of the 16th and 17th.
         wanted = [reports / "demo" / f"{ds}.json" for ds in ("20261116", "20261117")]
-        _wait_for("both backfill runs to report", lambda: all(p.exists() for p in wanted), 180)
+        _wait_for("both backfill runs to report", lambda: all(p.exists() for p in wanted), 420)  # a loaded 2-core machine
     finally:
         _stop_tree(standalone)
         log.close()

@@ -36,7 +36,9 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
 def test_task_chain(dagbag) -> None:
     dag = dagbag.dags["image_index_demo"]
     assert dag.get_task("check_partition").upstream_task_ids == {"resolve_partition", "load_partition"}
-    assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition"}
+    # nothing is published before the guards passed, and nothing rebuilt before it is published
+    assert dag.get_task("publish_partition").upstream_task_ids == {"resolve_partition", "check_partition"}
+    assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "publish_partition"}
     assert dag.get_task("wait_until_searchable").upstream_task_ids == {"start_rebuild"}
     # the smoke samples ids new against the live partition that check_partition read
     assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "check_partition", "wait_until_searchable"}

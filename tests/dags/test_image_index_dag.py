@@ -39,7 +39,8 @@ def task_states(dag_run) -> dict[str, str]:
 
 
 ALL_TASKS = (
-    "resolve_partition", "load_partition", "check_partition", "start_rebuild", "wait_until_searchable", "smoke_query", "report",
+    "resolve_partition", "load_partition", "check_partition", "publish_partition", "start_rebuild",
+    "wait_until_searchable", "smoke_query", "report",
 )
 
 
@@ -64,7 +65,7 @@ def test_backfill_of_an_older_partition_writes_it_but_does_not_rebuild(demo_dag,
     from pipeline.stages import load_partition
 
     _, stack, config = demo_stack
-    load_partition(config, "20261231")  # a newer partition exists, whatever ran before
+    load_partition(config, "20261231", publish=True)  # a newer partition exists, whatever ran before
     live_before = stack.opensearch.engine.live_generation_id("demo_images")
     run = demo_dag.test(logical_date=datetime(2026, 12, 1, 18, 0, tzinfo=UTC))  # ds=20261202 < 20261231
     states = task_states(run)

@@ -100,7 +100,7 @@ def lister(server: LocalOssServer, bucket: str = BUCKET, parallel: bool = False)
 def test_unusual_keys_are_loaded_exactly_and_read_back(
     server: LocalOssServer, config, warehouse: LocalWarehouse, parallel: bool
 ) -> None:
-    result = load_partition(config, "20261220", lister=lister(server, parallel=parallel), warehouse=warehouse)
+    result = load_partition(config, "20261220", lister=lister(server, parallel=parallel), warehouse=warehouse, publish=True)
     expected = sorted(
         ({**row, "source_image": "/" + key} for key, (_, row) in OBJECTS.items() if row is not None),
         key=lambda r: r["id"],
@@ -133,7 +133,7 @@ def test_a_bucket_that_does_not_exist_names_bucket_and_connection_and_writes_not
     server: LocalOssServer, config, warehouse: LocalWarehouse
 ) -> None:
     with pytest.raises(SourceAccessError) as err:
-        load_partition(config, "20261221", lister=lister(server, "no-such-bucket"), warehouse=warehouse)
+        load_partition(config, "20261221", lister=lister(server, "no-such-bucket"), warehouse=warehouse, publish=True)
     message = str(err.value)
     assert "bucket 'no-such-bucket'" in message and "connection 'oss_bad_input'" in message
     assert "does not exist; check the bucket name in the index config" in message

@@ -84,7 +84,7 @@ def test_calls_after_a_token_expired_sign_with_a_renewed_one(demo_stack, monkeyp
 
 def test_a_wait_longer_than_a_token_ends_ready_because_the_provider_renews_it(demo_stack, monkeypatch) -> None:
     _, stack, config = demo_stack
-    load_partition(config, DS)
+    load_partition(config, DS, publish=True)
     extras = stack.connections("ram_role_arn")["opensearch_local"]
     monkeypatch.setenv("AIRFLOW_CONN_OS_ROLE", json.dumps({"conn_type": "generic", **extras}))
     monkeypatch.setattr(stack.authority, "max_lifetime_s", 2.0)  # every token lives at most two seconds
@@ -100,7 +100,7 @@ def test_a_wait_longer_than_a_token_ends_ready_because_the_provider_renews_it(de
 
 def test_a_static_token_that_expires_mid_wait_ends_it_at_once_saying_why(demo_stack, monkeypatch) -> None:
     _, stack, config = demo_stack
-    load_partition(config, DS)
+    load_partition(config, DS, publish=True)
     temporary = stack.authority.issue("acs:ram::1:role/x", "static", 900)
     extras = stack.connections("AK")["opensearch_local"]
     extras["extra"] = {**extras["extra"], "auth_type": "STS", "access_key_id": temporary.access_key_id,

@@ -28,7 +28,7 @@ def sorted_rows(table: pa.Table) -> list[dict]:
 
 def test_load_then_check_the_demo_partition(demo_stack) -> None:
     _, _, config = demo_stack
-    result = load_partition(config, "20261101")
+    result = load_partition(config, "20261101", publish=True)
     assert result.rows_written == 320
     assert result.counts["kept"] == 320 and result.counts["listed"] == 320 + sum(EXPECTED_SKIPS.values())
     assert result.counts["skipped"] == EXPECTED_SKIPS
@@ -45,9 +45,9 @@ def test_load_then_check_the_demo_partition(demo_stack) -> None:
 
 def test_rerun_gives_an_identical_partition(demo_stack) -> None:
     _, _, config = demo_stack
-    load_partition(config, "20261102")
+    load_partition(config, "20261102", publish=True)
     first = sorted_rows(open_index_warehouse(config).read_partition("20261102"))
-    load_partition(config, "20261102")
+    load_partition(config, "20261102", publish=True)
     assert sorted_rows(open_index_warehouse(config).read_partition("20261102")) == first
 
 
@@ -60,9 +60,9 @@ def test_dry_run_writes_nothing(demo_stack) -> None:
 
 def test_prefix_override_and_empty_partition_check(demo_stack) -> None:
     _, _, config = demo_stack
-    result = load_partition(config, "20261104", prefixes=["catalog/hats/"])
+    result = load_partition(config, "20261104", prefixes=["catalog/hats/"], publish=True)
     assert result.rows_written == 80 and result.prefixes == ["catalog/hats/"]
-    load_partition(config, "20261105", prefixes=["nothing-here/"])
+    load_partition(config, "20261105", prefixes=["nothing-here/"], publish=True)
     with pytest.raises(PartitionCheckError, match=r"ds=20261105 of demo_image_catalog has no rows"):
         check_partition(open_index_warehouse(config), "20261105")
 
@@ -70,7 +70,7 @@ def test_prefix_override_and_empty_partition_check(demo_stack) -> None:
 def test_duplicate_ids_fail_the_check_with_examples(demo_stack) -> None:
     _, _, config = demo_stack
     clashing = config.model_copy(update={"id_rule": config.id_rule.model_copy(update={"regex": r"^(\d)"})})
-    load_partition(clashing, "20261106")
+    load_partition(clashing, "20261106", publish=True)
     with pytest.raises(PartitionCheckError, match=r"has 316 duplicate id\(s\), e.g. \[1, 2, 3, 4\]"):
         check_partition(open_index_warehouse(config), "20261106")
 
@@ -93,21 +93,21 @@ class FailingLister:
 
 def test_a_failed_listing_leaves_the_previous_partition(demo_stack) -> None:
     _, _, config = demo_stack
-    load_partition(config, "20261107")
+    load_partition(config, "20261107", publish=True)
     before = sorted_rows(open_index_warehouse(config).read_partition("20261107"))
     small_pages = open_lister(config, page_size=50)  # several pages, so the failure lands mid-listing
     with pytest.raises(TransientSourceError):
-        load_partition(config, "20261107", lister=FailingLister(small_pages, pages=3))
+        load_partition(config, "20261107", lister=FailingLister(small_pages, pages=3), publish=True)
     assert sorted_rows(open_index_warehouse(config).read_partition("20261107")) == before
     # ... and a rerun completes without any cleanup.
-    assert load_partition(config, "20261107").rows_written == 320
+    assert load_partition(config, "20261107", publish=True).rows_written == 320
 
 
 def test_unmapped_policy_fail_commits_nothing(demo_stack) -> None:
     _, _, config = demo_stack
     strict = config.model_copy(update={"category_rule": config.category_rule.model_copy(update={"unmapped": "fail"})})
     with pytest.raises(CatalogError, match="'catalog/misc/90001.jpg' has category 'misc'"):
-        load_partition(strict, "20261108")
+        load_partition(strict, "20261108", publish=True)
     assert "20261108" not in open_index_warehouse(config).partitions()
 
 

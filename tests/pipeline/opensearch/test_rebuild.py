@@ -44,7 +44,7 @@ DS = "20261201"
 @pytest.fixture(scope="module")
 def conn(demo_stack) -> OpenSearchConnection:
     _, stack, config = demo_stack
-    load_partition(config, DS)
+    load_partition(config, DS, publish=True)
     return OpenSearchConnection.from_airflow("opensearch_local")
 
 

@@ -59,8 +59,8 @@ def test_the_smoke_samples_new_ids_and_fails_against_the_previous_generation(
     _, _, config = demo_stack
     # A pool smaller than the partition, as in a real one: the 40 smallest ids are all old ones.
     monkeypatch.setattr("pipeline.opensearch.smoke.SAMPLE_POOL", 40)
-    load_partition(config, OLD, prefixes=["catalog/shoes/", "catalog/bags/"])  # ids 1xxxx, 2xxxx
-    load_partition(config, NEW)  # adds hats and watches: ids 3xxxx, 4xxxx
+    load_partition(config, OLD, prefixes=["catalog/shoes/", "catalog/bags/"], publish=True)  # ids 1xxxx, 2xxxx
+    load_partition(config, NEW, publish=True)  # adds hats and watches: ids 3xxxx, 4xxxx
     old = go_live(mgmt, OLD)
 
     rows, new_against, note = smoke_sample_pool(open_index_warehouse(config), NEW, OLD, 1000)
@@ -82,8 +82,8 @@ def test_the_smoke_samples_new_ids_and_fails_against_the_previous_generation(
 
 def test_without_a_live_partition_any_id_is_sampled_and_the_report_says_so(demo_stack, engine, mgmt) -> None:
     _, _, config = demo_stack
-    load_partition(config, OLD, prefixes=["catalog/shoes/", "catalog/bags/"])
-    load_partition(config, NEW)
+    load_partition(config, OLD, prefixes=["catalog/shoes/", "catalog/bags/"], publish=True)
+    load_partition(config, NEW, publish=True)
     warehouse = open_index_warehouse(config)
     rows, new_against, note = smoke_sample_pool(warehouse, OLD, None, 1000)
     assert new_against is None and rows[0]["id"] == 10001
@@ -97,8 +97,8 @@ def test_without_a_live_partition_any_id_is_sampled_and_the_report_says_so(demo_
 def test_queries_fetch_summaries_by_primary_key_as_the_vendor_example_does(demo_stack, engine, mgmt) -> None:
     """A switch landing between a query's two phases loses docid-fetched summaries; by pk they survive."""
     _, _, config = demo_stack
-    load_partition(config, OLD, prefixes=["catalog/shoes/", "catalog/bags/"])
-    load_partition(config, NEW)
+    load_partition(config, OLD, prefixes=["catalog/shoes/", "catalog/bags/"], publish=True)
+    load_partition(config, NEW, publish=True)
     go_live(mgmt, OLD)
     new = built_not_switched(engine, mgmt, NEW)
     sent: list[str] = []
@@ -133,7 +133,7 @@ def test_a_copy_of_the_sampled_image_under_other_keys_counts_as_found(
         # derives it from size and mtime, so equal bytes need the original's mtime to share it here.
         os.utime(paths.oss / config.source.bucket / f"dups/hats/{35000 + i}.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     ds = "20200103"
-    load_partition(config, ds, prefixes=["catalog/hats/", "dups/hats/"])
+    load_partition(config, ds, prefixes=["catalog/hats/", "dups/hats/"], publish=True)
     live = go_live(mgmt, ds)
     with pytest.raises(SourceError, match="reading the ETag of 'dups/hats/nope.jpg'"):
         object_etag(oss, bucket, "dups/hats/nope.jpg", retry=RetryPolicy(attempts=1))

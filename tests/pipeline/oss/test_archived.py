@@ -100,7 +100,7 @@ def test_frozen_archived_images_are_skipped_and_restored_ones_are_rows(
 ) -> None:
     config = load_index_config(REPO / "dags" / "indexes" / "demo.yaml")
     warehouse = LocalWarehouse(tmp_path, config.warehouse.table)
-    result = load_partition(config, "20261120", lister=listers(server)[mode], warehouse=warehouse)
+    result = load_partition(config, "20261120", lister=listers(server)[mode], warehouse=warehouse, publish=True)
     table: pa.Table = warehouse.read_partition("20261120")
     assert sorted(row["source_image"] for row in table.to_pylist()) == ["/" + key for key in READABLE]
     assert result.rows_written == len(READABLE)

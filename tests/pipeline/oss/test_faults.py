@@ -67,7 +67,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory, config) -> LocalWarehous
 def baseline(server: LocalOssServer, config, warehouse: LocalWarehouse) -> dict:
     """The fault-free load: its rows and counts are what every faulty load must reproduce."""
     server.faults.reset()
-    result = load_partition(config, BASELINE_DS, lister=lister(server), warehouse=warehouse)
+    result = load_partition(config, BASELINE_DS, lister=lister(server), warehouse=warehouse, publish=True)
     assert result.rows_written == 320
     return {"rows": rows(warehouse, BASELINE_DS), "counts": result.counts, "lists": server.faults.list_requests}
 
@@ -123,7 +123,7 @@ def test_a_503_burst_mid_listing_is_retried_to_the_same_partition(
     faults = server.faults
 
     burst = BurstAfterTwoPages(source, faults, slow_down_next=3)
-    result = load_partition(config, ds, lister=burst, warehouse=warehouse)
+    result = load_partition(config, ds, lister=burst, warehouse=warehouse, publish=True)
     assert faults.slow_downs_sent == 3 and faults.slow_down_next == 0
     assert_same_partition(warehouse, ds, result, baseline)
 
@@ -134,7 +134,7 @@ def test_a_connection_reset_mid_response_is_retried_to_the_same_partition(
 ) -> None:
     ds = "20261204" if parallel else "20261205"
     server.faults.set(reset_next=2)
-    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse)
+    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse, publish=True)
     assert server.faults.resets_sent == 2
     assert_same_partition(warehouse, ds, result, baseline)
 
@@ -159,7 +159,7 @@ def test_slow_pages_change_nothing_but_time(
 ) -> None:
     ds = "20261206" if parallel else "20261207"
     server.faults.set(list_delay_s=0.02)
-    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse)
+    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse, publish=True)
     assert server.faults.delayed_lists == server.faults.list_requests > 0
     assert server.faults.slow_downs_sent == server.faults.resets_sent == 0
     assert_same_partition(warehouse, ds, result, baseline)
@@ -173,7 +173,7 @@ def test_short_and_empty_truncated_pages_lose_no_key(
     The parallel lister once ended a range at the first short page (keys silently missing)."""
     ds = "20261212" if parallel else "20261213"
     server.faults.set(short_pages_rate=0.4, short_pages_seed=9)
-    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse)
+    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse, publish=True)
     assert server.faults.short_pages_sent > 0 and server.faults.empty_pages_sent > 0
     assert result.rows_written == 320  # every image of the bucket: the truth
     assert_same_partition(warehouse, ds, result, baseline)
@@ -186,7 +186,7 @@ def test_a_page_failing_once_is_retried_from_its_own_token(
     token = token_after(keys[2 * PAGE - 1])  # the token of the third page
     server.faults.reset()
     server.faults.set(fail_tokens_once={token})
-    result = load_partition(config, "20261208", lister=lister(server), warehouse=warehouse)
+    result = load_partition(config, "20261208", lister=lister(server), warehouse=warehouse, publish=True)
     assert server.faults.failed_tokens == [token] and not server.faults.fail_tokens_once
     seen = list(server.faults.list_tokens)
     assert seen[:2] == ["", token_after(keys[PAGE - 1])]
@@ -202,7 +202,7 @@ def test_every_kth_list_request_failing_once_in_parallel(
     # Workers interleave, so a retried page may draw another multiple of k: give it room enough that
     # four failures of one page in a row (about 1 in 81 per page) cannot fail the test.
     patient = RetryPolicy(attempts=12, sleep=lambda _s: None)
-    result = load_partition(config, "20261209", lister=lister(server, parallel=True, retry=patient), warehouse=warehouse)
+    result = load_partition(config, "20261209", lister=lister(server, parallel=True, retry=patient), warehouse=warehouse, publish=True)
     assert server.faults.kth_failures_sent == server.faults.list_requests // 3 > 0
     assert_same_partition(warehouse, "20261209", result, baseline)
 
@@ -212,7 +212,7 @@ def test_a_burst_longer_than_the_retry_budget_fails_and_keeps_the_previous_parti
     server: LocalOssServer, config, warehouse: LocalWarehouse, baseline: dict, parallel: bool
 ) -> None:
     ds = "20261210" if parallel else "20261211"
-    load_partition(config, ds, lister=lister(server), warehouse=warehouse)  # the previous run of this ds
+    load_partition(config, ds, lister=lister(server), warehouse=warehouse, publish=True)  # the previous run of this ds
     before = rows(warehouse, ds)
     partitions = warehouse.partitions()
     source = lister(server, parallel=parallel)
@@ -220,12 +220,12 @@ def test_a_burst_longer_than_the_retry_budget_fails_and_keeps_the_previous_parti
 
     burst = BurstAfterTwoPages(source, faults, slow_down_next=1000)
     with pytest.raises(TransientSourceError, match=r"listing OSS: bucket 'demo-images' .* answered 503 SlowDown"):
-        load_partition(config, ds, lister=burst, warehouse=warehouse)
+        load_partition(config, ds, lister=burst, warehouse=warehouse, publish=True)
     assert faults.slow_downs_sent >= NO_SLEEP.attempts
     assert rows(warehouse, ds) == before and warehouse.partitions() == partitions
     assert not list(warehouse.table_dir.rglob(f"ds={ds}/.*"))  # no half-written file left behind
     faults.reset()
-    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse)  # no cleanup
+    result = load_partition(config, ds, lister=lister(server, parallel=parallel), warehouse=warehouse, publish=True)  # no cleanup
     assert_same_partition(warehouse, ds, result, baseline)
 
 
@@ -288,7 +288,7 @@ def test_the_dag_fails_at_load_and_leaves_partition_and_live_index_untouched(
         task.retries = 0
     ds = "20261015"  # older than every other partition in the session: never the newest one
     warehouse = open_index_warehouse(config)
-    load_partition(config, ds)
+    load_partition(config, ds, publish=True)
     before = rows(warehouse, ds)
     live = stack.opensearch.engine.live_generation_id("demo_images")
 
