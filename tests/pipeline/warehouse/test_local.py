@@ -390,3 +390,35 @@ def test_rows_by_id(wh: LocalWarehouse) -> None:
     wh.write_partition("20261101", [batch([9, 3, 7, 1])])
     assert [r["id"] for r in wh.rows_by_id("20261101", [7, 9, 42, 7])] == [7, 9]
     assert wh.rows_by_id("20261101", []) == []
+
+
+def test_staged_rows_are_published_in_one_replace_and_the_stage_is_emptied(wh: LocalWarehouse) -> None:
+    wh.write_partition("20261101", [batch([1, 2, 3])])
+    staging = wh.staging()
+    staging.ensure_table()
+    staging.write_partition("20261101", [batch([2, 3, 4, 5])])
+    changes = staging.id_changes("20261101", "20261101", previous=wh)  # staged against published
+    assert (changes.added, changes.removed) == (2, 1)
+    assert wh.read_partition("20261101").column("id").to_pylist() == [1, 2, 3]  # not yet published
+    wh.publish("20261101", staging)
+    assert wh.read_partition("20261101").column("id").to_pylist() == [2, 3, 4, 5]
+    assert staging.partitions() == []
+    with pytest.raises(WarehouseError, match="nothing staged"):
+        wh.publish("20261101", staging)
+    assert wh.read_partition("20261101").column("id").to_pylist() == [2, 3, 4, 5]
+
+
+def test_litter_of_killed_writes_is_removed(wh: LocalWarehouse) -> None:
+    wh.write_partition("20261101", [batch([1])])
+    # What a write killed before its os.replace leaves: a temp file, and a folder with nothing else.
+    (wh.table_dir / "ds=20261101" / ".data-dead.parquet.tmp").write_bytes(b"x" * 100)
+    (wh.table_dir / "ds=20261102").mkdir()
+    (wh.table_dir / "ds=20261102" / ".data-dead.parquet.tmp").write_bytes(b"x")
+    (wh.table_dir / ".expired-20261001-dead").mkdir()
+    removed = wh.clean_litter()
+    assert sorted(removed) == [".expired-20261001-dead", "ds=20261101/.data-dead.parquet.tmp", "ds=20261102",
+                               "ds=20261102/.data-dead.parquet.tmp"]
+    assert wh.partitions() == ["20261101"] and wh.read_partition("20261101").num_rows == 1
+    wh.drop_partition("20261101")
+    wh.drop_partition("20261101")  # gone already: nothing to do
+    assert wh.partitions() == []
