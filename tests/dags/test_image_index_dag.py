@@ -100,30 +100,31 @@ def test_a_build_that_drops_images_is_reported_and_past_the_limit_fails_the_run(
 
     _, stack, config = demo_stack
     upload_objects(OssConnection.from_airflow("oss_local").bucket(config.source.bucket), undecodable_objects(48, 2))
-    conf = {"prefixes": ["planted/"], "override_guards": ["shrink"]}  # 50 rows against 320 live
+    # 50 rows against 320 live; dates between the other tests' (a newer partition would stop their rebuilds)
+    conf = {"prefixes": ["planted/"], "override_guards": ["shrink"]}
     lenient = config.model_copy(update={"guards": config.guards.model_copy(update={"max_unindexed_fraction": 0.05})})
     dags = [build_dag(c, REPO / "dags" / "indexes" / "demo.yaml") for c in (lenient, config)]
     for dag in dags:
         for task in dag.tasks:
             task.retries = 0 if task.task_id != "wait_until_searchable" else 2  # a retry would wait a minute
 
-    passed = dags[0].test(logical_date=None, run_conf={**conf, "partition_date": "2027-04-01"})
+    passed = dags[0].test(logical_date=None, run_conf={**conf, "partition_date": "2027-02-01"})
     assert passed.state == "success", task_states(passed)
-    rebuild = report("20270401")["rebuild"]
+    rebuild = report("20270201")["rebuild"]
     assert (rebuild["figures"]["rows"], rebuild["figures"]["indexed"], rebuild["figures"]["failures"]) == (50, 48, 2)
     assert [e["image"] for e in rebuild["figures"]["failure_examples"]] == ["/planted/shoes/19901.jpg", "/planted/shoes/19902.jpg"]
     assert "48 of 50 rows indexed (2 = 4.0% not indexed)" in rebuild["message"]
-    (line,) = [x for x in summarize(report("20270401")).splitlines() if x.startswith("  indexed: ")]
+    (line,) = [x for x in summarize(report("20270201")).splitlines() if x.startswith("  indexed: ")]
     assert "48 of 50 rows indexed" in line and "e.g. 19901 /planted/shoes/19901.jpg (decode failed" in line
-    assert live_partition("demo") == "20270401"
+    assert live_partition("demo") == "20270201"
 
-    failed = dags[1].test(logical_date=None, run_conf={**conf, "partition_date": "2027-04-02"})
+    failed = dags[1].test(logical_date=None, run_conf={**conf, "partition_date": "2027-02-02"})
     states = task_states(failed)
     assert states["wait_until_searchable"] == "failed" and states["smoke_query"] == "upstream_failed", states
     assert failed.state == "failed"
     (wait,) = [ti for ti in failed.get_task_instances() if ti.task_id == "wait_until_searchable"]
     assert wait.try_number == 1  # terminal: not retried although the task allows 2 retries
-    assert live_partition("demo") == "20270401"  # not proven live: the next shrink guard compares with it
+    assert live_partition("demo") == "20270201"  # not proven live: the next shrink guard compares with it
     newest = max(g["generationId"] for g in stack.opensearch.engine.list_generations("demo_images"))
     assert stack.opensearch.engine.live_generation_id("demo_images") == newest  # ...though it does serve
 
