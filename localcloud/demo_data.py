@@ -68,6 +68,27 @@ def demo_objects(per_category: int = 80, prefix: str = "catalog/") -> Iterator[D
     yield DemoObject(f"{prefix}watches/40998.jpg", _image(40998, "JPEG"), storage_class="Archive")
 
 
+def undecodable_objects(good: int = 48, broken: int = 2, prefix: str = "planted/") -> Iterator[DemoObject]:
+    """A folder for a build that must leave some rows out: ``good`` pictures (ids 19001...) and ``broken``
+    files with image names that no decoder reads (ids 19901...: an upload cut short, a converter gone
+    wrong), all under ``<prefix>shoes/``, so the demo config maps them to category 1. Outside
+    ``catalog/``: the demo's own prefix lists none of them."""
+    for i in range(1, good + 1):
+        yield DemoObject(f"{prefix}shoes/{19000 + i}.jpg", _image(19000 + i, "JPEG"))
+    for i in range(1, broken + 1):
+        yield DemoObject(f"{prefix}shoes/{19900 + i}.jpg", b"\xff\xd8\xff\xe0 cut short: not a whole JPEG " * i)
+
+
+def upload_objects(bucket: oss2.Bucket, objects: Iterator[DemoObject]) -> int:
+    """Put every object not there yet (the bucket must exist); return how many were written."""
+    written = 0
+    for obj in objects:
+        if not bucket.object_exists(obj.key):
+            bucket.put_object(obj.key, obj.data)
+            written += 1
+    return written
+
+
 def upload_demo_bucket(bucket: oss2.Bucket, per_category: int = 80) -> int:
     """Create the bucket if needed and put every demo object not there yet; return how many were written."""
     try:

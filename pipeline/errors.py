@@ -24,7 +24,9 @@
     │   ├── RebuildFailedError     the new generation ended ``failed`` or ``stopped``
     │   ├── RebuildStalledError    no progress for too long (names the fsmId and the remedy)
     │   │   └── RebuildNotSwitchedError  built (``ready``) but never switched in: the old index serves
-    │   └── RebuildDeadlineError   the absolute deadline passed
+    │   ├── RebuildDeadlineError   the absolute deadline passed
+    │   └── RebuildIncompleteError live, but lacking more of the partition's rows than
+    │                              guards.max_unindexed_fraction allows (already serving: see the message)
     └── SmokeQueryError            the live index did not answer a query as expected
 
 ``transient`` marks errors that a bounded retry may cure; everything else is terminal.
@@ -143,6 +145,11 @@ class RebuildNotSwitchedError(RebuildStalledError):
 
 class RebuildDeadlineError(RebuildError):
     """The absolute deadline for the rebuild passed before the new index went live."""
+
+
+class RebuildIncompleteError(RebuildError):
+    """The new generation went live lacking more of the partition's rows than ``max_unindexed_fraction``
+    allows. It is already switched in: the message says so, with the numbers, examples and what to do."""
 
 
 class SmokeQueryError(PipelineError):

@@ -8,6 +8,9 @@ wrong, with examples and the way to proceed deliberately (the ``override_guards`
     duplicates  an id occurs more than once (with the hash rule: a collision of two keys)
     unmapped    too many images had a category the rule could not map
     skipped     too many listed objects were skipped for any reason
+
+One more bound, ``guards.max_unindexed_fraction``, is not judged here: it needs the rebuilt generation's
+own figures, so the wait checks it once the generation is live (pipeline/opensearch/figures.py).
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ def build_report(index: str, ds: str, stages: dict) -> dict:
             "outcome": (waited or {}).get("outcome"),
             "message": (waited or {}).get("message"),
             "fsm_id": (waited or {}).get("fsm_id"),
+            "figures": (waited or {}).get("figures"),  # what the generation holds against the partition
         },
         "smoke_queries": smoke,
         "seconds": {k: v for k, v in timings.items() if v is not None},
@@ -113,6 +114,8 @@ def summarize(report: dict) -> str:
         if rebuild.get("started"):
             followed = " (followed: an earlier attempt of this run started it)" if rebuild.get("followed_earlier_attempt") else ""
             lines.append(f"  rebuild: generation {rebuild.get('generation_id')} {rebuild.get('outcome') or 'not finished'}{followed}")
+            if (rebuild.get("figures") or {}).get("summary"):
+                lines.append(f"  indexed: {rebuild['figures']['summary']}")
         else:
             lines.append(f"  rebuild: not started: {rebuild.get('reason')}")
         for warning in rebuild.get("warnings") or []:

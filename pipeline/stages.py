@@ -200,7 +200,10 @@ def start_index_rebuild(
 ) -> dict:
     """Decide whether to rebuild from ``ds``; if so, follow the build an earlier attempt of this DAG run
     started (``earlier_attempt``, what ``remember`` stored), or preflight and start one. Returns a
-    JSON-able summary whose ``handle`` (None when not started) the wait consumes."""
+    JSON-able summary whose ``handle`` (None when not started) the wait consumes; the handle carries the
+    partition's distinct ids and the live partition before this run, to judge the build's figures."""
+    from dataclasses import replace
+
     from pipeline.opensearch.connection import OpenSearchConnection
     from pipeline.opensearch.management import OpenSearchManagement
     from pipeline.opensearch.rebuild import (
@@ -224,6 +227,8 @@ def start_index_rebuild(
     table, settings = config.opensearch.table, settings_for(config.opensearch)
     mgmt = OpenSearchManagement(OpenSearchConnection.from_airflow(config.opensearch.conn_id))
     earlier = RebuildAttempt.from_dict(earlier_attempt) if earlier_attempt else None
+    judged = {"partition_rows": (checked.get("stats") or {}).get("distinct_ids"),
+              "live_ds_before": checked.get("live_ds")}
     if earlier is not None and (earlier.table, earlier.ds) == (table, ds):
         followed = resume_rebuild(mgmt, earlier, settings)
         if followed is not None:
@@ -232,7 +237,7 @@ def start_index_rebuild(
                 "reason": f"{reason}; following generation {followed.generation_id}, which an earlier attempt of "
                 "this run started (no second reindex)",
                 "followed_earlier_attempt": True,
-                "handle": followed.as_dict(),
+                "handle": replace(followed, **judged).as_dict(),
                 "seconds": round(time.monotonic() - started, 3),
             }
     seen = preflight(mgmt, table)
@@ -241,7 +246,7 @@ def start_index_rebuild(
         "started": True,
         "reason": reason,
         "preflight": seen,
-        "handle": handle.as_dict(),
+        "handle": replace(handle, **judged).as_dict(),
         "seconds": round(time.monotonic() - started, 3),
     }
 

@@ -4,7 +4,8 @@ The configuration names the instance, its tables (schema, the warehouse partitio
 project under ``warehouse.maxcompute`` {endpoint, project, access_key_id, access_key_secret, region} or a
 local warehouse ``warehouse.root``; the OSS
 endpoint images are read from, and ``auto_build_index``: whether GetTable reports Automatic Index
-Rebuild on), the keys the management API accepts, the query user, and fault knobs;
+Rebuild on), the keys the management API accepts, the query user, fault knobs and ``report_build_figures``
+(false: GetTableGeneration answers only its documented fields);
 a secret may be given as ``<key>_env`` naming an environment variable instead of the value.
 """
 
@@ -107,6 +108,7 @@ def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") ->
         host=config.get("host", "127.0.0.1"), port=int(config.get("port", 0)),
         http_faults=HttpFaults(**_knobs(config.get("http_faults"), HTTP_FAULT_KNOBS, f"{where}: http_faults")),
         authority=TokenAuthority.from_hex(_setting(config, "sts_key_hex", where)) if _has(config, "sts_key_hex") else None,
+        report_build_figures=bool(config.get("report_build_figures", True)),
     )
 
 

@@ -12,12 +12,16 @@ Management API (ROA, JSON; every request must carry a valid ACS3-HMAC-SHA256 sig
     GET  /openapi/ha3/instances/{iid}/tables/{t}                       GetTable
     POST /openapi/ha3/instances/{iid}/tables/{t}/reindex               Reindex {partition, dataTimeSec}
     GET  /openapi/ha3/instances/{iid}/tables/{t}/index_versions        ListTableGenerations
-    GET  /openapi/ha3/instances/{iid}/tables/{t}/index_versions/{gen}  GetTableGeneration
+    GET  /openapi/ha3/instances/{iid}/tables/{t}/index_versions/{gen}  GetTableGeneration (+ build figures)
     GET  /openapi/ha3/instances/{iid}/tasks?start=&end=                ListTasks (epoch seconds)
     GET  /openapi/ha3/instances/{iid}/data-source-tasks                ListDataSourceTasks
     GET  /openapi/ha3/instances/{iid}/pause-policies                   ListPausePolicys
     PUT  /openapi/ha3/instances/{iid}/pause-policies                   ModifyPausePolicy {"body": {...}}
     PUT  /openapi/ha3/instances/{iid}/force-switch/{fsmId}             ForceSwitch
+
+GetTableGeneration's documented result is ``generationId`` and ``status``; this server adds what the build
+counted (``rows``, ``docCount``, ``failures``, ``failureExamples``: :func:`describe_generation`), names of
+its own that the cloud does not document, unless ``report_build_figures`` is off.
 
 Success: 200 ``{"requestId", "result"}``. Errors: ``{"requestId", "code", "message"}`` with 4xx (the SDK
 raises ``ClientException``) or 5xx (``ServerException``); codes: the signature codes of acs3.py,
@@ -75,7 +79,7 @@ from localcloud.ram import TokenAuthority
 from pipeline.opensearch.ha.errors import ERROR_EMPTY_QUERY_STRING, ERROR_PARSE_SYNTAX
 from pipeline.opensearch.ha.grammar import HaQueryError, parse_ha_query
 
-__all__ = ["HttpFaults", "LocalOpenSearchServer", "describe_instance", "describe_table"]
+__all__ = ["HttpFaults", "LocalOpenSearchServer", "describe_generation", "describe_instance", "describe_table"]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +168,24 @@ def describe_table(engine: LocalEngine, table: str) -> dict[str, Any]:
             }},
         }],
     }
+
+
+# What a build counted, beyond GetTableGeneration's documented result (generationId, status). The cloud
+# documents no such figures (nor do the SDK's models carry them): these names are the local server's.
+BUILD_FIGURES = ("rows", "docCount", "failures", "failureExamples")
+
+
+def describe_generation(engine: LocalEngine, table: str, generation_id: str, figures: bool = True) -> dict[str, Any]:
+    """GetTableGeneration's result: the documented ``generationId`` and ``status`` and, with ``figures``,
+    what the build counted once it has (``rows`` read from the partition, ``docCount`` indexed,
+    ``failures`` left out and up to 5 ``failureExamples`` {pk, image, reason}). Without ``figures`` the
+    answer is exactly the documented one. The engine's own bookkeeping (partition, fsmId, message,
+    times) is not in the answer: the documented result does not carry it."""
+    record = engine.get_generation(table, generation_id)
+    answer = {"generationId": record["generationId"], "status": record["status"]}
+    if figures:
+        answer.update({k: record[k] for k in BUILD_FIGURES if k in record})
+    return answer
 
 
 def describe_instance(engine: LocalEngine, endpoint: str, user_name: str) -> dict[str, Any]:
@@ -375,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "ListTableGenerations":
             return [{"generationId": g["generationId"]} for g in engine.list_generations(params["table"])]
         if action == "GetTableGeneration":
-            return engine.get_generation(params["table"], params["gen"])
+            return describe_generation(engine, params["table"], params["gen"], app.report_build_figures)
         if action == "ListTasks":
             bounds: dict[str, int | None] = {}
             for key in ("start", "end"):
@@ -476,6 +498,7 @@ class LocalOpenSearchServer:
         *,
         http_faults: HttpFaults | None = None,
         authority: TokenAuthority | None = None,
+        report_build_figures: bool = True,
     ) -> None:
         if host == "localhost":
             host = "127.0.0.1"
@@ -495,6 +518,8 @@ class LocalOpenSearchServer:
         self.query_user = query_user
         self.query_password = query_password
         self.http_faults = http_faults or HttpFaults()
+        # False: GetTableGeneration answers only its documented fields, as the cloud documents it.
+        self.report_build_figures = report_build_figures
         self._host, self._port = host, port
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None

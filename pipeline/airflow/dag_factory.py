@@ -178,7 +178,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
         upstream: Any = published
         if os_cfg is not None:
-            settings = asdict(settings_for(os_cfg))  # JSON-able: it travels to the trigger
+            settings = asdict(settings_for(os_cfg, config.guards))  # JSON-able: it travels to the trigger
 
             # Retries (and reruns) are safe: reindex is not idempotent, so each attempt records what it
             # started in a Variable keyed by the run, and the next attempt follows that build instead of

@@ -1,4 +1,8 @@
-"""The sensor that waits until a rebuilt index is live, deferring to :class:`RebuildTrigger`."""
+"""The sensor that waits until a rebuilt index is live, deferring to :class:`RebuildTrigger`.
+
+A live generation lacking too many of the partition's rows (``incomplete``) fails the task without
+retries: a retry would judge the same generation again, and the index is already switched in.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import time
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pipeline.airflow.triggers import RebuildTrigger
 
@@ -25,7 +29,7 @@ class RebuildSensor(BaseSensorOperator):
     def execute(self, context: Any) -> dict:
         from pipeline.opensearch.connection import OpenSearchConnection
         from pipeline.opensearch.management import OpenSearchManagement
-        from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings, WaitState, assess, observe, raise_for
+        from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings, WaitState, assess, observe
 
         if not self.handle:
             raise AirflowSkipException("no rebuild was started for this run")
@@ -34,8 +38,10 @@ class RebuildSensor(BaseSensorOperator):
         mgmt = OpenSearchManagement(OpenSearchConnection.from_airflow(handle.conn_id))
         verdict = assess(handle, observe(mgmt, handle), WaitState(), time.time(), settings)
         if verdict.outcome == "ready":
-            return {"outcome": "ready", "message": verdict.message, "fsm_id": verdict.fsm_id, "at": time.time()}
-        raise_for(verdict)
+            self.log.info("%s", verdict.message)
+            return {"outcome": "ready", "message": verdict.message, "fsm_id": verdict.fsm_id,
+                    "figures": verdict.figures, "at": time.time()}
+        _raise_for(verdict)
         self.defer(
             trigger=RebuildTrigger(handle.as_dict(), self.settings, {"fingerprint": verdict.state.fingerprint, "last_progress_at": verdict.state.last_progress_at}),
             method_name="execute_complete",
@@ -43,7 +49,7 @@ class RebuildSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Any, event: dict) -> dict:
         from pipeline.errors import RebuildError
-        from pipeline.opensearch.rebuild import Verdict, WaitState, raise_for
+        from pipeline.opensearch.rebuild import Verdict, WaitState
 
         outcome = event.get("outcome")
         if outcome == "ready":
@@ -51,5 +57,16 @@ class RebuildSensor(BaseSensorOperator):
             return event
         if outcome == "error":
             raise RebuildError(f"waiting for the rebuild failed: {event.get('message')}")
-        raise_for(Verdict(outcome, event.get("message", ""), WaitState(**event.get("state", {})), event.get("fsm_id")))
+        _raise_for(Verdict(outcome, event.get("message", ""), WaitState(**event.get("state", {})), event.get("fsm_id")))
         raise RebuildError(f"unexpected trigger event {event!r}")
+
+
+def _raise_for(verdict: Any) -> None:
+    """:func:`raise_for`, with an incomplete generation made terminal for Airflow (no retry)."""
+    from pipeline.errors import RebuildIncompleteError
+    from pipeline.opensearch.rebuild import raise_for
+
+    try:
+        raise_for(verdict)
+    except RebuildIncompleteError as exc:
+        raise AirflowFailException(f"RebuildIncompleteError: {exc}") from exc

@@ -67,7 +67,7 @@ class RebuildTrigger(BaseTrigger):
                     continue
                 state = verdict.state
                 if verdict.outcome != "waiting":
-                    yield TriggerEvent(_event(verdict.outcome, verdict.message, state, verdict.fsm_id))
+                    yield TriggerEvent(_event(verdict.outcome, verdict.message, state, verdict.fsm_id, verdict.figures))
                     return
                 self.log.info("%s", verdict.message)
                 await asyncio.sleep(max(0.0, min(settings.poll_interval_s, handle.deadline_at - time.time())))
@@ -75,5 +75,6 @@ class RebuildTrigger(BaseTrigger):
             yield TriggerEvent(_event("error", f"{type(exc).__name__}: {exc}", state))
 
 
-def _event(outcome: str, message: str, state: WaitState, fsm_id: str | None = None) -> dict:
-    return {"outcome": outcome, "message": message, "state": asdict(state), "fsm_id": fsm_id, "at": time.time()}
+def _event(outcome: str, message: str, state: WaitState, fsm_id: str | None = None, figures: dict | None = None) -> dict:
+    return {"outcome": outcome, "message": message, "state": asdict(state), "fsm_id": fsm_id, "figures": figures,
+            "at": time.time()}

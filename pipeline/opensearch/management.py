@@ -42,7 +42,7 @@ class OpenSearchManagement:
     def _call(self, what: str, fn: Callable[[], Any], retry: bool = True) -> dict:
         def once() -> dict:
             try:
-                return fn().body.to_map()
+                return _body(fn())
             except Exception as exc:  # the SDK raises a zoo of types; translate_error sorts them
                 raise translate_error(exc, self.conn, what) from None
 
@@ -51,9 +51,25 @@ class OpenSearchManagement:
     async def _call_async(self, what: str, coro: Any) -> dict:
         """One attempt, no retry: the trigger's polling loop is its own retry."""
         try:
-            return (await coro).body.to_map()
+            return _body(await coro)
         except Exception as exc:
             raise translate_error(exc, self.conn, what) from None
+
+    def _generation_request(self, table: str, generation_id: int) -> tuple[Any, Any, Any]:
+        """GetTableGeneration as the SDK's ``get_table_generation_with_options`` sends it (same action,
+        path, signature), for :meth:`generation`: the SDK's response model keeps only ``generationId``
+        and ``status``, and drops whatever else the service answers, such as the build's figures."""
+        from alibabacloud_tea_openapi import utils_models
+        from darabonba.runtime import RuntimeOptions
+        from darabonba.url import Url
+
+        iid, name, gen = (Url.percent_encode(v) for v in (self.conn.instance_id, table, str(generation_id)))
+        params = utils_models.Params(
+            action="GetTableGeneration", version="2021-10-25", protocol="HTTPS",
+            pathname=f"/openapi/ha3/instances/{iid}/tables/{name}/index_versions/{gen}",
+            method="GET", auth_type="AK", style="ROA", req_body_type="json", body_type="json",
+        )
+        return params, utils_models.OpenApiRequest(headers={}), RuntimeOptions()
 
     # -- reads (safe to repeat) -------------------------------------------------------------------
 
@@ -70,17 +86,15 @@ class OpenSearchManagement:
         return sorted(int(g["generationId"]) for g in body.get("result") or [] if g.get("generationId") is not None)
 
     def generation(self, table: str, generation_id: int) -> dict:
-        body = self._call(
-            "GetTableGeneration",
-            lambda: self._client.get_table_generation(self.conn.instance_id, table, str(generation_id)),
-        )
+        """GetTableGeneration's whole result: ``generationId``, ``status`` and any other field the service
+        answers (the build's figures, where it reports them: see pipeline/opensearch/figures.py)."""
+        request = self._generation_request(table, generation_id)
+        body = self._call("GetTableGeneration", lambda: self._client.call_api(*request))
         return body.get("result") or {}
 
     async def generation_async(self, table: str, generation_id: int) -> dict:
-        body = await self._call_async(
-            "GetTableGeneration",
-            self._client.get_table_generation_async(self.conn.instance_id, table, str(generation_id)),
-        )
+        request = self._generation_request(table, generation_id)
+        body = await self._call_async("GetTableGeneration", self._client.call_api_async(*request))
         return body.get("result") or {}
 
     def data_source_tasks(self) -> list[dict]:
@@ -115,6 +129,14 @@ class OpenSearchManagement:
             if isinstance(error, TransientOpenSearchError) and _certainly_not_started(exc):
                 raise ReindexNotStartedError(f"{error} (the request started nothing)", error.retry_after_s) from None
             raise error from None
+
+
+def _body(response: Any) -> dict:
+    """The answer's body as a dict: from an SDK response model, or from ``call_api``'s raw answer."""
+    if isinstance(response, dict):
+        body = response.get("body")
+        return body if isinstance(body, dict) else {}
+    return response.body.to_map()
 
 
 # urllib3's words for a connection that was never made: no request bytes were sent.

@@ -12,7 +12,9 @@ fsmId, status, taskNodes) must also have finished, else the old index still answ
 change of the generation's status or of its task; no change for ``stall_timeout_s`` is a stall (a
 built generation that stops there was *not switched in*). ``deadline_at`` bounds the whole wait.
 Task and node statuses are read defensively (case-insensitive, flat nodes or ``nodeInfo``-nested),
-since the vendor documents no enumeration of them.
+since the vendor documents no enumeration of them. Once live, the generation's own figures (documents
+indexed, what the build left out) are checked against the partition's rows (:mod:`.figures`): more
+missing than ``max_unindexed_fraction`` ends the wait ``incomplete``, although the index already serves.
 """
 
 from __future__ import annotations
@@ -25,23 +27,25 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
-from pipeline.config import OpenSearchConfig
+from pipeline.config import GuardsConfig, OpenSearchConfig
 from pipeline.errors import (
     PreflightError,
     RebuildDeadlineError,
     RebuildError,
     RebuildFailedError,
+    RebuildIncompleteError,
     RebuildNotSwitchedError,
     RebuildStalledError,
     ReindexNotStartedError,
     TransientOpenSearchError,
 )
+from pipeline.opensearch.figures import incomplete_message, over_limit, read_figures
 from pipeline.opensearch.management import OpenSearchManagement
 
 log = logging.getLogger(__name__)
 
 GenerationStatus = Literal["starting", "building", "ready", "stopped", "failed"]
-Outcome = Literal["waiting", "ready", "failed", "stopped", "stalled", "unswitched", "deadline"]
+Outcome = Literal["waiting", "ready", "failed", "stopped", "stalled", "unswitched", "deadline", "incomplete"]
 TaskState = Literal["finished", "failed", "unfinished"]
 _PAUSE_FLAGS = ("pauseAll", "pauseIndex")
 # Change-history statuses seen in the SDK's docs, field reports and the local server; anything else is
@@ -59,6 +63,7 @@ class RebuildSettings:
     deadline_s: float = 12 * 3600.0
     new_generation_timeout_s: float = 600.0
     reindex_attempts: int = 3
+    max_unindexed_fraction: float = 0.01  # guards.max_unindexed_fraction, judged when the wait ends ready
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class RebuildHandle:
     previous_generation_ids: list[int]
     started_at: float
     deadline_at: float
+    partition_rows: int | None = None  # distinct ids of partition ds: what the generation should hold
+    live_ds_before: str | None = None  # the partition live before this run: where a rollback goes
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +101,7 @@ class WaitState:
 class Observation:
     status: str
     task: dict | None
+    generation: dict | None = None  # GetTableGeneration's whole answer: the build's figures, where reported
 
     @property
     def fsm_id(self) -> str | None:
@@ -147,6 +155,7 @@ class Verdict:
     message: str
     state: WaitState
     fsm_id: str | None = None
+    figures: dict | None = None  # the build's figures against the partition (pipeline/opensearch/figures.py)
 
 
 # -- whether to rebuild at all ----------------------------------------------------------------------
@@ -167,12 +176,13 @@ def rebuild_decision(ds: str, partitions: list[str], *, skip: bool = False, forc
     return True, f"ds={ds} is the newest partition"
 
 
-def settings_for(config: OpenSearchConfig) -> RebuildSettings:
+def settings_for(config: OpenSearchConfig, guards: GuardsConfig | None = None) -> RebuildSettings:
     return RebuildSettings(
         poll_interval_s=config.poll_interval_s,
         stall_timeout_s=config.stall_timeout_minutes * 60,
         deadline_s=config.deadline_hours * 3600,
         new_generation_timeout_s=config.new_generation_timeout_minutes * 60,
+        max_unindexed_fraction=(guards or GuardsConfig()).max_unindexed_fraction,
     )
 
 
@@ -404,13 +414,13 @@ def _task_time(task: dict) -> float:
 
 
 def observe(mgmt: OpenSearchManagement, handle: RebuildHandle) -> Observation:
-    status = mgmt.generation(handle.table, handle.generation_id).get("status", "")
-    return Observation(status, pick_task(mgmt.data_source_tasks(), handle))
+    generation = mgmt.generation(handle.table, handle.generation_id)
+    return Observation(generation.get("status", ""), pick_task(mgmt.data_source_tasks(), handle), generation)
 
 
 async def observe_async(mgmt: OpenSearchManagement, handle: RebuildHandle) -> Observation:
-    status = (await mgmt.generation_async(handle.table, handle.generation_id)).get("status", "")
-    return Observation(status, pick_task(await mgmt.data_source_tasks_async(), handle))
+    generation = await mgmt.generation_async(handle.table, handle.generation_id)
+    return Observation(generation.get("status", ""), pick_task(await mgmt.data_source_tasks_async(), handle), generation)
 
 
 def _task_summary(task: dict | None) -> str:
@@ -443,8 +453,14 @@ def assess(
         )
     if obs.status == "ready":
         switched = task_state(obs.task)
-        if switched == "finished":
-            return Verdict("ready", f"{where} is ready and switched in ({history}): the new index is live", state, obs.fsm_id)
+        if switched == "finished":  # live: now check what it holds against the partition's rows
+            figures = read_figures(obs.generation or {}, handle.partition_rows)
+            if over_limit(figures, settings.max_unindexed_fraction):
+                return Verdict("incomplete", incomplete_message(
+                    where, figures, settings.max_unindexed_fraction, instance_id=handle.instance_id,
+                    fsm_id=obs.fsm_id, live_ds_before=handle.live_ds_before), state, obs.fsm_id, figures)
+            return Verdict("ready", f"{where} is ready and switched in ({history}): the new index is live; "
+                           f"{figures['summary']}", state, obs.fsm_id, figures)
         if switched == "failed":
             return Verdict(
                 "failed",
@@ -496,6 +512,7 @@ _ERRORS: dict[str, type[RebuildError]] = {
     "stalled": RebuildStalledError,
     "unswitched": RebuildNotSwitchedError,
     "deadline": RebuildDeadlineError,
+    "incomplete": RebuildIncompleteError,
 }
 
 

@@ -59,6 +59,11 @@ def test_nightly_run_writes_rebuilds_and_proves_the_index(demo_dag, demo_stack) 
     assert len(image_queries) == 2 and all(q["rank"] == 1 for q in image_queries)
     assert all(q["sampled"] for q in image_queries)  # new ids against the live partition, or why not
     assert set(got["seconds"]) >= {"list_and_write", "check", "start_rebuild", "wait_until_searchable", "smoke_query"}
+    figures = got["rebuild"]["figures"]  # the build's own figures, against the partition's distinct ids
+    assert (figures["rows"], figures["indexed"], figures["unindexed"], figures["failures"]) == (320, 320, 0, 0)
+    from pipeline.report import summarize
+
+    assert "  indexed: 320 of 320 rows indexed" in summarize(got).splitlines()
 
 
 def test_backfill_of_an_older_partition_writes_it_but_does_not_rebuild(demo_dag, demo_stack) -> None:
@@ -83,6 +88,46 @@ def test_a_failed_build_fails_the_run_with_its_message(demo_dag, demo_stack) -> 
     states = task_states(run)
     assert states["start_rebuild"] == "success" and states["wait_until_searchable"] == "failed"
     assert states["smoke_query"] == "upstream_failed" and run.state == "failed"
+
+
+def test_a_build_that_drops_images_is_reported_and_past_the_limit_fails_the_run(demo_stack) -> None:
+    """48 pictures and 2 broken files: the build leaves 2 out (4%, under the server's own 5%). With
+    max_unindexed_fraction 5% the run succeeds and its report names them; with the default 1% the wait
+    fails at once (no retry) saying the index already serves, and the partition is not marked live."""
+    from localcloud.demo_data import undecodable_objects, upload_objects
+    from pipeline.airflow.dag_factory import build_dag
+    from pipeline.oss.client import OssConnection
+    from pipeline.report import summarize
+
+    _, stack, config = demo_stack
+    upload_objects(OssConnection.from_airflow("oss_local").bucket(config.source.bucket), undecodable_objects(48, 2))
+    # 50 rows against 320 live; dates between the other tests' (a newer partition would stop their rebuilds)
+    conf = {"prefixes": ["planted/"], "override_guards": ["shrink"]}
+    lenient = config.model_copy(update={"guards": config.guards.model_copy(update={"max_unindexed_fraction": 0.05})})
+    dags = [build_dag(c, REPO / "dags" / "indexes" / "demo.yaml") for c in (lenient, config)]
+    for dag in dags:
+        for task in dag.tasks:
+            task.retries = 0 if task.task_id != "wait_until_searchable" else 2  # a retry would wait a minute
+
+    passed = dags[0].test(logical_date=None, run_conf={**conf, "partition_date": "2027-02-01"})
+    assert passed.state == "success", task_states(passed)
+    rebuild = report("20270201")["rebuild"]
+    assert (rebuild["figures"]["rows"], rebuild["figures"]["indexed"], rebuild["figures"]["failures"]) == (50, 48, 2)
+    assert [e["image"] for e in rebuild["figures"]["failure_examples"]] == ["/planted/shoes/19901.jpg", "/planted/shoes/19902.jpg"]
+    assert "48 of 50 rows indexed (2 = 4.0% not indexed)" in rebuild["message"]
+    (line,) = [x for x in summarize(report("20270201")).splitlines() if x.startswith("  indexed: ")]
+    assert "48 of 50 rows indexed" in line and "e.g. 19901 /planted/shoes/19901.jpg (decode failed" in line
+    assert live_partition("demo") == "20270201"
+
+    failed = dags[1].test(logical_date=None, run_conf={**conf, "partition_date": "2027-02-02"})
+    states = task_states(failed)
+    assert states["wait_until_searchable"] == "failed" and states["smoke_query"] == "upstream_failed", states
+    assert failed.state == "failed"
+    (wait,) = [ti for ti in failed.get_task_instances() if ti.task_id == "wait_until_searchable"]
+    assert wait.try_number == 1  # terminal: not retried although the task allows 2 retries
+    assert live_partition("demo") == "20270201"  # not proven live: the next shrink guard compares with it
+    newest = max(g["generationId"] for g in stack.opensearch.engine.list_generations("demo_images"))
+    assert stack.opensearch.engine.live_generation_id("demo_images") == newest  # ...though it does serve
 
 
 def test_backfilled_dates_give_one_partition_each(demo_dag, demo_stack) -> None:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from pipeline.errors import RebuildDeadlineError, RebuildFailedError, RebuildNotSwitchedError, RebuildStalledError
+from pipeline.errors import (
+    RebuildDeadlineError,
+    RebuildFailedError,
+    RebuildIncompleteError,
+    RebuildNotSwitchedError,
+    RebuildStalledError,
+)
 from pipeline.opensearch.rebuild import (
     Observation,
     RebuildHandle,
@@ -86,6 +94,28 @@ def test_ready_alone_is_not_live_until_the_task_has_switched_it_in() -> None:
     failed_switch = assess(HANDLE, Observation("ready", {**switching, "status": "failed"}), WaitState(), 1100, SETTINGS)
     with pytest.raises(RebuildFailedError, match="built \\(ready\\) but its change-history task ended badly"):
         raise_for(failed_switch)
+
+
+def test_a_live_generation_is_judged_by_its_figures_against_the_partition() -> None:
+    judged = replace(HANDLE, partition_rows=200, live_ds_before="20261122")
+    full = assess(judged, Observation("ready", DONE, {"status": "ready", "docCount": 200}), WaitState(), 1100, SETTINGS)
+    assert full.outcome == "ready" and full.figures["unindexed"] == 0 and full.message.endswith("200 of 200 rows indexed")
+    # 2 of 200 = 1% is at the limit, not over it; 3 are over it. Counts may come as strings.
+    gen = {"status": "ready", "docCount": "198", "failures": 2, "failureExamples": [{"pk": 7, "image": "/a/7.jpg", "reason": "x"}]}
+    assert assess(judged, Observation("ready", DONE, gen), WaitState(), 1100, SETTINGS).outcome == "ready"
+    short = assess(judged, Observation("ready", DONE, {**gen, "docCount": 197}), WaitState(), 1100, SETTINGS)
+    assert short.outcome == "incomplete" and short.figures["unindexed_fraction"] == 0.015 and short.fsm_id == "fsm-7"
+    with pytest.raises(RebuildIncompleteError, match=r"generation 42 .* went live lacking too many of the partition's "
+                       r"rows: 197 of 200 rows indexed \(3 = 1.5% not indexed\); the build left out 2 .* e.g. 7 /a/7.jpg "
+                       r"\(x\); that is more than guards.max_unindexed_fraction \(1.0%\).*ALREADY SWITCHED IN.*task fsm-7.*"
+                       r"partition_date=20261122 .* force_rebuild=true"):
+        raise_for(short)
+    # A handle from before the figures (no partition rows), or a service that reports none: never failed.
+    old = assess(HANDLE, Observation("ready", DONE, {"status": "ready", "docCount": 5}), WaitState(), 1100, SETTINGS)
+    assert old.outcome == "ready" and "5 documents indexed (the partition's row count was not handed" in old.message
+    silent = assess(judged, Observation("ready", DONE, {"status": "ready"}), WaitState(), 1100, SETTINGS)
+    assert silent.outcome == "ready" and "reported no document count" in silent.message
+    assert RebuildSettings().max_unindexed_fraction == 0.01
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ def leave_as_found(stack) -> None:
     faults.phase_delay_s = faults.register_delay_s = 0.0
     engine.auto_build_index.discard(TABLE)
     stack.opensearch.http_faults.lose_reindex_answer_next = 0
+    stack.opensearch.report_build_figures = True
     engine.release_stalled_builds()
     engine.modify_pause_policy({"general": {"pauseIndex": False, "pauseAll": False}})
     settle(engine)
