@@ -19,6 +19,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, get_current_context, task
 
+from pipeline.airflow.failures import FailFastPolicy
 from pipeline.airflow.params import index_params
 from pipeline.airflow.sensors import RebuildSensor
 from pipeline.config import IndexConfig
@@ -40,6 +41,8 @@ Lists `oss://{bucket}/` under {prefixes}, derives one catalog row per image (`id
   `skip_rebuild`, `force_rebuild` (rebuild even from a partition older than the newest),
   `override_guards` (pass named guards deliberately: empty, shrink, duplicates, unmapped, skipped).
   A malformed value is refused when the run is triggered; the rest when it starts (`resolve_partition`).
+* **Retries** are for what a retry may cure (5xx, throttling, timeouts); an error no retry can fix (a bad
+  Param, refused credentials, a failed guard or build) fails its task on the first try.
 * Run reports: `<report dir>/{name}/<ds>.json`. Config file: `{config_path}`.
 """
 
@@ -87,6 +90,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             "retries": config.retries,
             "retry_delay": timedelta(minutes=config.retry_delay_minutes),
             "retry_exponential_backoff": True,
+            "retry_policy": FailFastPolicy(),  # terminal errors fail at once (pipeline/airflow/failures.py)
         },
         tags=sorted({"image-search", "opensearch", f"index:{config.name}", *config.tags}),
         doc_md=_doc(config, config_path),

@@ -42,7 +42,7 @@ class RebuildSensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Any, event: dict) -> dict:
-        from pipeline.errors import RebuildError
+        from pipeline.errors import RebuildError, TransientOpenSearchError
         from pipeline.opensearch.rebuild import Verdict, WaitState, raise_for
 
         outcome = event.get("outcome")
@@ -50,6 +50,9 @@ class RebuildSensor(BaseSensorOperator):
             self.log.info("%s", event.get("message"))
             return event
         if outcome == "error":
-            raise RebuildError(f"waiting for the rebuild failed: {event.get('message')}")
+            # Terminal (credentials refused, ...) fails at once; transient (the API kept failing) retries
+            # and the retry re-checks the generation. Events without the flag predate it: retry, as before.
+            error = TransientOpenSearchError if event.get("transient", True) else RebuildError
+            raise error(f"waiting for the rebuild failed: {event.get('message')}")
         raise_for(Verdict(outcome, event.get("message", ""), WaitState(**event.get("state", {})), event.get("fsm_id")))
         raise RebuildError(f"unexpected trigger event {event!r}")
