@@ -21,6 +21,22 @@ _TABLE_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 _BUCKET_RE = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 
 
+def check_prefixes(value: list[str]) -> list[str]:
+    """The rules every list of prefixes to list keeps (the config's and a run's ``prefixes`` Param):
+    no leading '/', no '..' segment, none inside another. Raises ValueError naming the prefix."""
+    for prefix in value:
+        if prefix.startswith("/"):
+            raise ValueError(f"prefix {prefix!r} must not start with '/': OSS keys have no leading slash")
+        if ".." in prefix.split("/"):
+            raise ValueError(f"prefix {prefix!r} must not contain '..' segments")
+    for i, a in enumerate(value):
+        for j, b in enumerate(value):
+            if i != j and b.startswith(a):
+                # Overlapping prefixes would list the same keys twice and duplicate ids.
+                raise ValueError(f"prefix {b!r} lies inside prefix {a!r}: keys would be listed twice")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,20 +61,14 @@ class SourceConfig(_Strict):
     # add requests, not speed. The oss2 connection pool is sized to match. See BENCHMARKS.md.
     list_concurrency: int = Field(default=16, ge=1, le=128)
 
+    # May the `prefixes` Param of a run list prefixes outside `prefixes` (e.g. another folder of the
+    # bucket)? Off: a run may only narrow the listing to prefixes within the configured ones.
+    allow_param_prefixes_outside: bool = False
+
     @field_validator("prefixes")
     @classmethod
     def _prefixes(cls, value: list[str]) -> list[str]:
-        for prefix in value:
-            if prefix.startswith("/"):
-                raise ValueError(f"prefix {prefix!r} must not start with '/': OSS keys have no leading slash")
-            if ".." in prefix.split("/"):
-                raise ValueError(f"prefix {prefix!r} must not contain '..' segments")
-        for i, a in enumerate(value):
-            for j, b in enumerate(value):
-                if i != j and b.startswith(a):
-                    # Overlapping prefixes would list the same keys twice and duplicate ids.
-                    raise ValueError(f"prefix {b!r} lies inside prefix {a!r}: keys would be listed twice")
-        return value
+        return check_prefixes(value)
 
     @field_validator("extensions")
     @classmethod

@@ -3,6 +3,7 @@
     PipelineError                  base of everything we raise on purpose
     ├── ConfigError                an index config file is invalid (names file, field, value)
     ├── ConnectionConfigError      an Airflow connection is missing or malformed (names the conn id)
+    ├── ParamError                 a run's Params (trigger conf) are refused: fix them and trigger again
     ├── CredentialsError           the credential provider was refused (role, trust policy, token file)
     │   └── TransientCredentialsError  STS or the metadata service unreachable or failing: retry
     ├── SourceError                listing OSS failed
@@ -47,6 +48,11 @@ class ConfigError(PipelineError):
 
 class ConnectionConfigError(PipelineError):
     """An Airflow connection is missing or lacks a field we need."""
+
+
+class ParamError(PipelineError):
+    """A run's Params are refused (a date in the future, a prefix outside the config's): the message names
+    the Param, the value and what to pass instead. The same conf would fail again: trigger a new run."""
 
 
 class CredentialsError(PipelineError):

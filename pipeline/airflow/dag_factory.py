@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import DAG, get_current_context, task
 
+from pipeline.airflow.failures import FailFastPolicy
+from pipeline.airflow.params import index_params
 from pipeline.airflow.sensors import RebuildSensor
 from pipeline.config import IndexConfig
-from pipeline.guards import GUARD_NAMES
 from pipeline.opensearch.rebuild import settings_for
 
 DOC = """\
@@ -35,9 +36,14 @@ partition `ds` of `{table}` (connection `{warehouse_conn}`) replaced with them, 
 {rebuild_doc}
 * **Partition date**: the `partition_date` Param, else the logical date in `{timezone}`
   (manual runs: the time the run was requested).
-* **Params**: `partition_date`, `prefixes` (override the config's list), `dry_run` (list and count only),
+* **Params**: `partition_date` (YYYY-MM-DD or YYYYMMDD, not after today unless `allow_future_partition`),
+  `prefixes` (instead of the config's; within them unless `source.allow_param_prefixes_outside`),
+  `dry_run` (list and count only),
   `skip_rebuild`, `force_rebuild` (rebuild even from a partition older than the newest),
   `override_guards` (pass named guards deliberately: empty, shrink, duplicates, unmapped, skipped).
+  A malformed value is refused when the run is triggered; the rest when it starts (`resolve_partition`).
+* **Retries** are for what a retry may cure (5xx, throttling, timeouts); an error no retry can fix (a bad
+  Param, refused credentials, a failed guard or build) fails its task on the first try.
 * Run reports: `<report dir>/{name}/<ds>.json`. Config file: `{config_path}`.
 """
 
@@ -85,38 +91,20 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             "retries": config.retries,
             "retry_delay": timedelta(minutes=config.retry_delay_minutes),
             "retry_exponential_backoff": True,
+            "retry_policy": FailFastPolicy(),  # terminal errors fail at once (pipeline/airflow/failures.py)
         },
         tags=sorted({"image-search", "opensearch", f"index:{config.name}", *config.tags}),
         doc_md=_doc(config, config_path),
-        params={
-            "partition_date": Param(
-                None, type=["null", "string"], description="Partition to write, YYYY-MM-DD or YYYYMMDD. Empty: the run's date."
-            ),
-            "prefixes": Param(
-                None, type=["null", "array"], items={"type": "string"},
-                description="List these OSS prefixes instead of the config's.",
-            ),
-            "dry_run": Param(False, type="boolean", description="List and count only; write nothing."),
-            "skip_rebuild": Param(False, type="boolean", description="Write the partition but do not rebuild the index."),
-            "force_rebuild": Param(
-                False, type="boolean", description="Rebuild even from a partition older than the newest one."
-            ),
-            "override_guards": Param(
-                [], type="array", items={"type": "string", "enum": list(GUARD_NAMES)},
-                description="Guards to pass deliberately: empty, shrink, duplicates, unmapped, skipped.",
-            ),
-        },
+        params=index_params(config),
     ) as dag:
 
         @task
         def resolve_partition() -> str:
-            from pipeline.dates import resolve_partition_date
+            from pipeline.airflow.params import resolve_run_partition
 
             context = get_current_context()
             dag_run = context["dag_run"]
-            return resolve_partition_date(
-                context["params"].get("partition_date"), dag_run.logical_date, dag_run.run_after, config.timezone
-            )
+            return resolve_run_partition(config, context["params"], dag_run.logical_date, dag_run.run_after)
 
         @task(pool=config.load_pool or "default_pool")
         def load_partition(partition: str) -> dict:

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from pipeline.airflow.triggers import RebuildTrigger
 
@@ -29,7 +29,7 @@ class RebuildSensor(BaseSensorOperator):
     def execute(self, context: Any) -> dict:
         from pipeline.opensearch.connection import OpenSearchConnection
         from pipeline.opensearch.management import OpenSearchManagement
-        from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings, WaitState, assess, observe
+        from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings, WaitState, assess, observe, raise_for
 
         if not self.handle:
             raise AirflowSkipException("no rebuild was started for this run")
@@ -41,32 +41,25 @@ class RebuildSensor(BaseSensorOperator):
             self.log.info("%s", verdict.message)
             return {"outcome": "ready", "message": verdict.message, "fsm_id": verdict.fsm_id,
                     "figures": verdict.figures, "at": time.time()}
-        _raise_for(verdict)
+        raise_for(verdict)  # an incomplete generation is terminal: the DAG's retry policy fails it at once
         self.defer(
             trigger=RebuildTrigger(handle.as_dict(), self.settings, {"fingerprint": verdict.state.fingerprint, "last_progress_at": verdict.state.last_progress_at}),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context: Any, event: dict) -> dict:
-        from pipeline.errors import RebuildError
-        from pipeline.opensearch.rebuild import Verdict, WaitState
+        from pipeline.errors import RebuildError, TransientOpenSearchError
+        from pipeline.opensearch.rebuild import Verdict, WaitState, raise_for
 
         outcome = event.get("outcome")
         if outcome == "ready":
             self.log.info("%s", event.get("message"))
             return event
         if outcome == "error":
-            raise RebuildError(f"waiting for the rebuild failed: {event.get('message')}")
-        _raise_for(Verdict(outcome, event.get("message", ""), WaitState(**event.get("state", {})), event.get("fsm_id")))
+            # Terminal (credentials refused, ...) fails at once; transient (the API kept failing) retries
+            # and the retry re-checks the generation. Events without the flag predate it: retry, as before.
+            error = TransientOpenSearchError if event.get("transient", True) else RebuildError
+            raise error(f"waiting for the rebuild failed: {event.get('message')}")
+        raise_for(Verdict(outcome, event.get("message", ""), WaitState(**event.get("state", {})), event.get("fsm_id")))
         raise RebuildError(f"unexpected trigger event {event!r}")
 
-
-def _raise_for(verdict: Any) -> None:
-    """:func:`raise_for`, with an incomplete generation made terminal for Airflow (no retry)."""
-    from pipeline.errors import RebuildIncompleteError
-    from pipeline.opensearch.rebuild import raise_for
-
-    try:
-        raise_for(verdict)
-    except RebuildIncompleteError as exc:
-        raise AirflowFailException(f"RebuildIncompleteError: {exc}") from exc

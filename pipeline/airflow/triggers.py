@@ -1,8 +1,11 @@
 """The deferrable wait for a rebuild: polls the change history in the triggerer, holding no worker slot.
 
 ``run()`` never raises: every ending, good or bad, is a TriggerEvent whose ``outcome`` the sensor's
-``execute_complete`` turns into success or the right exception. The absolute deadline lives in the
-handle (``deadline_at``), because ``airflow dags test`` does not enforce ``defer(timeout=...)``.
+``execute_complete`` turns into success or the right exception. An ``error`` event says whether a retry
+of the sensor may cure it (``transient``: the API kept failing) or not (refused credentials, a bad
+connection): the DAG's retry policy fails the latter at once (pipeline/airflow/failures.py). The
+absolute deadline lives in the handle (``deadline_at``), because ``airflow dags test`` does not enforce
+``defer(timeout=...)``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from pipeline.errors import PipelineError
+from pipeline.airflow.failures import is_terminal
 from pipeline.opensearch.rebuild import RebuildHandle, RebuildSettings, WaitState
 
 # Consecutive failed polls (after which the API has been failing for several intervals) that end the wait.
@@ -54,14 +57,16 @@ class RebuildTrigger(BaseTrigger):
                     verdict = assess(handle, await observe_async(mgmt, handle), state, now, settings)
                     errors = 0
                 except Exception as exc:  # a failed poll is not the end: the API may recover...
-                    if isinstance(exc, PipelineError) and not exc.transient:
+                    if is_terminal(exc):
                         # ...unless it cannot: refused credentials, an expired static token.
-                        yield TriggerEvent(_event("error", str(exc), state))
+                        yield TriggerEvent(_event("error", f"{type(exc).__name__}: {exc}", state, transient=False))
                         return
                     errors += 1
                     self.log.warning("poll %d of generation %s failed: %s", errors, handle.generation_id, exc)
                     if errors >= MAX_CONSECUTIVE_ERRORS or now >= handle.deadline_at:
-                        yield TriggerEvent(_event("error", f"gave up polling after {errors} failed polls: {exc}", state))
+                        message = f"gave up polling after {errors} failed polls: {exc}"
+                        # A retry re-checks the generation (the API may be back), unless the deadline passed.
+                        yield TriggerEvent(_event("error", message, state, transient=now < handle.deadline_at))
                         return
                     await asyncio.sleep(min(settings.poll_interval_s, max(0.0, handle.deadline_at - now)) or 0.1)
                     continue
@@ -72,9 +77,15 @@ class RebuildTrigger(BaseTrigger):
                 self.log.info("%s", verdict.message)
                 await asyncio.sleep(max(0.0, min(settings.poll_interval_s, handle.deadline_at - time.time())))
         except Exception as exc:  # never raise out of run(): report it as an event instead
-            yield TriggerEvent(_event("error", f"{type(exc).__name__}: {exc}", state))
+            yield TriggerEvent(_event("error", f"{type(exc).__name__}: {exc}", state, transient=not is_terminal(exc)))
 
 
-def _event(outcome: str, message: str, state: WaitState, fsm_id: str | None = None, figures: dict | None = None) -> dict:
-    return {"outcome": outcome, "message": message, "state": asdict(state), "fsm_id": fsm_id, "figures": figures,
-            "at": time.time()}
+def _event(
+    outcome: str, message: str, state: WaitState, fsm_id: str | None = None, figures: dict | None = None, *,
+    transient: bool = False,
+) -> dict:
+    event = {"outcome": outcome, "message": message, "state": asdict(state), "fsm_id": fsm_id, "figures": figures,
+             "at": time.time()}
+    if outcome == "error":
+        event["transient"] = transient
+    return event

@@ -84,7 +84,7 @@ def test_backfill_of_an_older_partition_writes_it_but_does_not_rebuild(demo_dag,
 def test_a_failed_build_fails_the_run_with_its_message(demo_dag, demo_stack) -> None:
     _, stack, _ = demo_stack
     stack.opensearch.engine.faults.fail_next_build = "the build node ran out of disk"
-    run = demo_dag.test(logical_date=None, run_conf={"partition_date": "2027-01-02"})
+    run = demo_dag.test(logical_date=None, run_conf={"partition_date": "2027-01-02", "allow_future_partition": True})
     states = task_states(run)
     assert states["start_rebuild"] == "success" and states["wait_until_searchable"] == "failed"
     assert states["smoke_query"] == "upstream_failed" and run.state == "failed"
@@ -155,7 +155,7 @@ def test_manual_run_with_params_dry_run(demo_dag, demo_stack) -> None:
 
 
 def test_an_empty_partition_fails_the_run(demo_dag) -> None:
-    run = demo_dag.test(logical_date=None, run_conf={"partition_date": "20260808", "prefixes": ["nowhere/"]})
+    run = demo_dag.test(logical_date=None, run_conf={"partition_date": "20260808", "prefixes": ["catalog/nowhere/"]})
     assert run.state == "failed"
     states = task_states(run)
     assert states["check_partition"] == "failed" and states["start_rebuild"] == "upstream_failed"
@@ -172,19 +172,20 @@ def live_partition(index: str) -> str | None:
 
 def test_shrink_guard_stops_a_shrunken_partition_until_overridden(demo_dag, demo_stack) -> None:
     _, stack, _ = demo_stack
-    full = demo_dag.test(logical_date=None, run_conf={"partition_date": "2027-03-01"})
+    full = demo_dag.test(logical_date=None, run_conf={"partition_date": "2027-03-01", "allow_future_partition": True})
     assert full.state == "success" and live_partition("demo") == "20270301"
     live = stack.opensearch.engine.live_generation_id("demo_images")
 
     # Listing a wrong prefix: 80 rows against 320 live. The partition is written, the index untouched.
-    shrunk = demo_dag.test(logical_date=None, run_conf={"partition_date": "2027-03-02", "prefixes": ["catalog/hats/"]})
+    later = {"partition_date": "2027-03-02", "allow_future_partition": True}  # after the other tests' partitions
+    shrunk = demo_dag.test(logical_date=None, run_conf={**later, "prefixes": ["catalog/hats/"]})
     states = task_states(shrunk)
     assert states["check_partition"] == "failed" and states["start_rebuild"] == "upstream_failed"
     assert stack.opensearch.engine.live_generation_id("demo_images") == live
 
     forced = demo_dag.test(
         logical_date=None,
-        run_conf={"partition_date": "2027-03-02", "prefixes": ["catalog/hats/"], "override_guards": ["shrink"]},
+        run_conf={**later, "prefixes": ["catalog/hats/"], "override_guards": ["shrink"]},
     )
     assert forced.state == "success"
     got = report("20270302")

@@ -40,7 +40,7 @@ def test_secrets_never_leak(airflow_db, demo_stack, monkeypatch: pytest.MonkeyPa
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["image_index_demo"]
     for task in dag.tasks:
         task.retries = 0
-    good = dag.test(logical_date=None, run_conf={"partition_date": "2027-02-01"})
+    good = dag.test(logical_date=None, run_conf={"partition_date": "2027-02-01", "allow_future_partition": True})
     assert good.state == "success"
     assert issued, "the run must have used temporary credentials"
     known = [stack.secrets.access_key_secret, stack.secrets.query_password,
@@ -50,7 +50,7 @@ def test_secrets_never_leak(airflow_db, demo_stack, monkeypatch: pytest.MonkeyPa
     bad_oss = json.loads(os.environ["AIRFLOW_CONN_OSS_LOCAL"])
     bad_oss["extra"]["access_key_secret"] = wrong
     monkeypatch.setenv("AIRFLOW_CONN_OSS_LOCAL", json.dumps(bad_oss))
-    bad = dag.test(logical_date=None, run_conf={"partition_date": "2027-02-02"})
+    bad = dag.test(logical_date=None, run_conf={"partition_date": "2027-02-02", "allow_future_partition": True})
     assert bad.state == "failed"
     known.append(wrong)
 

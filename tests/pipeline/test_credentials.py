@@ -115,6 +115,7 @@ def test_a_static_token_that_expires_mid_wait_ends_it_at_once_saying_why(demo_st
     (event,) = asyncio.run(_events(RebuildTrigger(handle.as_dict(), _settings(settings))))
     assert event["outcome"] == "error"
     assert "InvalidSecurityToken.Expired" in event["message"] and "cannot renew" in event["message"]
+    assert event["transient"] is False  # the sensor fails without retry: a retry would sign with the same token
     assert temporary.security_token not in event["message"] and temporary.access_key_secret not in event["message"]
     monkeypatch.setattr(stack.authority, "clock", real_clock)
     settle(stack.opensearch.engine)

@@ -183,6 +183,7 @@ def test_trigger_events_ready_failed_and_error(conn, engine) -> None:
     orphan = {**failing.as_dict(), "conn_id": "no_such_connection"}
     (event,) = asyncio.run(_events(RebuildTrigger(orphan, settings)))  # never raises: an error event
     assert event["outcome"] == "error" and "no_such_connection" in event["message"]
+    assert event["transient"] is False  # a missing connection: the sensor fails without retry
 
 
 # -- one build at a time (issue 9, item 5) ---------------------------------------------------------
