@@ -12,6 +12,7 @@ import time
 from tests.dags.test_image_index_dag import REPO, demo_dag, live_partition, report, task_states  # noqa: F401
 
 DS, DATE = "20271201", "2027-12-01"  # newer than the other DAG tests' partitions: it rebuilds
+FUTURE = {"allow_future_partition": True}
 
 
 def published(config) -> list[tuple]:
@@ -30,13 +31,13 @@ def staged(config) -> list[str]:
 
 def test_a_same_day_rerun_is_judged_against_the_live_partition_it_would_replace(demo_dag, demo_stack) -> None:
     _, stack, config = demo_stack
-    full = demo_dag.test(logical_date=None, run_conf={"partition_date": DATE})
+    full = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE})
     assert full.state == "success" and live_partition("demo") == DS
     before, live = published(config), stack.opensearch.engine.live_generation_id("demo_images")
     assert len(before) == 320
 
     # The same day with one category: 80 rows would replace the 320 that are live.
-    rerun = demo_dag.test(logical_date=None, run_conf={"partition_date": DATE, "prefixes": ["catalog/hats/"]})
+    rerun = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE, "prefixes": ["catalog/hats/"]})
     states = task_states(rerun)
     assert states["check_partition"] == "failed" and states["publish_partition"] == "upstream_failed"
     assert published(config) == before  # the live partition's source was never touched
@@ -45,21 +46,21 @@ def test_a_same_day_rerun_is_judged_against_the_live_partition_it_would_replace(
 
 def test_an_empty_listing_never_reaches_the_published_partition(demo_dag, demo_stack) -> None:
     _, stack, config = demo_stack
-    first = demo_dag.test(logical_date=None, run_conf={"partition_date": DATE})
+    first = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE})
     assert first.state == "success", task_states(first)
     before = published(config)
-    empty = demo_dag.test(logical_date=None, run_conf={"partition_date": DATE, "prefixes": ["nowhere/"]})
+    empty = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE, "prefixes": ["catalog/nowhere/"]})
     assert task_states(empty)["check_partition"] == "failed"
     assert published(config) == before and staged(config) == [DS]  # the refused rows stay staged only
     # (dag.test keeps the last run's conf as the DAG's params: name the default again)
-    again = demo_dag.test(logical_date=None, run_conf={"partition_date": DATE, "prefixes": None})
+    again = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE, "prefixes": None})
     assert again.state == "success" and staged(config) == []  # the next run cleaned and published
     assert published(config) == before
 
 
 def test_a_load_killed_mid_write_leaves_the_published_partition_and_the_next_run_succeeds(demo_dag, demo_stack) -> None:
     paths, stack, config = demo_stack
-    assert demo_dag.test(logical_date=None, run_conf={"partition_date": DATE}).state == "success"
+    assert demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE}).state == "success"
     before = published(config)
     sessions = paths.maxcompute / "tunnel" / "upload"
     existing = set(sessions.iterdir()) if sessions.is_dir() else set()
@@ -80,7 +81,7 @@ def test_a_load_killed_mid_write_leaves_the_published_partition_and_the_next_run
     finally:
         stack.oss._httpd.latency_s = 0.0
     assert published(config) == before
-    rerun = demo_dag.test(logical_date=None, run_conf={"partition_date": DATE})
+    rerun = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE})
     assert rerun.state == "success", task_states(rerun)
     assert published(config) == before and staged(config) == []
     assert report(DS)["partition"]["rows"] == 320

@@ -37,7 +37,7 @@ def partitions(demo_stack) -> dict[str, dict]:
     warehouse = open_index_warehouse(config)
     checked = {}
     for ds, prefixes in ((CLEAN_DS, None), (PLANTED_DS, ["planted/"])):
-        load_partition(config, ds, prefixes=prefixes)
+        load_partition(config, ds, prefixes=prefixes, publish=True)
         stats, _ = check_partition(warehouse, ds)
         checked[ds] = {"stats": stats.as_dict(), "partitions": warehouse.partitions(), "live_ds": CLEAN_DS}
     return checked
