@@ -55,7 +55,7 @@ def decide_outcome(report: dict) -> tuple[str, str | None]:
     if report.get("tasks_error"):
         return "unknown", f"the task states of the run could not be read: {report['tasks_error']}"
     tasks = report.get("tasks") or {}
-    broken = sorted(t for t, seen in tasks.items() if seen.get("state") in ("failed", "upstream_failed"))
+    broken = [t for t, seen in tasks.items() if seen.get("state") in ("failed", "upstream_failed")]  # DAG order
     if broken:
         return "failed", "tasks not run because an upstream task failed: " + ", ".join(broken)
     if (report.get("load") or {}).get("dry_run"):
@@ -279,7 +279,7 @@ def summarize(report: dict) -> str:
             lines.append(f"  text query {smoke['text']!r}: top: {top}")
     if report.get("seconds"):
         lines.append("  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
-    not_run = sorted(t for t, seen in (report.get("tasks") or {}).items() if seen.get("state") == "upstream_failed")
+    not_run = [t for t, seen in (report.get("tasks") or {}).items() if seen.get("state") == "upstream_failed"]
     if not_run:
         lines.append(f"  not run (an upstream task failed): {', '.join(not_run)}")
     return "\n".join(lines)
