@@ -5,10 +5,15 @@
 2. the local OSS, MaxCompute and OpenSearch servers on free loopback ports, and the demo bucket (made
    once); the catalog partition is written with pyodps into the local MaxCompute (``--warehouse fs``:
    into Parquet files instead, no MaxCompute);
-3. ``airflow db migrate``, the one-slot rebuild pool, then ``airflow dags test image_index_demo <date>``
-   with the connections passed as ``AIRFLOW_CONN_*``;
-4. the servers stop, and the run report is printed: the partition, the generation that went live and
-   a query's top hits.
+3. ``airflow db migrate``, the one-slot rebuild pool, then ``airflow dags test image_index_demo`` for
+   ``--date`` (default: today in the index's time zone) with the connections passed as
+   ``AIRFLOW_CONN_*``;
+4. the servers stop, and the run report's summary is printed: the outcome first (and for a failed run
+   the failing task and its message), the partition, the generation that went live and a query's top
+   hits, then where the report and the log are.
+
+The console shows one progress line and that summary. Airflow's own output (some 400 lines), the
+servers' and the demo's logs go to ``.local/logs/demo-<ds>.log``.
 
 Repeated runs reuse the bucket, overwrite the same partition and rebuild the index again.
 
@@ -31,11 +36,15 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from localcloud.stack import AUTH_TYPES, DEMO_CONFIG, WAREHOUSES, LocalPaths, LocalStack, StackTable
 
@@ -91,22 +100,159 @@ def apply_faults(stack: LocalStack, specs: list[str]) -> None:
         log.warning("fault knob set: %s.%s = %r", target, knob, value)
 
 
-def _airflow(args: list[str], env: dict[str, str]) -> None:
+def demo_date(timezone: str, now: datetime | None = None) -> str:
+    """Today in the index's time zone (YYYY-MM-DD): the partition a nightly run of today writes."""
+    return (now or datetime.now(UTC)).astimezone(ZoneInfo(timezone)).date().isoformat()
+
+
+def logical_date_for(day: str, timezone: str) -> str:
+    """The run's logical date: midnight of ``day`` in the index's zone, so its partition is ``day``
+    whatever the zone's offset (a bare date would be midnight UTC: the day before west of UTC)."""
+    return datetime.combine(date.fromisoformat(day), time(0), ZoneInfo(timezone)).isoformat()
+
+
+def log_path_for(paths: LocalPaths, ds: str) -> Path:
+    return paths.root / "logs" / f"demo-{ds}.log"
+
+
+@contextmanager
+def output_to_log(path: Path) -> Iterator[TextIO]:
+    """Send everything this process and its children write to stdout and stderr (file descriptors 1
+    and 2: Airflow's logs, the local servers' logs, warnings) into ``path``; yield the console (the
+    original stdout) for the few lines the user should see. Restored on the way out, errors included."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    console = os.fdopen(os.dup(saved[0]), "w", buffering=1, encoding="utf-8", errors="replace")
+    with open(path, "w", buffering=1, encoding="utf-8", errors="replace") as log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        try:
+            yield console
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            console.close()
+
+
+class Progress:
+    """One short line on the console: ``demo ds=…: stack · bucket · airflow · resolve_partition · …``,
+    a step at a time (no carriage returns, so it reads the same in a terminal and in CI logs)."""
+
+    TASK_STARTED = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+
+    def __init__(self, console: TextIO, prefix: str) -> None:
+        self.console, self.steps = console, []
+        self.console.write(prefix)
+        self.console.flush()
+
+    def step(self, name: str) -> None:
+        self.console.write((" · " if self.steps else " ") + name)
+        self.console.flush()
+        self.steps.append(name)
+
+    def watch(self, line: str) -> None:
+        """A line of ``airflow dags test`` output: a task starting is a step (again: a retry)."""
+        match = self.TASK_STARTED.search(line)
+        if match:
+            task_id = match.group(1)
+            tries = sum(1 for step in self.steps if step.split(" (retry")[0] == task_id)
+            self.step(f"{task_id} (retry {tries})" if tries else task_id)
+
+    def end(self, text: str) -> None:
+        self.console.write(f" {text}\n")
+        self.console.flush()
+
+
+def _airflow(args: list[str], env: dict[str, str], progress: Progress | None = None) -> int:
+    """Run the venv's ``airflow`` with its output copied into this process's stdout (the log file while
+    :func:`output_to_log` is on); ``progress`` sees each line. Returns the exit status."""
     airflow = Path(sys.executable).with_name("airflow")
-    subprocess.run([str(airflow), *args], env=env, check=True)
+    with subprocess.Popen(
+        [str(airflow), *args], env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8", errors="replace",
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            if progress is not None:
+                progress.watch(line)
+    sys.stdout.flush()
+    return proc.returncode
 
 
-def run_demo(logical_date: str, faults: list[str] | None = None, auth_type: str = "AK",
-             warehouse: str = "maxcompute") -> int:
-    from localcloud.demo_data import upload_demo_bucket
-    from pipeline.config import load_index_config
-    from pipeline.dates import resolve_partition_date
-    from pipeline.oss.client import OssConnection
+def new_report(index_dir: Path, runs_before: int) -> tuple[dict, Path] | None:
+    """The report the run just wrote: the last line added to ``runs.jsonl`` since ``runs_before``."""
+    from pipeline.report import read_runs
+
+    added = read_runs(index_dir)[runs_before:]
+    if not added:
+        return None
+    path = index_dir / added[-1]["report"]
+    return json.loads(path.read_text(encoding="utf-8")), path
+
+
+def show_outcome(console: TextIO, found: tuple[dict, Path] | None, log_path: Path) -> None:
+    """The run summary, outcome and failing task first; then where the report and Airflow's log are."""
     from pipeline.report import summarize
+
+    rule = "=" * 78
+    console.write(rule + "\n")
+    if found is None:
+        console.write("FAILED: the run wrote no report (it stopped before its report task); the end of Airflow's log:\n")
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:] if log_path.exists() else []
+        console.write("".join(f"    {line}\n" for line in tail))
+    else:
+        report, report_path = found
+        console.write(summarize(report) + "\n")
+        console.write(f"report: {report_path}\n")
+    console.write(f"Airflow's log: {log_path}\n")
+    console.write(rule + "\n")
+    console.flush()
+
+
+def run_demo(day: str | None = None, faults: list[str] | None = None, auth_type: str = "AK",
+             warehouse: str = "maxcompute") -> int:
+    """Run the demo DAG for ``day`` (YYYY-MM-DD; default: today in the index's time zone). The console
+    gets one progress line and the run summary; everything else goes to ``.local/logs/demo-<ds>.log``."""
+    from pipeline.config import load_index_config
+    from pipeline.dates import parse_partition_param
+    from pipeline.report import read_runs
 
     paths = LocalPaths.from_env()
     config = load_index_config(DEMO_CONFIG)
+    day = day or demo_date(config.timezone)
+    ds = parse_partition_param(day)
+    log_path = log_path_for(paths, ds)
+    index_dir = paths.reports / config.name
+    runs_before = len(read_runs(index_dir))
+    with output_to_log(log_path) as console:
+        progress = Progress(console, f"demo image_index_{config.name} ds={ds} (log: {log_path}):")
+        try:
+            status = _run_in_stack(paths, config, day, faults or [], auth_type, warehouse, progress)
+        except BaseException:
+            progress.end("stopped: see the log")
+            raise
+        progress.end("done" if status == 0 else "failed")
+        found = new_report(index_dir, runs_before)
+        show_outcome(console, found, log_path)
+    failed = status != 0 or found is None or found[0].get("outcome") in ("failed", "unknown")
+    return 1 if failed else 0
+
+
+def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], auth_type: str,
+                  warehouse: str, progress: Progress) -> int:
+    """Stack up, bucket, Airflow DB and pool, then ``airflow dags test``; its exit status."""
+    from localcloud.demo_data import upload_demo_bucket
+    from pipeline.oss.client import OssConnection
+
     with demo_stack(paths, auth_type=auth_type, warehouse=warehouse) as stack:
+        progress.step("stack")
         env = {
             **os.environ,
             **stack.environment(),
@@ -119,28 +265,26 @@ def run_demo(logical_date: str, faults: list[str] | None = None, auth_type: str 
         oss = OssConnection.from_extras("oss_local", stack.connections("AK")["oss_local"]["extra"])
         written = upload_demo_bucket(oss.bucket(config.source.bucket))
         log.info("demo bucket %s at %s: %d objects uploaded", config.source.bucket, oss.endpoint, written)
-        apply_faults(stack, faults or [])
-        _airflow(["db", "migrate"], env)
-        subprocess.run([sys.executable, "-m", "pipeline.airflow.pools"], env=env, check=True)
-        try:
-            _airflow(["dags", "test", "image_index_demo", logical_date], env)
-        except subprocess.CalledProcessError:
-            print("\nthe demo run failed: the failing task's log above says what happened and what to do")
+        apply_faults(stack, faults)
+        progress.step("bucket" + (f" (faults: {', '.join(faults)})" if faults else ""))
+        if _airflow(["db", "migrate"], env) != 0:
             return 1
-    moment = datetime.fromisoformat(logical_date).replace(tzinfo=UTC)
-    ds = resolve_partition_date(None, moment, None, config.timezone)
-    report_path = paths.reports / config.name / f"{ds}.json"
-    report = json.loads(report_path.read_text())
-    print("\n" + "=" * 78)
-    print(summarize(report))
-    print(f"report: {report_path}")
-    print("=" * 78)
-    return 0
+        subprocess.run([sys.executable, "-m", "pipeline.airflow.pools"], env=env, check=True)
+        progress.step("airflow db")
+        return _airflow(["dags", "test", f"image_index_{config.name}", logical_date_for(day, config.timezone)], env, progress)
+
+
+def _day(text: str) -> str:
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localcloud.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--date", default=date.today().isoformat(), help="logical date of the run (YYYY-MM-DD)")
+    parser.add_argument("--date", default=None, type=_day,
+                        help="the day to run (YYYY-MM-DD), the partition it writes; default: today in the index's time zone")
     parser.add_argument(
         "--fault", action="append", default=[], metavar="TARGET.KNOB=VALUE",
         help="set a fault knob before the run (repeatable), e.g. oss.slow_down_next=3",

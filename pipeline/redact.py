@@ -5,6 +5,9 @@
 2. oss2 logs request headers at DEBUG and, at INFO, whole server errors, whose ``StringToSign``
    (returned by OSS on ``SignatureDoesNotMatch``) contains the STS token. Its logger is capped at
    WARNING; our own errors carry what an operator needs without those details.
+
+What we write ourselves outside the logs (an error message kept for the run report) goes through
+:func:`redact_text`, the same masker applied by hand.
 """
 
 from __future__ import annotations
@@ -31,3 +34,16 @@ def quiet_sdk_loggers() -> None:
         logger = logging.getLogger(name)
         if logger.level < logging.WARNING:  # NOTSET included: it would inherit the root level
             logger.setLevel(logging.WARNING)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every secret registered with Airflow's masker replaced by ``***`` (for what we
+    store ourselves, e.g. an error message in a run report, which no log handler masks)."""
+    try:
+        from airflow.sdk.log import redact
+    except ImportError:  # pragma: no cover - Airflow is always installed with this package
+        return text
+    try:
+        return str(redact(text))
+    except Exception:  # masking is defence in depth: never lose the message over it
+        return text

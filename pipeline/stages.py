@@ -313,11 +313,13 @@ def run_smoke_queries(config: IndexConfig, ds: str, live_ds: str | None = None) 
     return results
 
 
-def write_run_report(config: IndexConfig, ds: str, pulled: dict) -> dict:
-    """Assemble, store and log the run report from the stages' results (missing ones are None)."""
+def write_run_report(config: IndexConfig, ds: str | None, pulled: dict, facts: dict | None = None) -> dict:
+    """Assemble, store and log the run report from the stages' results (missing ones are None) and the
+    run's facts (run, Params, task states, failures; see ``pipeline.airflow.outcome``). ``ds`` is None
+    when the run failed before resolving its partition date."""
     from pipeline.report import build_report, summarize, write_report
 
-    report = build_report(config.name, ds, pulled)
+    report = build_report(config.name, ds, pulled, facts)
     path = write_report(config.name, ds, report)
     log.info("run report %s\n%s", path, summarize(report))
     return report

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk import DAG, get_current_context, task, teardown
 
 from pipeline.airflow.failures import FailFastPolicy
+from pipeline.airflow.outcome import attach_failure_recorder
 from pipeline.airflow.params import index_params
 from pipeline.airflow.sensors import RebuildSensor
 from pipeline.config import IndexConfig
@@ -44,7 +45,8 @@ partition `ds` of `{table}` (connection `{warehouse_conn}`) replaced with them, 
   A malformed value is refused when the run is triggered; the rest when it starts (`resolve_partition`).
 * **Retries** are for what a retry may cure (5xx, throttling, timeouts); an error no retry can fix (a bad
   Param, refused credentials, a failed guard or build) fails its task on the first try.
-* Run reports: `<report dir>/{name}/<ds>.json`. Config file: `{config_path}`.
+* Run reports, also of failed runs: `<report dir>/{name}/<ds>/<run id>.json`, the latest non-dry run's
+  as `<ds>.json`, one line per run in `runs.jsonl`. Config file: `{config_path}`.
 """
 
 REBUILD_DOC = """
@@ -202,18 +204,29 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             started >> waited >> smoked
             upstream = smoked
 
-        @task(trigger_rule="none_failed")
-        def report(partition: str) -> dict:
+        # The report runs whatever happened upstream, and a failed run still fails: as a teardown
+        # (trigger rule all_done_setup_success, i.e. all_done without setups) it is not counted when
+        # Airflow decides the run's state from its leaves (DagRun.update_state), so smoke_query (or
+        # whichever task ends the chain) decides it, failed or upstream_failed included. Unlike a plain
+        # all_done leaf, whose success would mark a failed run successful; and a DAG's fail_fast skips
+        # every task but teardowns.
+        @teardown
+        def report() -> dict:
+            from pipeline.airflow.outcome import run_facts
             from pipeline.stages import write_run_report
 
-            ti = get_current_context()["ti"]
+            context = get_current_context()
+            ti = context["ti"]
             pulled = {
                 name: ti.xcom_pull(task_ids=name)
                 for name in ("load_partition", "check_partition", "publish_partition", "start_rebuild",
                              "wait_until_searchable", "smoke_query")
             }
-            return write_run_report(config, partition, pulled)
+            # Pulled, not passed as an argument: a failed resolve_partition must not stop the report.
+            partition = ti.xcom_pull(task_ids="resolve_partition")
+            return write_run_report(config, partition, pulled, run_facts(context))
 
-        upstream >> report(partition)
+        attach_failure_recorder(dag.tasks)  # each task's error message, for the report (outcome.py)
+        upstream >> report()
 
     return dag

@@ -23,8 +23,26 @@ def demo_dag(airflow_db, demo_stack):
     return dag
 
 
+def reports() -> Path:
+    return Path(os.environ["PIPELINE_REPORT_DIR"]) / "demo"
+
+
 def report(ds: str) -> dict:
-    return json.loads((Path(os.environ["PIPELINE_REPORT_DIR"]) / "demo" / f"{ds}.json").read_text())
+    """The report of the latest run of ``ds`` that was not a dry run."""
+    return json.loads((reports() / f"{ds}.json").read_text())
+
+
+def run_report(run, ds: str) -> dict:
+    """The report of one DAG run."""
+    from pipeline.report import run_file_name
+
+    return json.loads((reports() / ds / run_file_name(run.run_id)).read_text())
+
+
+def runs() -> list[dict]:
+    from pipeline.report import read_runs
+
+    return read_runs(reports())
 
 
 def partitions(config) -> set[str]:
@@ -88,6 +106,11 @@ def test_a_failed_build_fails_the_run_with_its_message(demo_dag, demo_stack) -> 
     states = task_states(run)
     assert states["start_rebuild"] == "success" and states["wait_until_searchable"] == "failed"
     assert states["smoke_query"] == "upstream_failed" and run.state == "failed"
+    # The sensor failed after deferring (the trigger's event, raised on resuming): its message is kept.
+    got = run_report(run, "20270102")
+    assert got["outcome"] == "failed" and [f["task_id"] for f in got["failed_tasks"]] == ["wait_until_searchable"]
+    assert "the build node ran out of disk" in got["failed_tasks"][0]["message"]
+    assert got["rebuild"]["started"] is True
 
 
 def test_a_build_that_drops_images_is_reported_and_past_the_limit_fails_the_run(demo_stack) -> None:
@@ -150,17 +173,68 @@ def test_manual_run_with_params_dry_run(demo_dag, demo_stack) -> None:
         run_conf={"partition_date": "2026-09-09", "dry_run": True, "prefixes": ["catalog/bags/"]},
     )
     assert task_states(run)["report"] == "success"
-    got = report("20260909")
+    got = run_report(run, "20260909")
     assert got["load"]["dry_run"] is True and got["load"]["kept"] == 80 and got["partition"] is None
+    assert got["outcome"] == "dry_run" and got["params"]["dry_run"] is True
+    assert not (reports() / "20260909.json").exists()  # a dry run is not the day's report
     _, _, config = demo_stack
     assert "20260909" not in partitions(config)
 
 
-def test_an_empty_partition_fails_the_run(demo_dag) -> None:
+def test_an_empty_partition_fails_the_run_and_its_report_says_why(demo_dag) -> None:
+    from pipeline.report import summarize
+
+    before = len(runs())
     run = demo_dag.test(logical_date=None, run_conf={"partition_date": "20260808", "prefixes": ["catalog/nowhere/"]})
-    assert run.state == "failed"
+    assert run.state == "failed"  # the report succeeding does not make the failed run succeed
     states = task_states(run)
     assert states["check_partition"] == "failed" and states["start_rebuild"] == "upstream_failed"
+    assert states["report"] == "success"
+
+    got = run_report(run, "20260808")
+    assert got["outcome"] == "failed" and got["run"]["run_id"] == run.run_id and got["run"]["run_type"] == "manual"
+    assert got["run"]["started_at"] and got["run"]["finished_at"]
+    assert got["params"]["prefixes"] == ["catalog/nowhere/"] and got["params"]["partition_date"] == "20260808"
+    (failure,) = got["failed_tasks"]
+    assert (failure["task_id"], failure["error_type"]) == ("check_partition", "PartitionCheckError")
+    assert "[empty] partition ds=20260808" in failure["message"]
+    assert got["tasks"]["load_partition"]["state"] == "success"
+    assert got["tasks"]["smoke_query"]["state"] == "upstream_failed"
+    assert summarize(got).splitlines()[0].startswith("FAILED at check_partition: PartitionCheckError: [empty]")
+    assert report("20260808")["run"]["run_id"] == run.run_id  # a failed run is the day's latest report too
+
+    lines = runs()
+    assert len(lines) == before + 1
+    assert lines[-1]["run_id"] == run.run_id and lines[-1]["outcome"] == "failed"
+    assert lines[-1]["failed_tasks"] == ["check_partition"] and lines[-1]["report"].startswith("20260808/")
+
+
+def test_a_run_that_cannot_resolve_its_date_still_reports(demo_dag) -> None:
+    from pipeline.report import run_file_name
+
+    run = demo_dag.test(logical_date=None, run_conf={"partition_date": "2026-02-30"})
+    assert run.state == "failed" and task_states(run)["report"] == "success"
+    got = json.loads((reports() / "unresolved" / run_file_name(run.run_id)).read_text())
+    assert got["ds"] is None and got["outcome"] == "failed"
+    (failure,) = got["failed_tasks"]
+    assert failure["task_id"] == "resolve_partition" and "is not a calendar date" in failure["message"]
+    assert runs()[-1]["run_id"] == run.run_id
+
+
+def test_each_run_of_a_ds_keeps_its_report_and_a_dry_run_never_replaces_the_real_one(demo_dag) -> None:
+    from pipeline.report import run_file_name
+
+    before = len(runs())
+    real = demo_dag.test(logical_date=None, run_conf={"partition_date": "2026-10-10", "skip_rebuild": True})
+    dry = demo_dag.test(logical_date=None, run_conf={"partition_date": "2026-10-10", "dry_run": True})
+    assert real.state == dry.state == "success" and real.run_id != dry.run_id
+
+    assert sorted(p.name for p in (reports() / "20261010").iterdir()) == sorted(run_file_name(r.run_id) for r in (real, dry))
+    assert run_report(real, "20261010")["outcome"] == "rebuild_skipped"
+    assert run_report(dry, "20261010")["outcome"] == "dry_run"
+    assert report("20261010")["run"]["run_id"] == real.run_id  # the day's report is still the real run's
+    lines = runs()[before:]
+    assert [(line["run_id"], line["outcome"]) for line in lines] == [(real.run_id, "rebuild_skipped"), (dry.run_id, "dry_run")]
 
 
 def live_partition(index: str) -> str | None:

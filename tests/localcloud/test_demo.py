@@ -1,10 +1,20 @@
-"""The demo's --fault option sets the local servers' knobs, and refuses what does not exist."""
+"""The demo: its --fault option sets the local servers' knobs (and refuses what does not exist); its
+output is a progress line and the run summary, Airflow's logs going to a file."""
 
 from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from localcloud.demo import apply_faults
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_fault_knobs_reach_the_running_stack(demo_stack) -> None:
@@ -44,3 +54,118 @@ def test_bad_fault_specs_are_refused(demo_stack, spec: str, message: str) -> Non
     _, stack, _ = demo_stack
     with pytest.raises(SystemExit, match=message):
         apply_faults(stack, [spec])
+
+
+# The demo's output: a progress line and the run summary on the console, everything else in a log file.
+
+def test_the_default_day_is_today_in_the_index_time_zone() -> None:
+    from localcloud.demo import demo_date
+
+    evening_utc = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)  # 04:00 on the 2nd in Shanghai
+    assert demo_date("Asia/Shanghai", evening_utc) == "2026-12-02"
+    assert demo_date("America/Los_Angeles", datetime(2026, 12, 1, 5, 0, tzinfo=UTC)) == "2026-11-30"
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/Los_Angeles", "UTC"])
+def test_the_runs_logical_date_writes_that_days_partition(zone: str) -> None:
+    from airflow._shared.timezones.timezone import parse  # what `airflow dags test` parses it with
+
+    from localcloud.demo import logical_date_for
+    from pipeline.dates import resolve_partition_date
+
+    logical = parse(logical_date_for("2026-12-02", zone))
+    assert resolve_partition_date(None, logical, None, zone) == "20261202"
+
+
+REDIRECTED = r"""
+import logging, subprocess, sys
+from pathlib import Path
+from localcloud.demo import output_to_log
+
+logging.basicConfig(level=logging.INFO)
+with output_to_log(Path(sys.argv[1])) as console:
+    print("python stdout")
+    print("python stderr", file=sys.stderr)
+    logging.getLogger("airflow.task").info("a log record")
+    subprocess.run([sys.executable, "-c", "import sys; print('child stdout'); print('child stderr', file=sys.stderr)"])
+    console.write("progress line\n")
+print("back on the console")
+try:
+    with output_to_log(Path(sys.argv[2])):
+        raise RuntimeError("boom")
+except RuntimeError:
+    print("restored after an error", file=sys.stderr)
+"""
+
+
+def test_output_to_log_sends_this_process_and_its_children_to_the_file(tmp_path: Path) -> None:
+    log, other = tmp_path / "logs" / "demo-20261201.log", tmp_path / "logs" / "other.log"
+    done = subprocess.run([sys.executable, "-c", REDIRECTED, str(log), str(other)], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "progress line\nback on the console\n"  # the console: only what the demo writes to it
+    assert done.stderr == "restored after an error\n"
+    text = log.read_text()
+    for line in ("python stdout", "python stderr", "a log record", "child stdout", "child stderr"):
+        assert line in text
+    assert "progress line" not in text and other.exists()
+
+
+def test_the_progress_line_names_each_step_and_task() -> None:
+    from localcloud.demo import Progress
+
+    console = io.StringIO()
+    progress = Progress(console, "demo image_index_demo ds=20261201 (log: x.log):")
+    progress.step("stack")
+    for line in ("2026-12-01T06:10:05Z [info] [DAG TEST] starting task_id=resolve_partition map_index=-1",
+                 "2026-12-01T06:10:05Z [info] Task started",
+                 "2026-12-01T06:10:06Z [info] [DAG TEST] starting task_id=load_partition map_index=-1",
+                 "2026-12-01T06:11:06Z [info] [DAG TEST] starting task_id=load_partition map_index=-1",
+                 "2026-12-01T06:11:10Z [info] [DAG TEST] starting task_id=report map_index=-1"):
+        progress.watch(line)
+    progress.end("done")
+    assert console.getvalue() == ("demo image_index_demo ds=20261201 (log: x.log): stack · resolve_partition · "
+                                  "load_partition · load_partition (retry 1) · report done\n")
+
+
+def _failed_report() -> dict:
+    from pipeline.report import build_report
+
+    return build_report("demo", "20261201", {"load_partition": {"dry_run": False, "listed": 0}}, {
+        "run": {"run_id": "manual__1", "run_type": "manual"},
+        "params": {"prefixes": ["nowhere/"]},
+        "tasks": {"check_partition": {"state": "failed"}, "smoke_query": {"state": "upstream_failed"}},
+        "failed_tasks": [{"task_id": "check_partition", "error_type": "PartitionCheckError",
+                          "message": "[empty] partition ds=20261201 of demo_image_catalog has no rows"}],
+    })
+
+
+def test_a_failed_run_shows_the_failing_task_its_message_and_the_log_first(tmp_path: Path) -> None:
+    from localcloud.demo import new_report, show_outcome
+    from pipeline.report import write_report
+
+    index_dir = tmp_path / "reports" / "demo"
+    assert new_report(index_dir, 0) is None
+    path = write_report("demo", "20261201", _failed_report(), tmp_path / "reports")
+    found = new_report(index_dir, 0)
+    assert found is not None and found[1] == path and new_report(index_dir, 1) is None
+
+    console = io.StringIO()
+    show_outcome(console, found, tmp_path / "logs" / "demo-20261201.log")
+    lines = console.getvalue().splitlines()
+    assert lines[0] == "=" * 78 and lines[-1] == "=" * 78
+    assert lines[1] == ("FAILED at check_partition: PartitionCheckError: [empty] partition ds=20261201 of "
+                        "demo_image_catalog has no rows")
+    assert f"report: {path}" in lines and f"Airflow's log: {tmp_path / 'logs' / 'demo-20261201.log'}" in lines
+
+
+def test_a_run_that_wrote_no_report_shows_the_end_of_the_log(tmp_path: Path) -> None:
+    from localcloud.demo import show_outcome
+
+    log = tmp_path / "demo-20261201.log"
+    log.write_text("".join(f"line {i}\n" for i in range(40)) + "ERROR: the DAG failed to import\n")
+    console = io.StringIO()
+    show_outcome(console, None, log)
+    text = console.getvalue()
+    assert "FAILED: the run wrote no report" in text and "ERROR: the DAG failed to import" in text
+    assert "line 10\n" not in text and f"Airflow's log: {log}" in text
