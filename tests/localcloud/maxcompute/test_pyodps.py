@@ -104,7 +104,7 @@ def test_the_queries_of_sql_run_unchanged(odps):
     assert query("partition_stats") == [{"row_count": 4, "distinct_ids": 3}]
     assert query("rows_per_category") == [{"cate_id": 2, "row_count": 4}]
     assert query("duplicate_ids") == [{"id": 4, "n": 2}]
-    assert query("id_changes", previous_ds="20261130") == [{"added": 1, "removed": 1}]
+    assert query("id_changes", previous_ds="20261130", previous_table=table.name) == [{"added": 1, "removed": 1}]
     assert [r["id"] for r in query("sample_rows", limit=2)] == [2, 3]
     assert [r["id"] for r in query("sample_new_rows", previous_ds="20261130", limit=5)] == [4, 4]
     assert [r["id"] for r in query("rows_by_id", ids=[3, 4], limit=10)] == [3, 4, 4]

@@ -63,8 +63,8 @@ def engine(store) -> SqlEngine:
 
 
 def sql_file(name: str, **values) -> str:
-    defaults = {"table": "catalog", "ds": DAY2, "previous_ds": DAY1, "limit": 100, "ids": "1, 3, 7",
-                "lifecycle": 30}
+    defaults = {"table": "catalog", "previous_table": "catalog", "source_table": "catalog__staging", "ds": DAY2,
+                "previous_ds": DAY1, "limit": 100, "ids": "1, 3, 7", "lifecycle": 30}
     return (SQL_DIR / f"{name}.sql").read_text().format(**{**defaults, **values})
 
 
@@ -110,7 +110,17 @@ EXPECTED = {
 
 
 def test_every_project_sql_file_is_covered() -> None:
-    assert {p.stem for p in SQL_DIR.glob("*.sql")} == {*EXPECTED, "create_catalog_table"}
+    assert {p.stem for p in SQL_DIR.glob("*.sql")} == {*EXPECTED, "create_catalog_table", "publish_partition"}
+
+
+def test_publishing_replaces_the_partition_with_the_staged_rows_with_the_full_scan_guard_on(store) -> None:
+    engine = SqlEngine(store, allow_full_scan=False)
+    load_catalog(engine)
+    engine.execute("p", sql_file("create_catalog_table", table="catalog__staging", lifecycle=1))
+    engine.execute("p", f"INSERT OVERWRITE TABLE catalog__staging PARTITION (ds='{DAY2}') VALUES {values([(9, 15)])}")
+    engine.execute("p", sql_file("publish_partition"))
+    assert rows_of(engine, f"SELECT id, cate_id FROM catalog WHERE ds = '{DAY2}'") == [(9, 15)]
+    assert rows_of(engine, f"SELECT COUNT(*) FROM catalog WHERE ds = '{DAY1}'") == [(len(DAY1_ROWS),)]
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
