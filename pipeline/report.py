@@ -86,6 +86,7 @@ def build_report(index: str, ds: str | None, stages: dict, facts: dict | None = 
         "index": index,
         "ds": ds,
         "load": load,
+        "published": stages.get("publish_partition"),  # None: not published (refused, failed or a dry run)
         "partition": checked.get("stats"),
         "guards": checked.get("guards"),
         "baseline_ds": checked.get("baseline_ds"),
@@ -243,6 +244,9 @@ def summarize(report: dict) -> str:
         )
         if load.get("warehouse"):
             lines.append(f"  written to {load['warehouse']}, partition ds={report.get('ds')}")
+        published = report.get("published")
+        if published:
+            lines.append(f"  published into {published['table']}, partition ds={published['ds']}")
         if load.get("unmapped_category_examples"):
             lines.append(f"  unmapped categories: {load['unmapped_category_examples']}")
         if load.get("archived_examples"):

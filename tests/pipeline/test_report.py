@@ -133,3 +133,14 @@ def test_the_summary_starts_with_the_outcome_and_the_failing_task() -> None:
     assert ok[0] == "SUCCESS" and not any(line.startswith("  params") for line in ok)
     skipped = build_report("demo", "20261201", {"load_partition": LOAD, "start_rebuild": {"started": False, "reason": "older"}}, facts("r"))
     assert summarize(skipped).splitlines()[0] == "REBUILD SKIPPED: older"
+
+
+def test_the_summary_says_where_the_rows_were_staged_and_published() -> None:
+    from pipeline.report import build_report, summarize
+
+    stages = {"load_partition": {"warehouse": "MaxCompute table p.t__staging at E", "listed": 1, "kept": 1},
+              "publish_partition": {"ds": "20261201", "table": "MaxCompute table p.t at E", "seconds": 0.1}}
+    text = summarize(build_report("demo", "20261201", stages))
+    assert "written to MaxCompute table p.t__staging at E, partition ds=20261201" in text
+    assert "published into MaxCompute table p.t at E, partition ds=20261201" in text
+    assert "published into" not in summarize(build_report("demo", "20261201", {**stages, "publish_partition": None}))
