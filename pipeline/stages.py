@@ -108,7 +108,7 @@ def load_partition(
         log.info("dry run: listed %d objects, %d would be rows; nothing written", builder.counts.listed, builder.counts.kept)
     else:
         warehouse = warehouse or open_index_warehouse(config)
-        staging = prepare_staging(warehouse)
+        staging = prepare_staging(warehouse, ds)
         rows_written = staging.write_partition(ds, batches)
         log.info("staged %d rows in partition ds=%s of %s", rows_written, ds, staging.location)
         if publish:
@@ -128,17 +128,19 @@ def load_partition(
     return result
 
 
-def prepare_staging(warehouse: Warehouse) -> Warehouse:
-    """The staging table, created if missing and emptied: one run per index at a time (the DAG's
-    ``max_active_runs=1``), so anything staged or half-written now is a killed run's litter."""
+def prepare_staging(warehouse: Warehouse, ds: str) -> Warehouse:
+    """The staging table, created if missing, with nothing staged for ``ds``: what is staged for it now
+    is an earlier run's that did not publish (refused, failed or killed). Other days are left alone,
+    since a backfill may be staging them right now; MaxCompute's one-day lifecycle on the staging
+    table reclaims those that nobody publishes."""
     warehouse.ensure_table()  # the published table's schema is checked before any work
     staging = warehouse.staging()
     staging.ensure_table()
-    for ds in staging.partitions():
-        log.info("removing ds=%s left in %s by an earlier run that did not finish", ds, staging.table)
+    if ds in staging.partitions():
+        log.info("removing ds=%s left in %s by an earlier run that did not publish it", ds, staging.table)
         staging.drop_partition(ds)
-    warehouse.clean_litter()
-    staging.clean_litter()
+    warehouse.clean_litter(ds)
+    staging.clean_litter(ds)
     return staging
 
 

@@ -59,5 +59,5 @@ class Warehouse(Protocol):
     def drop_partition(self, ds: str) -> None:
         """Remove partition ``ds`` if it exists."""
 
-    def clean_litter(self) -> list[str]:
-        """Remove what killed writes left behind (only while no write of the table runs)."""
+    def clean_litter(self, ds: str) -> list[str]:
+        """Remove what killed writes of partition ``ds`` left behind (only while no run of that ``ds`` writes)."""

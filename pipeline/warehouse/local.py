@@ -415,26 +415,24 @@ class LocalWarehouse:
             return
         shutil.rmtree(trash, ignore_errors=True)
 
-    def clean_litter(self) -> list[str]:
-        """Remove what killed writes left: temp files, empty partition folders, half-removed trash.
-        Call it only when no write of this table runs (one run per index at a time)."""
+    def clean_litter(self, ds: str) -> list[str]:
+        """Remove what killed writes of partition ``ds`` left (temp files, an empty partition folder) and
+        half-removed trash. Other partitions are left alone: a backfill may be writing them right now."""
         removed: list[str] = []
         if not self.table_dir.is_dir():
             return removed
         for entry in self.table_dir.iterdir():
             if entry.name.startswith((".expired-", ".dropped-")) and entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
+                shutil.rmtree(entry, ignore_errors=True)  # renamed away already: nobody reads it
                 removed.append(entry.name)
-            elif entry.name.startswith(f".{TABLE_META}-") and entry.name.endswith(".tmp"):
-                entry.unlink(missing_ok=True)
-                removed.append(entry.name)
-            elif _PARTITION_DIR_RE.match(entry.name) and entry.is_dir():
-                for tmp in entry.glob(".data-*.parquet.tmp"):
-                    tmp.unlink(missing_ok=True)
-                    removed.append(f"{entry.name}/{tmp.name}")
-                if not any(entry.iterdir()):
-                    entry.rmdir()
-                    removed.append(entry.name)
+        part_dir = self.partition_file(validate_ds(ds)).parent
+        if part_dir.is_dir():
+            for tmp in part_dir.glob(".data-*.parquet.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed.append(f"{part_dir.name}/{tmp.name}")
+            if not any(part_dir.iterdir()):
+                part_dir.rmdir()
+                removed.append(part_dir.name)
         if removed:
             log.info("removed litter of killed writes from local table %s: %s", self.table, removed)
         return removed

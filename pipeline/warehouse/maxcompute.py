@@ -334,7 +334,7 @@ class MaxComputeWarehouse:
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"dropping {self._where(ds)} failed", exc) from exc
 
-    def clean_litter(self) -> list[str]:
+    def clean_litter(self, ds: str) -> list[str]:
         """Nothing beyond the staged partitions (see :meth:`staging`): a killed upload session commits nothing."""
         return []
 

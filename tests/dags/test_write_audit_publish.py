@@ -51,10 +51,10 @@ def test_an_empty_listing_never_reaches_the_published_partition(demo_dag, demo_s
     before = published(config)
     empty = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE, "prefixes": ["catalog/nowhere/"]})
     assert task_states(empty)["check_partition"] == "failed"
-    assert published(config) == before and staged(config) == [DS]  # the refused rows stay staged only
+    assert published(config) == before and DS in staged(config)  # the refused rows stay staged only
     # (dag.test keeps the last run's conf as the DAG's params: name the default again)
     again = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE, "prefixes": None})
-    assert again.state == "success" and staged(config) == []  # the next run cleaned and published
+    assert again.state == "success" and DS not in staged(config)  # the next run cleaned and published
     assert published(config) == before
 
 
@@ -83,5 +83,5 @@ def test_a_load_killed_mid_write_leaves_the_published_partition_and_the_next_run
     assert published(config) == before
     rerun = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE})
     assert rerun.state == "success", task_states(rerun)
-    assert published(config) == before and staged(config) == []
+    assert published(config) == before and DS not in staged(config)
     assert report(DS)["partition"]["rows"] == 320

@@ -122,3 +122,15 @@ def test_retry_policy_is_bounded_and_backs_off() -> None:
     with pytest.raises(TransientSourceError):
         RetryPolicy(attempts=4, initial_wait_s=1, max_wait_s=8, sleep=sleeps.append).call("x", flaky)
     assert len(calls) == 4 and len(sleeps) == 3 and all(0 <= s <= 8 for s in sleeps)
+
+
+def test_a_load_leaves_other_days_staged_since_a_backfill_may_be_staging_them(demo_stack) -> None:
+    # Backfill runs of one index run side by side: one day's load must not drop another day's staged rows.
+    _, _, config = demo_stack
+    staging = open_index_warehouse(config).staging()
+    load_partition(config, "20261110", prefixes=["catalog/hats/"])  # staged, not yet checked or published
+    load_partition(config, "20261111", prefixes=["catalog/bags/"])
+    assert {"20261110", "20261111"} <= set(staging.partitions())
+    assert staging.partition_stats("20261110").rows == 80
+    load_partition(config, "20261110", prefixes=["catalog/shoes/"])  # the same day again: replaces its own
+    assert staging.read_partition("20261110").column("id").to_pylist()[0] // 10000 == 1

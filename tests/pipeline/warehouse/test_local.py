@@ -415,9 +415,9 @@ def test_litter_of_killed_writes_is_removed(wh: LocalWarehouse) -> None:
     (wh.table_dir / "ds=20261102").mkdir()
     (wh.table_dir / "ds=20261102" / ".data-dead.parquet.tmp").write_bytes(b"x")
     (wh.table_dir / ".expired-20261001-dead").mkdir()
-    removed = wh.clean_litter()
-    assert sorted(removed) == [".expired-20261001-dead", "ds=20261101/.data-dead.parquet.tmp", "ds=20261102",
-                               "ds=20261102/.data-dead.parquet.tmp"]
+    assert sorted(wh.clean_litter("20261101")) == [".expired-20261001-dead", "ds=20261101/.data-dead.parquet.tmp"]
+    assert (wh.table_dir / "ds=20261102" / ".data-dead.parquet.tmp").exists()  # another day: maybe being written
+    assert sorted(wh.clean_litter("20261102")) == ["ds=20261102", "ds=20261102/.data-dead.parquet.tmp"]
     assert wh.partitions() == ["20261101"] and wh.read_partition("20261101").num_rows == 1
     wh.drop_partition("20261101")
     wh.drop_partition("20261101")  # gone already: nothing to do
