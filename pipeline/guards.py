@@ -68,7 +68,7 @@ def evaluate(
             f"{where} has {stats.rows} rows, {shrink:.1%} fewer than the {baseline.rows} of ds={baseline.ds}, the "
             f"partition that last went live (limit {limits.max_shrink_fraction:.0%}): was a prefix wrong or an "
             "upload incomplete?" if too_much
-            else f"{stats.rows} rows against {baseline.rows} live (ds={baseline.ds})",
+            else f"{stats.rows} rows against {baseline.rows} live (ds={baseline.ds}){_same_ids(stats, baseline)}",
         ))
 
     duplicated = stats.rows - stats.distinct_ids
@@ -102,6 +102,13 @@ def evaluate(
         f"{limits.max_skipped_fraction:.0%}): {({k: v for k, v in (load.get('skipped') or {}).items() if v})}",
     ))
     return results
+
+
+def _same_ids(stats: PartitionStats, baseline: PartitionStats) -> str:
+    """Whether the staged ids are exactly the live ones, when both digests are known."""
+    if not stats.id_digest or not baseline.id_digest:
+        return ""
+    return ", the same ids" if stats.id_digest == baseline.id_digest else ", a different set of ids"
 
 
 def enforce(results: list[GuardResult], overrides: set[str]) -> list[GuardResult]:

@@ -255,7 +255,8 @@ def summarize(report: dict) -> str:
                 "restore them or convert them to Standard/IA to index them"
             )
     if stats:
-        lines.append(f"  partition: {stats.get('rows')} rows, {stats.get('distinct_ids')} distinct ids")
+        digest = f", id set digest {stats['id_digest']}" if stats.get("id_digest") else ""
+        lines.append(f"  partition: {stats.get('rows')} rows, {stats.get('distinct_ids')} distinct ids{digest}")
         lines.append(f"  rows per category: {stats.get('rows_per_category')}")
     overridden = [g["name"] for g in report.get("guards") or [] if g.get("overridden")]
     if overridden:

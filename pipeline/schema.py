@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -29,13 +30,16 @@ def validate_ds(ds: str) -> str:
 
 @dataclass(frozen=True)
 class PartitionStats:
-    """What a written partition holds. ``duplicate_ids`` lists up to 10 ids that occur more than once."""
+    """What a written partition holds. ``duplicate_ids`` lists up to 10 ids that occur more than once;
+    ``id_digest`` (see :func:`id_set_digest`) is equal for two partitions exactly when, barring a 2^-64
+    accident, they hold the same set of ids (None in figures recorded before it existed)."""
 
     ds: str
     rows: int
     distinct_ids: int
     rows_per_category: dict[int, int]
     duplicate_ids: list[int]
+    id_digest: str | None = None
 
     @property
     def spec(self) -> str:
@@ -46,7 +50,7 @@ class PartitionStats:
         """The inverse of :meth:`as_dict` (figures recorded when a partition went live)."""
         return cls(str(data["ds"]), int(data["rows"]), int(data["distinct_ids"]),
                    {int(k): int(v) for k, v in (data.get("rows_per_category") or {}).items()},
-                   [int(i) for i in data.get("duplicate_ids") or []])
+                   [int(i) for i in data.get("duplicate_ids") or []], data.get("id_digest"))
 
     def as_dict(self) -> dict:
         return {
@@ -55,7 +59,15 @@ class PartitionStats:
             "distinct_ids": self.distinct_ids,
             "rows_per_category": {str(k): v for k, v in sorted(self.rows_per_category.items())},
             "duplicate_ids": self.duplicate_ids,
+            "id_digest": self.id_digest,
         }
+
+
+def id_set_digest(distinct_ids: int, high_sum: int | None, low_sum: int | None) -> str:
+    """The digest of a partition's id set from sql/partition_stats.sql's two order-independent sums
+    (the engine reduces any number of ids to them): 32 hex digits, the same on every warehouse."""
+    text = f"{int(distinct_ids)}:{int(high_sum or 0)}:{int(low_sum or 0)}"
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)

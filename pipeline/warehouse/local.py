@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError, SchemaMismatchError, WarehouseError
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, validate_ds
+from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 DATA_FILE = "data.parquet"
 TABLE_META = "_table.json"
 _PARTITION_DIR_RE = re.compile(rf"^{PARTITION_COLUMN}=(\d{{8}})$")
+# The sql/ files are written in MaxCompute SQL that DuckDB also runs; CONV is the one built-in DuckDB
+# lacks, and partition_stats.sql needs it only from base 16 to 10.
+_MAXCOMPUTE_BUILTINS = """
+CREATE MACRO conv(digits, from_base, to_base) AS CASE
+    WHEN from_base = 16 AND to_base = 10 THEN CAST(CAST('0x' || digits AS BIGINT) AS VARCHAR)
+    ELSE error('CONV is defined here only from base 16 to 10') END
+"""
 _ROW_GROUP_ROWS = 64 * 1024  # rows buffered per Parquet row group: a few MiB for catalog rows
 
 
@@ -301,6 +308,7 @@ class LocalWarehouse:
         handles = [warehouse._open_partition(ds) for warehouse, ds in sources]
         con = duckdb.connect(":memory:")
         try:
+            con.execute(_MAXCOMPUTE_BUILTINS)
             files = [pq.ParquetFile(handle) for handle in handles]
             for i in range(len(files)):
                 con.register(f"_partition_{i}", CATALOG_SCHEMA.empty_table())
@@ -341,13 +349,14 @@ class LocalWarehouse:
         totals, per_category, duplicates = self._queries(
             [ds], ["partition_stats", "rows_per_category", "duplicate_ids"], ds=ds
         )
-        ((row_count, distinct_ids),) = totals
+        ((row_count, distinct_ids, digest_high, digest_low),) = totals
         return PartitionStats(
             ds=ds,
-            rows=int(row_count),
+            rows=int(row_count or 0),
             distinct_ids=int(distinct_ids),
             rows_per_category={int(cate): int(n) for cate, n in per_category},
             duplicate_ids=[int(i) for i, _ in duplicates],
+            id_digest=id_set_digest(distinct_ids, digest_high, digest_low),
         )
 
     def id_changes(self, ds: str, previous_ds: str, previous: LocalWarehouse | None = None) -> IdChanges:

@@ -27,7 +27,7 @@ from pipeline.errors import (
     WarehouseError,
 )
 from pipeline.redact import register_secrets
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, validate_ds
+from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 from pipeline.warehouse.local import conform_batch, iter_source
 
@@ -262,10 +262,11 @@ class MaxComputeWarehouse:
             raise WarehouseError(f"stats query on {where} returned an unexpected result: {exc}") from exc
         return PartitionStats(
             ds=ds,
-            rows=int(totals["row_count"]),
+            rows=int(totals["row_count"] or 0),
             distinct_ids=int(totals["distinct_ids"]),
             rows_per_category={int(r["cate_id"]): int(r["row_count"]) for r in per_category},
             duplicate_ids=[int(r["id"]) for r in duplicates],
+            id_digest=id_set_digest(totals["distinct_ids"], totals["id_digest_high"], totals["id_digest_low"]),
         )
 
     def id_changes(self, ds: str, previous_ds: str, previous: MaxComputeWarehouse | None = None) -> IdChanges:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from tests.pipeline.warehouse.digest import reference_id_digest
 from tests.dags.test_image_index_dag import REPO, demo_dag, live_partition, report, task_states  # noqa: F401
 
 DS, DATE = "20271201", "2027-12-01"  # newer than the other DAG tests' partitions: it rebuilds
@@ -35,6 +36,14 @@ def test_a_same_day_rerun_is_judged_against_the_live_partition_it_would_replace(
     assert full.state == "success" and live_partition("demo") == DS
     before, live = published(config), stack.opensearch.engine.live_generation_id("demo_images")
     assert len(before) == 320
+    # What went live is recorded with its figures, the id set's digest among them.
+    from airflow.models import Variable
+
+    from pipeline.airflow.state import live_record_key
+
+    recorded = Variable.get(live_record_key("demo"), deserialize_json=True)["stats"]
+    assert (recorded["ds"], recorded["rows"]) == (DS, 320)
+    assert recorded["id_digest"] == reference_id_digest(row[0] for row in before)
 
     # The same day with one category: 80 rows would replace the 320 that are live.
     rerun = demo_dag.test(logical_date=None, run_conf={**FUTURE, "partition_date": DATE, "prefixes": ["catalog/hats/"]})

@@ -37,6 +37,23 @@ def test_shrink_against_the_live_partition() -> None:
     assert [r.name for r in marked if r.overridden] == ["shrink"]
 
 
+def test_the_shrink_verdict_says_whether_the_ids_are_the_live_ones() -> None:
+    from dataclasses import replace
+
+    live = replace(stats("20261120", 100), id_digest="a" * 32)
+    same = replace(stats("20261124", 100), id_digest="a" * 32)
+    other = replace(stats("20261124", 100), id_digest="b" * 32)
+    unknown = stats("20261124", 100)  # figures recorded before digests existed: nothing claimed
+
+    def shrink_message(staged: PartitionStats) -> str:
+        (shrink,) = [r for r in evaluate(staged, LOAD, live, LIMITS, table="t", id_rule="hash") if r.name == "shrink"]
+        return shrink.message
+
+    assert shrink_message(same).endswith("100 rows against 100 live (ds=20261120), the same ids")
+    assert shrink_message(other).endswith("(ds=20261120), a different set of ids")
+    assert shrink_message(unknown).endswith("(ds=20261120)")
+
+
 def test_empty_duplicates_and_hash_collisions() -> None:
     results = evaluate(stats("20261124", 0), LOAD, None, LIMITS, table="t", id_rule="filename_digits")
     with pytest.raises(PartitionCheckError, match=r"\[empty\] partition ds=20261124 of t has no rows"):

@@ -18,6 +18,7 @@ import pipeline.warehouse.local as local_module
 from pipeline.errors import CatalogError, ConnectionConfigError, SchemaMismatchError, WarehouseError
 from pipeline.schema import CATALOG_SCHEMA, PartitionStats
 from pipeline.warehouse import LocalWarehouse, Warehouse, open_warehouse
+from tests.pipeline.warehouse.digest import reference_id_digest
 
 DS = "20261123"
 REPO = Path(__file__).resolve().parents[3]
@@ -117,7 +118,7 @@ def test_zero_row_partition_is_a_partition(wh: LocalWarehouse) -> None:
     assert wh.partitions() == [DS]
     assert wh.read_partition(DS).num_rows == 0
     assert wh.read_partition(DS).schema == CATALOG_SCHEMA
-    assert wh.partition_stats(DS) == PartitionStats(DS, 0, 0, {}, [])
+    assert wh.partition_stats(DS) == PartitionStats(DS, 0, 0, {}, [], reference_id_digest([]))
 
 
 def test_batches_are_conformed(wh: LocalWarehouse) -> None:
@@ -227,8 +228,20 @@ def test_partition_stats(wh: LocalWarehouse) -> None:
     wh.write_partition(DS, [batch(ids[:5], [10] * 5), batch(ids[5:], [20, 20, 30, 30, 30])])
     stats = wh.partition_stats(DS)
     assert stats == PartitionStats(
-        ds=DS, rows=10, distinct_ids=6, rows_per_category={10: 5, 20: 2, 30: 3}, duplicate_ids=[4, 3, 6]
+        ds=DS, rows=10, distinct_ids=6, rows_per_category={10: 5, 20: 2, 30: 3}, duplicate_ids=[4, 3, 6],
+        id_digest=reference_id_digest(ids),
     )
+
+
+def test_the_id_digest_names_the_set_of_ids(wh: LocalWarehouse) -> None:
+    # Order and duplicates do not move it; any id added, removed or replaced does.
+    wh.write_partition("20261120", [batch([5, 1, 3])])
+    wh.write_partition("20261121", [batch([1, 3, 5, 5, 1])])
+    wh.write_partition("20261122", [batch([1, 3, 6])])
+    wh.write_partition("20261123", [batch([1, 3])])
+    digests = [wh.partition_stats(ds).id_digest for ds in ("20261120", "20261121", "20261122", "20261123")]
+    assert digests[0] == digests[1] == reference_id_digest([1, 3, 5])
+    assert len(set(digests[1:])) == 3
 
 
 def test_duplicate_ids_capped_at_ten(wh: LocalWarehouse) -> None:

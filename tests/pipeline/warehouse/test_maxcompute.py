@@ -25,6 +25,7 @@ from pipeline.errors import CatalogError, ConnectionConfigError, SchemaMismatchE
 from pipeline.schema import CATALOG_SCHEMA, PartitionStats
 from pipeline.warehouse import Warehouse, open_warehouse
 from pipeline.warehouse.maxcompute import MaxComputeWarehouse, _warehouse_error
+from tests.pipeline.warehouse.digest import reference_id_digest
 
 DS, PREVIOUS = "20261123", "20261122"
 PROJECT, REGION = "img_proj", "cn-hangzhou"
@@ -293,7 +294,8 @@ def test_slow_sql_is_waited_for(wh: MaxComputeWarehouse, server) -> None:
     started = time.monotonic()
     stats = wh.partition_stats(DS)
     assert time.monotonic() - started >= 1.5 * 3  # three queries, each slow
-    assert stats == PartitionStats(DS, rows=3, distinct_ids=2, rows_per_category={1: 3}, duplicate_ids=[2])
+    assert stats == PartitionStats(DS, rows=3, distinct_ids=2, rows_per_category={1: 3}, duplicate_ids=[2],
+                                   id_digest=reference_id_digest([1, 2]))
 
 
 # -- stats and partitions -------------------------------------------------------------------------
@@ -304,7 +306,9 @@ def test_stats_samples_and_changes_from_the_sql_files(wh: MaxComputeWarehouse) -
     wh.write_partition(PREVIOUS, [batch([1, 2, 3], cate=1)])
     wh.write_partition(DS, [batch([2, 3, 4], cate=1), batch([4, 5], cate=2)])
     assert wh.partition_stats(DS) == PartitionStats(DS, rows=5, distinct_ids=4, rows_per_category={1: 3, 2: 2},
-                                                    duplicate_ids=[4])
+                                                    duplicate_ids=[4], id_digest=reference_id_digest([2, 3, 4, 5]))
+    wh.write_partition("20261102", [])  # an empty partition has a digest too: the empty set's
+    assert wh.partition_stats("20261102").id_digest == reference_id_digest([])
     changes = wh.id_changes(DS, PREVIOUS)
     assert (changes.added, changes.removed) == (2, 1)
     assert [r["id"] for r in wh.sample_rows(DS, 2)] == [2, 3]

@@ -1,0 +1,12 @@
+"""An independent reference for the id-set digest the warehouses compute in SQL (sql/partition_stats.sql)."""
+
+import hashlib
+
+
+def reference_id_digest(ids) -> str:
+    """MD5 of ``"<distinct ids>:<sum of MD5(id)[0:8]>:<sum of MD5(id)[8:16]>"``, the slices read as hex."""
+    distinct = {int(i) for i in ids}
+    hexes = [hashlib.md5(str(i).encode()).hexdigest() for i in distinct]
+    high = sum(int(h[:8], 16) for h in hexes)
+    low = sum(int(h[8:16], 16) for h in hexes)
+    return hashlib.md5(f"{len(distinct)}:{high}:{low}".encode()).hexdigest()
