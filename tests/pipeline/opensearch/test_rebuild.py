@@ -98,6 +98,26 @@ def test_rebuild_goes_live(conn, engine) -> None:
     assert verdict.outcome == "ready" and verdict.fsm_id
 
 
+def test_the_wait_says_so_when_the_build_is_already_live(conn, engine, caplog, capsys) -> None:
+    """The sensor's first, cheap check finds the generation live: it ends without deferring, and its log
+    says what it found (issue 11: it used to end silently)."""
+    from dataclasses import asdict
+
+    from pipeline.airflow.sensors import RebuildSensor
+
+    mgmt = OpenSearchManagement(conn)
+    handle = start_rebuild(mgmt, TABLE, DS, FAST)
+    assert wait_until_ready(mgmt, handle, FAST).outcome == "ready"
+    sensor = RebuildSensor(task_id="wait_until_searchable", handle=handle.as_dict(), settings=asdict(FAST))
+    with caplog.at_level("INFO"):
+        result = sensor.execute({})
+    assert result["outcome"] == "ready"
+    # The operator's logger is the task SDK's (structlog): outside a task it writes to stdout.
+    logged = caplog.text + capsys.readouterr().out
+    assert f"generation {handle.generation_id}" in result["message"] and "is ready" in logged
+    assert result["message"][:80] in logged
+
+
 def test_failed_build(conn, engine) -> None:
     engine.faults.fail_next_build = "disk full on the build node"
     mgmt = OpenSearchManagement(conn)
