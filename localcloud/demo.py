@@ -41,7 +41,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -105,10 +105,11 @@ def demo_date(timezone: str, now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(ZoneInfo(timezone)).date().isoformat()
 
 
-def logical_date_for(day: str, timezone: str) -> str:
-    """The run's logical date: midnight of ``day`` in the index's zone, so its partition is ``day``
-    whatever the zone's offset (a bare date would be midnight UTC: the day before west of UTC)."""
-    return datetime.combine(date.fromisoformat(day), time(0), ZoneInfo(timezone)).isoformat()
+def dags_test_args(index: str, day: str) -> list[str]:
+    """``airflow dags test`` for ``day``'s partition, named by the ``partition_date`` Param as a manual
+    run names it. No logical date: `dags test` starts the run's clock at the logical date, so a run
+    for midnight showed in the UI as hours long; without one, the run starts now."""
+    return ["dags", "test", f"image_index_{index}", "--conf", json.dumps({"partition_date": day})]
 
 
 def log_path_for(paths: LocalPaths, ds: str) -> Path:
@@ -271,7 +272,7 @@ def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], a
             return 1
         subprocess.run([sys.executable, "-m", "pipeline.airflow.pools"], env=env, check=True)
         progress.step("airflow db")
-        return _airflow(["dags", "test", f"image_index_{config.name}", logical_date_for(day, config.timezone)], env, progress)
+        return _airflow(dags_test_args(config.name, day), env, progress)
 
 
 def _day(text: str) -> str:

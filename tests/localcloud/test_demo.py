@@ -4,6 +4,7 @@ output is a progress line and the run summary, Airflow's logs going to a file.""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -66,15 +67,34 @@ def test_the_default_day_is_today_in_the_index_time_zone() -> None:
     assert demo_date("America/Los_Angeles", datetime(2026, 12, 1, 5, 0, tzinfo=UTC)) == "2026-11-30"
 
 
-@pytest.mark.parametrize("zone", ["Asia/Shanghai", "America/Los_Angeles", "UTC"])
-def test_the_runs_logical_date_writes_that_days_partition(zone: str) -> None:
-    from airflow._shared.timezones.timezone import parse  # what `airflow dags test` parses it with
+def test_the_demo_names_its_day_by_the_partition_date_param() -> None:
+    """No logical date on the command line: `dags test` would start the run's clock at it (midnight),
+    and the UI showed the demo's run as 23 hours long (issue 11)."""
+    from localcloud.demo import dags_test_args
 
-    from localcloud.demo import logical_date_for
-    from pipeline.dates import resolve_partition_date
+    args = dags_test_args("demo", "2026-12-02")
+    assert args[:3] == ["dags", "test", "image_index_demo"]
+    assert args[3:] == ["--conf", json.dumps({"partition_date": "2026-12-02"})]
 
-    logical = parse(logical_date_for("2026-12-02", zone))
-    assert resolve_partition_date(None, logical, None, zone) == "20261202"
+
+def test_make_demo_end_to_end_records_a_run_as_long_as_it_took(tmp_path: Path) -> None:
+    """What `make demo` runs, in a folder of its own: the summary is the last thing on the console, the
+    partition is the day asked for, and the metadata DB's run lasted seconds, not the hours since a
+    midnight logical date."""
+    import sqlite3
+
+    env = {**os.environ, "PIPELINE_LOCAL_DIR": str(tmp_path / "local"), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "PIPELINE_REPORT_DIR": str(tmp_path / "reports")}
+    env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
+    done = subprocess.run([sys.executable, "-m", "localcloud.demo", "--date", "2026-11-28"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ds=20261128" in done.stdout and done.stdout.rstrip().endswith("=" * 78)
+    db = next((tmp_path / "airflow").glob("*.db"))
+    with sqlite3.connect(db) as con:
+        ((start, end),) = con.execute("SELECT start_date, end_date FROM dag_run").fetchall()
+    took = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+    assert 0 < took.total_seconds() < 300, (start, end)
 
 
 REDIRECTED = r"""
