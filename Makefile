@@ -42,7 +42,7 @@ test: $(STAMP)
 # The local cloud (OSS + OpenSearch servers, the demo bucket) until Ctrl-C, for Airflow under a real
 # scheduler: `source .local/stack.env` in the shell that starts Airflow (see README).
 stack: $(STAMP)
-	$(PY) -m localcloud.stack
+	$(PY) -m localcloud.stack $(STACK_ARGS)
 
 clean:
 	rm -rf $(LOCAL)

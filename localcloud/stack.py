@@ -7,6 +7,7 @@ the tests and anyone running the DAG offline use it; production code never impor
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -37,6 +38,14 @@ MAXCOMPUTE_PROJECT = "image_search_local"  # the project the warehouse connectio
 #: Where the catalog table lives: the local MaxCompute server (pyodps on the wire, the default), or the
 #: ``fs`` warehouse (Parquet files, no server: the baseline of the benchmarks).
 WAREHOUSES = ("maxcompute", "fs")
+#: The servers in the order they take ports from ``base_port`` (see :meth:`LocalStack.port`).
+SERVICE_ORDER = ("oss", "maxcompute", "opensearch", "sts", "metadata")
+#: ``make stack``'s first port: fixed, so a scheduler's connections survive a restart of the stack.
+DEFAULT_BASE_PORT = 18640
+
+
+class PortInUseError(OSError):
+    """A fixed port of the stack is taken (another stack, or another program)."""
 #: How the stack's connections authenticate (see pipeline.credentials for what each means).
 AUTH_TYPES = ("AK", "ram_role_arn", "ecs_ram_role", "oidc_role_arn")
 # The demo index: the stack serves its bucket, warehouse table and OpenSearch table.
@@ -139,16 +148,20 @@ class LocalStack:
         token_lifetime_s: float | None = None,
         warehouse: str = "maxcompute",
         maxcompute_options: dict[str, Any] | None = None,
+        base_port: int = 0,
     ) -> None:
         """``auth_type``: how :meth:`connections` authenticate (one of :data:`AUTH_TYPES`).
         ``token_lifetime_s``: cap every temporary token's life (the real minimum is 900 s) to rehearse
         expiry within a test. ``warehouse``: one of :data:`WAREHOUSES`. ``maxcompute_options``: keyword
-        arguments of :class:`LocalMaxComputeServer` (e.g. ``allow_full_scan``)."""
+        arguments of :class:`LocalMaxComputeServer` (e.g. ``allow_full_scan``). ``base_port``: 0 puts
+        every server on a free port (tests, the demo); N puts them on N.. N+4 in :data:`SERVICE_ORDER`,
+        so a long-running stack keeps its addresses across restarts."""
         if auth_type not in AUTH_TYPES:
             raise ValueError(f"auth_type must be one of {AUTH_TYPES}, not {auth_type!r}")
         if warehouse not in WAREHOUSES:
             raise ValueError(f"warehouse must be one of {WAREHOUSES}, not {warehouse!r}")
         self.warehouse = warehouse
+        self.base_port = base_port
         self.maxcompute_options = maxcompute_options or {}
         self.paths = paths
         self.secrets = local_secrets(paths)
@@ -164,25 +177,45 @@ class LocalStack:
         self.sts: LocalSts | None = None
         self.metadata: LocalInstanceMetadata | None = None
 
+    def port(self, service: str) -> int:
+        """Where ``service`` (one of :data:`SERVICE_ORDER`) listens: 0 (any free port) or base_port + its index."""
+        return self.base_port + SERVICE_ORDER.index(service) if self.base_port else 0
+
     def start(self) -> LocalStack:
+        try:
+            self._start_servers()
+        except OSError as exc:
+            self.stop()
+            if exc.errno == errno.EADDRINUSE and self.base_port:
+                raise PortInUseError(
+                    f"a port in {self.base_port}..{self.base_port + len(SERVICE_ORDER) - 1} (the stack's "
+                    f"{', '.join(SERVICE_ORDER)}) is taken: is another stack running? Stop it, or choose other "
+                    "ports with --base-port N (0: free ports, which change at every start)"
+                ) from exc
+            raise
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_servers(self) -> None:
         for folder in (self.paths.oss, self.paths.warehouse, self.paths.opensearch):
             folder.mkdir(parents=True, exist_ok=True)
         account = StsAccount({self.secrets.access_key_id: self.secrets.access_key_secret},
                              {ROLE_ARN: 3600}, OIDC_PROVIDER_ARN)
-        self.sts = LocalSts(account, self.authority, self.tls).start()
-        self.metadata = LocalInstanceMetadata(self.authority, ECS_ROLE_NAME, ACCOUNT_ID).start()
+        self.sts = LocalSts(account, self.authority, self.tls, port=self.port("sts")).start()
+        self.metadata = LocalInstanceMetadata(self.authority, ECS_ROLE_NAME, ACCOUNT_ID,
+                                              port=self.port("metadata")).start()
         credential = Credential(self.secrets.access_key_id, self.secrets.access_key_secret)
-        self.oss = LocalOssServer(self.paths.oss, [credential], region=REGION, authority=self.authority).start()
+        self.oss = LocalOssServer(self.paths.oss, [credential], port=self.port("oss"), region=REGION,
+                                  authority=self.authority).start()
         keys = {"access_key_id": self.secrets.access_key_id, "access_key_secret": self.secrets.access_key_secret}
         if self.warehouse == "maxcompute":
-            try:
-                self.maxcompute = LocalMaxComputeServer(
-                    self.paths.maxcompute, {self.secrets.access_key_id: self.secrets.access_key_secret},
-                    projects=[MAXCOMPUTE_PROJECT], region=REGION, authority=self.authority, **self.maxcompute_options,
-                ).start()
-            except BaseException:
-                self.stop()
-                raise
+            self.maxcompute = LocalMaxComputeServer(
+                self.paths.maxcompute, {self.secrets.access_key_id: self.secrets.access_key_secret},
+                projects=[MAXCOMPUTE_PROJECT], region=REGION, authority=self.authority, port=self.port("maxcompute"),
+                **self.maxcompute_options,
+            ).start()
             # OpenSearch reads the partition with pyodps, as the service reads its ODPS data source.
             source = {"maxcompute": {"endpoint": self.maxcompute.endpoint, "project": MAXCOMPUTE_PROJECT,
                                      "region": REGION, **keys}}
@@ -210,15 +243,11 @@ class LocalStack:
                 }
                 for table in self.tables
             },
+            "port": self.port("opensearch"),
             **self.engine_options,
         }
-        try:
-            self.opensearch = server_from_config(config, self.paths.root).start()
-            self.opensearch.authority = self.authority  # the same account, token lifetime knob included
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self.opensearch = server_from_config(config, self.paths.root).start()
+        self.opensearch.authority = self.authority  # the same account, token lifetime knob included
 
     def stop(self) -> None:
         for server in (self.opensearch, self.maxcompute, self.oss, self.metadata, self.sts):
@@ -341,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the connections authenticate: long-lived keys, or a provider of temporary ones")
     parser.add_argument("--warehouse", choices=WAREHOUSES, default="maxcompute",
                         help="the catalog table's home: the local MaxCompute server, or fs Parquet files")
+    parser.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
+                        help=f"the first of {len(SERVICE_ORDER)} consecutive ports ({', '.join(SERVICE_ORDER)}); "
+                             f"default {DEFAULT_BASE_PORT}; 0: free ports, new at every start")
     args = parser.parse_args(argv)
+    if not (args.base_port == 0 or 1024 <= args.base_port <= 65536 - len(SERVICE_ORDER)):
+        parser.error(f"--base-port must be 0 or 1024..{65536 - len(SERVICE_ORDER)}, not {args.base_port}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     paths = LocalPaths.from_env()
     config = load_index_config(DEMO_CONFIG)
@@ -350,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     tables = [StackTable(config.opensearch.table, config.warehouse.table)]
-    with LocalStack(paths, tables, auth_type=args.auth, warehouse=args.warehouse) as stack:
+    try:
+        stack = LocalStack(paths, tables, auth_type=args.auth, warehouse=args.warehouse, base_port=args.base_port).start()
+    except PortInUseError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
         oss = OssConnection.from_extras("oss_local", stack.connections("AK")["oss_local"]["extra"])
         upload_demo_bucket(oss.bucket(config.source.bucket))
         env_file = Path(args.env_file) if args.env_file else paths.root / "stack.env"
@@ -361,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                  oss.endpoint, warehouse, stack.opensearch.url, stack.sts.endpoint, args.auth, env_file)
         stop.wait()
         env_file.unlink(missing_ok=True)
+    finally:
+        stack.stop()
     log.info("local stack stopped")
     return 0
 

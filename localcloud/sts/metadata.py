@@ -35,8 +35,9 @@ class LocalInstanceMetadata(BackgroundHttpService):
 
     name = "local-ecs-metadata"
 
-    def __init__(self, authority: TokenAuthority, role_name: str, account_id: str, *, require_token: bool = True) -> None:
-        super().__init__()
+    def __init__(self, authority: TokenAuthority, role_name: str, account_id: str, *, require_token: bool = True,
+                 port: int = 0) -> None:
+        super().__init__(port)
         self.authority = authority
         self.role_name = role_name
         self.account_id = account_id

@@ -24,6 +24,71 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
+def free_port_block(count: int) -> int:
+    """A first port whose ``count`` successors are all free now (the stack's fixed ports, in a test)."""
+    import random
+    import socket
+
+    for _ in range(100):
+        base = random.randrange(20000, 60000)
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no block of free ports")
+
+
+def start_stack_cli(local_dir: Path, env_file: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "localcloud.stack", "--env-file", str(env_file), *args], cwd=REPO,
+        env={**os.environ, "PIPELINE_LOCAL_DIR": str(local_dir)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def wait_for(env_file: Path, proc: subprocess.Popen) -> dict[str, str]:
+    deadline = time.monotonic() + 60
+    while not env_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert env_file.exists(), proc.stderr.read().decode() if proc.poll() is not None else "no env file"
+    return _read_env_file(env_file)
+
+
+def test_the_stack_keeps_its_ports_across_restarts_and_says_when_they_are_taken(tmp_path: Path) -> None:
+    """A scheduler's connections (stack.env, sourced once) stay valid when the stack restarts (issue 11:
+    every start picked new ports)."""
+    from localcloud.stack import SERVICE_ORDER
+
+    base = free_port_block(len(SERVICE_ORDER))
+    env_file = tmp_path / "stack.env"
+    first = start_stack_cli(tmp_path / "local", env_file, "--base-port", str(base))
+    try:
+        before = wait_for(env_file, first)
+        assert f"127.0.0.1:{base}" in before["AIRFLOW_CONN_OSS_LOCAL"]
+        # A second stack on the same ports stops at once, saying why and what to do.
+        second = start_stack_cli(tmp_path / "other", tmp_path / "other.env", "--base-port", str(base))
+        assert second.wait(timeout=60) == 1
+        error = second.stderr.read().decode()
+        assert "is taken: is another stack running?" in error and "--base-port" in error
+        assert first.poll() is None  # the first one never noticed
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    again = start_stack_cli(tmp_path / "local", env_file, "--base-port", str(base))
+    try:
+        assert wait_for(env_file, again) == before  # same addresses, same keys
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=30) == 0
+
+
 @pytest.mark.parametrize("how", ["python -m", "make stack"])
 def test_stack_cli_serves_until_stopped(tmp_path: Path, how: str) -> None:
     from pipeline.opensearch.connection import OpenSearchConnection
@@ -35,10 +100,10 @@ def test_stack_cli_serves_until_stopped(tmp_path: Path, how: str) -> None:
     if how == "make stack":
         # The README's command, with this interpreter and no install step (STAMP= drops the prerequisite).
         env_file = local_dir / "stack.env"
-        argv = ["make", "-s", "stack", f"PY={sys.executable}", "STAMP="]
+        argv = ["make", "-s", "stack", f"PY={sys.executable}", "STAMP=", "STACK_ARGS=--base-port 0"]
     else:
         env_file = tmp_path / "stack.env"
-        argv = [sys.executable, "-m", "localcloud.stack", "--env-file", str(env_file)]
+        argv = [sys.executable, "-m", "localcloud.stack", "--env-file", str(env_file), "--base-port", "0"]
     proc = subprocess.Popen(
         argv,
         cwd=REPO,
