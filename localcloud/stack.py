@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from localcloud.acs3 import AcsCredential
+from localcloud.files import write_private
 from localcloud.maxcompute.server import LocalMaxComputeServer
 from localcloud.opensearch.config import server_from_config
 from localcloud.opensearch.server import LocalOpenSearchServer
@@ -117,11 +118,7 @@ def local_secrets(paths: LocalPaths) -> LocalSecrets:
     paths.root.mkdir(parents=True, exist_ok=True)
     made = LocalSecrets("LTAI" + secrets.token_hex(8), secrets.token_urlsafe(24), "demo", secrets.token_urlsafe(16),
                         secrets.token_hex(32))
-    tmp = paths.secrets_file.with_name(f".{paths.secrets_file.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(made.__dict__, fh)
-    os.replace(tmp, paths.secrets_file)
+    write_private(paths.secrets_file, json.dumps(made.__dict__))
     return made
 
 
@@ -333,21 +330,11 @@ class LocalStack:
         return AcsCredential(self.secrets.access_key_id, self.secrets.access_key_secret)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only, through a fresh temporary name, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _write_env_file(path: Path, environment: dict[str, str]) -> None:
     """``export AIRFLOW_CONN_...='...'`` lines, readable by the owner only (they hold the local keys)."""
     import shlex
 
-    _write_private(path, "".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(environment.items())))
+    write_private(path, "".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(environment.items())))
 
 
 def main(argv: list[str] | None = None) -> int:

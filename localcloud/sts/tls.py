@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+
+from localcloud.files import write_private
 
 _VALID_DAYS = 825
 
@@ -105,9 +106,4 @@ class LocalTls:
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
-    """Atomically, through a fresh temporary name (never one a local user could plant)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_private(path, data, 0o600 if private else 0o644)
