@@ -141,6 +141,7 @@ def prepare_staging(warehouse: Warehouse, ds: str) -> Warehouse:
         staging.drop_partition(ds)
     warehouse.clean_litter(ds)
     staging.clean_litter(ds)
+    staging.expire_stale()  # staged days nobody published, by age (MaxCompute: the table's lifecycle)
     return staging
 
 

@@ -61,3 +61,7 @@ class Warehouse(Protocol):
 
     def clean_litter(self, ds: str) -> list[str]:
         """Remove what killed writes of partition ``ds`` left behind (only while no run of that ``ds`` writes)."""
+
+    def expire_stale(self, now: float | None = None) -> list[str]:
+        """Remove partitions not modified for the table's lifecycle and litter no writer can still own,
+        by age as MaxCompute's LIFECYCLE does (never by partition date: a backfill writes old dates)."""

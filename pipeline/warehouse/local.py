@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ CREATE MACRO conv(digits, from_base, to_base) AS CASE
     WHEN from_base = 16 AND to_base = 10 THEN CAST(CAST('0x' || digits AS BIGINT) AS VARCHAR)
     ELSE error('CONV is defined here only from base 16 to 10') END
 """
+_STALE_LITTER_S = 86400  # a temp file or trash untouched this long belongs to no running write
 _ROW_GROUP_ROWS = 64 * 1024  # rows buffered per Parquet row group: a few MiB for catalog rows
 
 
@@ -447,6 +449,38 @@ class LocalWarehouse:
         return removed
 
     # -- lifecycle --------------------------------------------------------------------------------
+
+    def expire_stale(self, now: float | None = None) -> list[str]:
+        """What MaxCompute's LIFECYCLE does to a table, by last modification: partitions untouched for
+        ``lifecycle_days`` go, and so does litter (temp files, empty partition folders, trash) of any day
+        older than a day, which no running write can own. Partition dates play no part: a backfill
+        staging an old date right now keeps its fresh files."""
+        now = time.time() if now is None else now
+        removed: list[str] = []
+        if not self.table_dir.is_dir():
+            return removed
+        for entry in self.table_dir.iterdir():
+            match = _PARTITION_DIR_RE.match(entry.name)
+            if entry.name.startswith((".expired-", ".dropped-")) and entry.is_dir():
+                if now - entry.stat().st_mtime > _STALE_LITTER_S:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry.name)
+            elif match and entry.is_dir():
+                folder_age = now - entry.stat().st_mtime  # before removing temp files touches it
+                data = entry / DATA_FILE
+                for tmp in entry.glob(".data-*.parquet.tmp"):
+                    if now - tmp.stat().st_mtime > _STALE_LITTER_S:
+                        tmp.unlink(missing_ok=True)
+                        removed.append(f"{entry.name}/{tmp.name}")
+                if data.is_file() and now - data.stat().st_mtime > self.lifecycle_days * 86400:
+                    self.drop_partition(match.group(1))
+                    removed.append(entry.name)
+                elif not data.exists() and not any(entry.iterdir()) and folder_age > _STALE_LITTER_S:
+                    entry.rmdir()
+                    removed.append(entry.name)
+        if removed:
+            log.info("lifecycle of local table %s (%s days, by age) removed %s", self.table, self.lifecycle_days, removed)
+        return removed
 
     def expire_partitions(self, today_ds: str) -> list[str]:
         """Delete partitions whose date is more than ``lifecycle_days`` before ``today_ds``.

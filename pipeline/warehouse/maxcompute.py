@@ -339,6 +339,10 @@ class MaxComputeWarehouse:
         """Nothing beyond the staged partitions (see :meth:`staging`): a killed upload session commits nothing."""
         return []
 
+    def expire_stale(self, now: float | None = None) -> list[str]:
+        """Nothing to do: the service applies the table's LIFECYCLE itself (one day on the staging table)."""
+        return []
+
     def expire_partitions(self, today_ds: str) -> list[str]:
         """Nothing to do: MaxCompute drops partitions itself per the table's LIFECYCLE."""
         validate_ds(today_ds)

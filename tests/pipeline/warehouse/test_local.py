@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -419,6 +420,29 @@ def test_staged_rows_are_published_in_one_replace_and_the_stage_is_emptied(wh: L
     with pytest.raises(WarehouseError, match="nothing staged"):
         wh.publish("20261101", staging)
     assert wh.read_partition("20261101").column("id").to_pylist() == [2, 3, 4, 5]
+
+
+def test_expiry_by_age_removes_unpublished_days_and_litter_no_writer_owns(tmp_path: Path) -> None:
+    """Issue 11: a day staged and never published, or a temp file of a write killed days ago, belonged to
+    no partition any run would clean; the staging table's lifecycle (one day) now reclaims them by age,
+    as MaxCompute's LIFECYCLE does, and leaves what a running backfill wrote a moment ago."""
+    staging = LocalWarehouse(tmp_path, "catalog").staging()
+    staging.ensure_table()
+    for ds in ("20261101", "20261102", "20261103"):
+        staging.write_partition(ds, [batch([1])])
+    (staging.table_dir / "ds=20261104").mkdir()
+    (staging.table_dir / "ds=20261104" / ".data-dead.parquet.tmp").write_bytes(b"x" * 100)
+    (staging.table_dir / "ds=20261103" / ".data-fresh.parquet.tmp").write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    for path in (staging.partition_file("20261101"), staging.partition_file("20261102"),
+                 staging.table_dir / "ds=20261104" / ".data-dead.parquet.tmp", staging.table_dir / "ds=20261104"):
+        os.utime(path, (two_days_ago, two_days_ago))
+    os.utime(staging.partition_file("20261102"))  # rewritten just now (a backfill of an old date): kept
+    removed = staging.expire_stale()
+    assert sorted(removed) == ["ds=20261101", "ds=20261104", "ds=20261104/.data-dead.parquet.tmp"]
+    assert staging.partitions() == ["20261102", "20261103"]
+    assert (staging.table_dir / "ds=20261103" / ".data-fresh.parquet.tmp").exists()  # maybe being written
+    assert staging.expire_stale() == []
 
 
 def test_litter_of_killed_writes_is_removed(wh: LocalWarehouse) -> None:
