@@ -6,14 +6,15 @@ the field and the bad value, so an operator can fix the YAML without reading thi
 
 from __future__ import annotations
 
+import datetime
 import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.config_yaml import clip, excerpt, format_location, load_config_yaml
 from pipeline.errors import ConfigError
 
 _NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"
@@ -260,6 +261,10 @@ class IndexConfig(_Strict):
     def _start_date(cls, value: str) -> str:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             raise ValueError(f"start_date {value!r} must be YYYY-MM-DD")
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"start_date {value!r} is not a calendar date") from None
         return value
 
     @field_validator("schedule")
@@ -272,14 +277,8 @@ class IndexConfig(_Strict):
         return value
 
 
-def _format_location(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(top level)"
+#: A message names at most this many fields; each part of it is clipped, so it stays under 2 KB.
+MAX_ERRORS_SHOWN = 4
 
 
 def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
@@ -292,19 +291,24 @@ def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
 
 
 def _describe(path: str, data: Any, error: ValidationError) -> str:
-    lines = [f"{path}: invalid index config"]
-    for item in error.errors():
+    lines = [f"{clip(path, 200)}: invalid index config"]
+    # No input and no URL: pydantic would otherwise keep a reference to, and str() would repr, every value.
+    errors = error.errors(include_url=False, include_input=False, include_context=False)
+    for item in errors[:MAX_ERRORS_SHOWN]:
         loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x.startswith("function-after")))
-        field = _format_location(loc)
-        message = item["msg"].removeprefix("Value error, ")
+        field = clip(format_location(loc), 120)
+        # Our validators quote the value they refuse; a long one is cut here.
+        message = clip(item["msg"].removeprefix("Value error, "), 160)
         if item["type"] == "missing":
             lines.append(f"  {field}: required field is missing")
         elif item["type"] == "extra_forbidden":
-            lines.append(f"  {field}: unknown field (check the spelling; see dags/indexes/README.md)")
+            lines.append(f"  {field}: unknown field (check the spelling; see 'Index configuration' in README.md)")
         else:
             value = _lookup(data, loc) if loc else None
-            shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+            shown = f" (got {excerpt(value)})" if value is not None and not isinstance(value, dict) else ""
             lines.append(f"  {field}: {message}{shown}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"  … and {len(errors) - MAX_ERRORS_SHOWN} more")
     return "\n".join(lines)
 
 
@@ -319,17 +323,10 @@ def parse_index_config(data: Any, source: str = "<config>") -> IndexConfig:
 
 
 def load_index_config(path: str | Path) -> IndexConfig:
-    """Read and validate one index config file."""
+    """Read and validate one index config file: any file, however hostile, gives an IndexConfig or a
+    ConfigError of under 2 KB naming the file and the field, at once (see pipeline/config_yaml.py)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read index config: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_index_config(data, str(path))
+    return parse_index_config(load_config_yaml(path), str(path))
 
 
 def load_index_configs(folder: str | Path) -> list[tuple[Path, IndexConfig]]:
