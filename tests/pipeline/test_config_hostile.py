@@ -233,3 +233,138 @@ def test_the_shipped_configs_read_as_plain_yaml_reads_them() -> None:
     for shipped in [REPO / "dags" / "indexes" / "demo.yaml", REPO / "dags" / "indexes" / "products.yaml.example"]:
         assert parse_yaml(shipped.read_text()) == yaml.safe_load(shipped.read_text())
         assert load_index_config(shipped).warehouse.table.endswith("_catalog")
+
+
+# --- 3. Numbers out of any sane range ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("segment: 1", "segment: -2147483648", "category_rule.segment: Input should be greater than or equal to -1024"),
+        ("segment: 1", "segment: 1024", "category_rule.segment: Input should be less than or equal to 1023"),
+        ("segment: 1", "segment: 1.0e+20", "category_rule.segment: Input should be a valid integer (got 1e+20)"),
+        ("segment: 1", "segment: -1.0e+20", "category_rule.segment: Input should be a valid integer (got -1e+20)"),
+        ("{shoes: 1, bags: 2}", "{shoes: 1, bags: 9223372036854775808}",
+         "category_rule.mapping.bags: Input should be less than or equal to 9223372036854775807"),
+        ("  mapping: {shoes: 1, bags: 2}\n", "  unmapped: default\n  default_id: -1\n",
+         "category_rule.default_id: Input should be greater than or equal to 0"),
+        ("  prefixes: [a/, b/]\n", "  prefixes: [a/]\n  max_size_bytes: 100000000000000000\n",
+         "source.max_size_bytes: Input should be less than or equal to 54975581388800"),
+        ("start_date", "retry_delay_minutes: 1.0e+300\nstart_date", "retry_delay_minutes: Input should be less than or equal to 1440"),
+        ("start_date", "retry_delay_minutes: .inf\nstart_date", "retry_delay_minutes: Input should be a finite number"),
+        ("start_date", "retry_delay_minutes: .nan\nstart_date", "retry_delay_minutes: Input should be a finite number"),
+        ("start_date", "opensearch: {conn_id: o, table: t, new_generation_timeout_minutes: 1.0e+300}\nstart_date",
+         "opensearch.new_generation_timeout_minutes: Input should be less than or equal to 4320"),
+        ("start_date", "opensearch: {conn_id: o, table: t, smoke: {text_min_hits: 1000000000}}\nstart_date",
+         "opensearch.smoke.text_min_hits: Input should be less than or equal to 100"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_naming_the_field(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in VALID
+    assert expected in refusal(write(tmp_path, VALID.replace(old, new, 1)))
+
+
+@pytest.mark.parametrize("segment", [-1024, -2, 0, 1023])
+def test_the_extreme_segments_allowed_run_on_a_page_of_keys(tmp_path: Path, segment: int) -> None:
+    from pipeline.oss.catalog import CatalogBuilder, ListedObject
+
+    config = load_index_config(write(tmp_path, VALID.replace("segment: 1", f"segment: {segment}")))
+    builder = CatalogBuilder(config.source, config.id_rule, config.category_rule)
+    deep = "a/" + "shoes/" * 169 + "7.jpg"  # 1,021 bytes, 171 segments
+    batch = builder.rows([ListedObject(f"a/shoes/{i}.jpg", 5) for i in range(200)] + [ListedObject(deep, 5)])
+    assert batch.num_rows == {-1024: 0, -2: 201, 0: 0, 1023: 0}[segment]
+
+
+# --- 4. Types are what they say: no bool for a number, no string for a bool --------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("{shoes: 1, bags: 2}", "{shoes: true, bags: 2}", "category_rule.mapping.shoes: Input should be a valid integer (got True)"),
+        ("  prefixes: [a/, b/]\n", "  prefixes: [a/, b/]\n  min_size_bytes: true\n",
+         "source.min_size_bytes: Input should be a valid integer (got True)"),
+        ("  prefixes: [a/, b/]\n", '  prefixes: [a/, b/]\n  allow_param_prefixes_outside: "yes"\n',
+         "source.allow_param_prefixes_outside: Input should be a valid boolean (got 'yes')"),
+        ("segment: 1", "segment: 1e20", "category_rule.segment: Input should be a valid integer (got '1e20')"),
+        ("segment: 1", 'segment: "1"', "category_rule.segment: Input should be a valid integer (got '1')"),
+        ("start_date", "retries: 2.0\nstart_date", "retries: Input should be a valid integer (got 2.0)"),
+        ("start_date", "guards: {max_shrink_fraction: true}\nstart_date",
+         "guards.max_shrink_fraction: Input should be a valid number (got True)"),
+    ],
+)
+def test_bools_and_strings_are_not_numbers(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in VALID
+    assert expected in refusal(write(tmp_path, VALID.replace(old, new, 1)))
+
+
+def test_plain_yaml_forms_still_read(tmp_path: Path) -> None:
+    text = VALID.replace("start_date", "retry_delay_minutes: 1\nstart_date") + "guards: {max_shrink_fraction: 0}\n"
+    config = load_index_config(write(tmp_path, text.replace("segment: 1", "segment: -0x2")))
+    assert (config.retry_delay_minutes, config.guards.max_shrink_fraction, config.category_rule.segment) == (1.0, 0.0, -2)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ('"99 99 99 99 99"', "schedule '99 99 99 99 99' is not a cron expression Airflow accepts: [99 99 99 99 99] is not"),
+        ('"*/0 * * * *"', "is not a cron expression Airflow accepts"),
+        ('"H 2 * * *"', "is not a cron expression Airflow accepts"),
+        ('"0 0 30 2 *"', "schedule '0 0 30 2 *' never fires"),
+        ("'@bogus'", "schedule '@bogus' is no preset Airflow knows: use one of @annually, @continuous, @daily"),
+        ('"every night"', "schedule 'every night' must be a 5-field cron expression"),
+    ],
+)
+def test_a_schedule_airflow_would_refuse_is_refused(tmp_path: Path, schedule: str, expected: str) -> None:
+    assert expected in refusal(write(tmp_path, VALID + f"schedule: {schedule}\n"))
+
+
+@pytest.mark.parametrize(
+    "schedule", ["0 2 * * *", "30 1 * * MON-FRI", "0 2 L * *", "0 */6 * * 5#3", "@daily", "@midnight", "@once",
+                 "@continuous", None],
+)
+def test_a_schedule_airflow_accepts_is_accepted(schedule: str | None) -> None:
+    from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
+
+    from pipeline.config import check_schedule
+
+    assert check_schedule(schedule) == schedule
+    if schedule not in (None, "@once", "@continuous"):  # those are no cron: Airflow's own timetables
+        CronTriggerTimetable(schedule, timezone="UTC").validate()
+
+
+@pytest.mark.parametrize("expression", ["99 99 99 99 99", "*/0 * * * *", "H 2 * * *", "@bogus", "61 * * * *"])
+def test_the_schedules_refused_are_the_ones_airflows_cron_timetable_refuses(expression: str) -> None:
+    from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
+    from airflow.sdk.exceptions import AirflowTimetableInvalid
+
+    from pipeline.config import check_schedule
+
+    with pytest.raises(ValueError):
+        check_schedule(expression)
+    with pytest.raises(AirflowTimetableInvalid):
+        CronTriggerTimetable(expression, timezone="UTC").validate()
+
+
+@pytest.mark.parametrize(("zone", "expected"), [("Asia", "unknown time zone 'Asia'"), ("x" * 300, "at most 64 characters")])
+def test_a_time_zone_that_is_a_folder_or_too_long_is_a_config_error(tmp_path: Path, zone: str, expected: str) -> None:
+    assert expected in refusal(write(tmp_path, VALID.replace("timezone: Asia/Shanghai", f"timezone: {zone}")))
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("tags: [" + ", ".join(f"t{i}" for i in range(21)) + "]\n", "tags: List should have at most 20 items"),
+        ("description: " + "d" * 3000 + "\n", "description: String should have at most 2000 characters"),
+        ("load_pool: " + "p" * 300 + "\n", "load_pool: String should have at most 256 characters"),
+    ],
+)
+def test_strings_and_lists_have_bounds(tmp_path: Path, line: str, expected: str) -> None:
+    assert expected in refusal(write(tmp_path, VALID + line))
+
+
+def test_thousands_of_prefixes_are_refused_before_they_are_compared_pairwise(tmp_path: Path) -> None:
+    prefixes = ", ".join(f"p{i}/" for i in range(5000))  # 25,000,000 comparisons before
+    path = write(tmp_path, VALID.replace("prefixes: [a/, b/]", f"prefixes: [{prefixes}]"))
+    assert "source.prefixes: List should have at most 100 items" in refusal(path)
