@@ -146,8 +146,9 @@ class _ConfigComposer(Composer):
                 raise RefusedYaml(event, self.location(), f"YAML anchors (&{clip(event.anchor)}) are not "
                                   "allowed in an index config: write each value out")
             if event.tag not in (None, "!") and event.tag not in _CORE_TAGS:
-                raise RefusedYaml(event, self.location(), f"YAML tag {clip(event.tag.replace(_TAG, '!!'))} is not allowed in an "
-                                  "index config: write plain strings, numbers, lists and mappings")
+                tag = clip(event.tag.replace(_TAG, "!!"))
+                raise RefusedYaml(event, self.location(), f"YAML tag {tag} is not allowed in an index config: "
+                                  "write plain strings, numbers, lists and mappings")
             node = super().compose_node(parent, index)
             node.config_path = self._path()  # for the constructor's messages
             return node
@@ -185,8 +186,8 @@ class _ConfigConstructor(SafeConstructor):
                                       f"not a {type(key).__name__}") from None
                 line = key_node.start_mark.line + 1
                 if key in first_line:
-                    raise RefusedYaml(key_node, _where(node, key), f"duplicate key (lines {first_line[key]} and {line}): "
-                                      "YAML would keep only the last one; remove one of them")
+                    raise RefusedYaml(key_node, _where(node, key), f"duplicate key (lines {first_line[key]} and "
+                                      f"{line}): YAML would keep only the last one; remove one of them")
                 first_line[key] = line
         return super().construct_mapping(node, deep)
 
@@ -217,7 +218,8 @@ def _loader_class(name: str, parser_bases: tuple[type, ...], init_parser: Any) -
         _ConfigResolver.__init__(self)
 
     # The composer comes first: libyaml's CParser has its own (recursive, unchecked) composer.
-    return type(name, (_ConfigComposer, _ConfigConstructor, _ConfigResolver, *parser_bases), {"__init__": __init__})
+    bases = (_ConfigComposer, _ConfigConstructor, _ConfigResolver, *parser_bases)
+    return type(name, bases, {"__init__": __init__})
 
 
 def _init_pure(loader: Any, text: str) -> None:

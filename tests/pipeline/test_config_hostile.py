@@ -251,7 +251,8 @@ def test_the_shipped_configs_read_as_plain_yaml_reads_them() -> None:
          "category_rule.default_id: Input should be greater than or equal to 0"),
         ("  prefixes: [a/, b/]\n", "  prefixes: [a/]\n  max_size_bytes: 100000000000000000\n",
          "source.max_size_bytes: Input should be less than or equal to 54975581388800"),
-        ("start_date", "retry_delay_minutes: 1.0e+300\nstart_date", "retry_delay_minutes: Input should be less than or equal to 1440"),
+        ("start_date", "retry_delay_minutes: 1.0e+300\nstart_date",
+         "retry_delay_minutes: Input should be less than or equal to 1440"),
         ("start_date", "retry_delay_minutes: .inf\nstart_date", "retry_delay_minutes: Input should be a finite number"),
         ("start_date", "retry_delay_minutes: .nan\nstart_date", "retry_delay_minutes: Input should be a finite number"),
         ("start_date", "opensearch: {conn_id: o, table: t, new_generation_timeout_minutes: 1.0e+300}\nstart_date",
@@ -282,7 +283,8 @@ def test_the_extreme_segments_allowed_run_on_a_page_of_keys(tmp_path: Path, segm
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("{shoes: 1, bags: 2}", "{shoes: true, bags: 2}", "category_rule.mapping.shoes: Input should be a valid integer (got True)"),
+        ("{shoes: 1, bags: 2}", "{shoes: true, bags: 2}",
+         "category_rule.mapping.shoes: Input should be a valid integer (got True)"),
         ("  prefixes: [a/, b/]\n", "  prefixes: [a/, b/]\n  min_size_bytes: true\n",
          "source.min_size_bytes: Input should be a valid integer (got True)"),
         ("  prefixes: [a/, b/]\n", '  prefixes: [a/, b/]\n  allow_param_prefixes_outside: "yes"\n',
