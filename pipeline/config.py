@@ -6,19 +6,63 @@ the field and the bad value, so an operator can fix the YAML without reading thi
 
 from __future__ import annotations
 
+import datetime
 import re
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.config_yaml import clip, excerpt, format_location, load_config_yaml
 from pipeline.errors import ConfigError
+
+# Airflow's presets (airflow.sdk.definitions.timetables._cron.CRON_PRESETS, resolved before croniter
+# parses the expression; croniter knows @midnight and @annually itself) and the two that are no cron.
+_CRON_PRESETS = {
+    "@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *", "@midnight": "0 0 * * *", "@annually": "0 0 1 1 *",
+}
+_NOT_CRON = {"@once", "@continuous"}
 
 _NAME_RE = r"^[a-z][a-z0-9_]{0,62}$"
 _TABLE_RE = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 _BUCKET_RE = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
+
+# Bounds on every number and list, so that no value a file can hold breaks a later step (a segment of
+# -2**31 made pyarrow abort the process with std::bad_alloc; 1e20 was an OverflowError).
+INT64_MAX = 2**63 - 1  # ids and category ids are BIGINT
+MAX_KEY_BYTES = 1023  # the longest OSS object key: at most 1,024 '/'-separated segments
+MAX_OBJECT_BYTES = 50 * 1024**4  # OSS objects are at most 48.8 TiB
+MAX_MINUTES = 72 * 60  # the longest rebuild deadline (deadline_hours <= 72)
+#: Airflow's own limits: connection ids 250 characters, pool names 256, tags 100.
+_AirflowId = Annotated[str, Field(min_length=1, max_length=250)]
+_Pool = Annotated[str, Field(max_length=256)]
+_Tag = Annotated[str, Field(min_length=1, max_length=100)]
+_Short = Annotated[str, Field(max_length=250)]
+
+
+def check_schedule(value: str | None) -> str | None:
+    """A schedule Airflow takes as a string: null, @once, @continuous, or a 5-field cron expression or
+    preset that croniter parses as Airflow's cron timetables do and that fires at least once (Airflow
+    itself would accept '0 0 30 2 *', which never does). Raises ValueError naming the schedule."""
+    if value is None or value in _NOT_CRON:
+        return value
+    if not value.startswith("@") and len(value.split()) != 5:
+        raise ValueError(f"schedule {value!r} must be a 5-field cron expression, a preset like '@daily', or null")
+    try:
+        cron = croniter(_CRON_PRESETS.get(value, value))
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # CroniterBadCronError is a ValueError
+        if value.startswith("@"):
+            raise ValueError(f"schedule {value!r} is no preset Airflow knows: use one of "
+                             f"{', '.join(sorted({*_CRON_PRESETS, *_NOT_CRON}))}, or a cron expression") from None
+        raise ValueError(f"schedule {value!r} is not a cron expression Airflow accepts: {exc}") from None
+    try:
+        cron.get_next(datetime.datetime, start_time=datetime.datetime(2026, 1, 1))
+    except CroniterBadDateError:
+        raise ValueError(f"schedule {value!r} never fires (no such date)") from None
+    return value
 
 
 def check_prefixes(value: list[str]) -> list[str]:
@@ -38,20 +82,24 @@ def check_prefixes(value: list[str]) -> list[str]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is no 1 and "5" no 5 (a category `shoes: true` was id 1); ints still read
+    # as floats. No inf or nan: every float has bounds.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class SourceConfig(_Strict):
     """Where the images are and which objects count as images."""
 
-    oss_conn_id: str = Field(min_length=1)
+    oss_conn_id: _AirflowId
     bucket: Annotated[str, Field(pattern=_BUCKET_RE)]
-    prefixes: list[str] = Field(min_length=1)
-    extensions: list[str] = Field(
-        default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp", "gif"], min_length=1, validate_default=True
+    # At most 100 (each is checked against every other), each at most an OSS key long.
+    prefixes: list[Annotated[str, Field(max_length=MAX_KEY_BYTES)]] = Field(min_length=1, max_length=100)
+    extensions: list[Annotated[str, Field(max_length=20)]] = Field(
+        default_factory=lambda: ["jpg", "jpeg", "png", "webp", "bmp", "gif"], min_length=1, max_length=50,
+        validate_default=True,
     )
-    min_size_bytes: int = Field(default=1, ge=0)
-    max_size_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    min_size_bytes: int = Field(default=1, ge=0, le=MAX_OBJECT_BYTES)
+    max_size_bytes: int = Field(default=20 * 1024 * 1024, gt=0, le=MAX_OBJECT_BYTES)
     # Workers listing this index at once (1: one request at a time, as before). Each worker has one
     # request in flight, so a listing sends at most list_concurrency / round-trip requests per second:
     # 16 at 0.1-0.3 s per 1,000-key page is 50-160 requests/s, under a tenth of the ~2,000/s OSS
@@ -124,11 +172,15 @@ class CategoryRule(_Strict):
     """
 
     kind: Literal["path_segment", "regex"]
-    segment: int | None = None
+    # A key of at most 1,023 bytes has at most 1,024 segments: -1024..1023 reaches every one of them.
+    segment: Annotated[int, Field(ge=-(MAX_KEY_BYTES + 1), le=MAX_KEY_BYTES)] | None = None
     regex: str | None = None
-    mapping: dict[str, int] | None = None
+    # Names are segments or regex groups of a key; ids are BIGINT (>= 0: checked below, naming the name).
+    mapping: dict[
+        Annotated[str, Field(max_length=MAX_KEY_BYTES)], Annotated[int, Field(le=INT64_MAX)]
+    ] | None = Field(default=None, max_length=10_000)
     unmapped: Literal["skip", "default", "fail"] = "skip"
-    default_id: int | None = None
+    default_id: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CategoryRule:
@@ -164,7 +216,7 @@ class CategoryRule(_Strict):
 class WarehouseConfig(_Strict):
     """The partitioned catalog table (MaxCompute, or the local warehouse: the connection decides)."""
 
-    conn_id: str = Field(min_length=1)
+    conn_id: _AirflowId
     table: Annotated[str, Field(pattern=_TABLE_RE)]
     lifecycle_days: int = Field(default=30, ge=1, le=37231)
 
@@ -189,23 +241,23 @@ class SmokeConfig(_Strict):
 
     top_k: int = Field(default=5, ge=1, le=100)
     samples: int = Field(default=1, ge=1, le=20)
-    text_query: str | None = None
-    text_min_hits: int = Field(default=1, ge=0)
+    text_query: Annotated[str, Field(max_length=1000)] | None = None
+    text_min_hits: int = Field(default=1, ge=0, le=100)
 
 
 class OpenSearchConfig(_Strict):
     """The OpenSearch table the catalog feeds, and how long a rebuild may take."""
 
-    conn_id: str = Field(min_length=1)
+    conn_id: _AirflowId
     table: Annotated[str, Field(pattern=_TABLE_RE)]
-    pool: str | None = None  # default: opensearch_<conn_id>, one rebuild at a time per instance
-    primary_key: str = "id"
-    vector_index: str = "vector"
-    cluster: str = "general"
+    pool: _Pool | None = None  # default: opensearch_<conn_id>, one rebuild at a time per instance
+    primary_key: _Short = "id"
+    vector_index: _Short = "vector"
+    cluster: _Short = "general"
     poll_interval_s: float = Field(default=60, ge=0.1, le=3600)
-    stall_timeout_minutes: float = Field(default=60, gt=0)
+    stall_timeout_minutes: float = Field(default=60, gt=0, le=MAX_MINUTES)
     deadline_hours: float = Field(default=12, gt=0, le=72)
-    new_generation_timeout_minutes: float = Field(default=10, gt=0)
+    new_generation_timeout_minutes: float = Field(default=10, gt=0, le=MAX_MINUTES)
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
 
     @property
@@ -230,15 +282,15 @@ class IndexConfig(_Strict):
     """One OpenSearch image index fed from OSS through a partitioned catalog table."""
 
     name: Annotated[str, Field(pattern=_NAME_RE)]
-    description: str = ""
-    schedule: str | None = "0 2 * * *"
-    timezone: str = "UTC"
+    description: Annotated[str, Field(max_length=2000)] = ""
+    schedule: Annotated[str, Field(max_length=100)] | None = "0 2 * * *"
+    timezone: Annotated[str, Field(max_length=64)] = "UTC"
     start_date: str = "2026-01-01"
     retries: int = Field(default=2, ge=0, le=10)
-    retry_delay_minutes: float = Field(default=5, ge=0)
-    owner: str = "data-platform"
-    load_pool: str | None = None  # an Airflow pool capping concurrent listings across indexes
-    tags: list[str] = Field(default_factory=list)
+    retry_delay_minutes: float = Field(default=5, ge=0, le=24 * 60)
+    owner: _Short = "data-platform"
+    load_pool: _Pool | None = None  # an Airflow pool capping concurrent listings across indexes
+    tags: list[_Tag] = Field(default_factory=list, max_length=20)
     source: SourceConfig
     id_rule: IdRule
     category_rule: CategoryRule
@@ -251,7 +303,7 @@ class IndexConfig(_Strict):
     def _timezone(cls, value: str) -> str:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # 'Asia' is a folder: IsADirectoryError
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Asia/Shanghai'") from None
         return value
 
@@ -260,26 +312,20 @@ class IndexConfig(_Strict):
     def _start_date(cls, value: str) -> str:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             raise ValueError(f"start_date {value!r} must be YYYY-MM-DD")
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"start_date {value!r} is not a calendar date") from None
         return value
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is None or value.startswith("@"):
-            return value
-        if len(value.split()) != 5:
-            raise ValueError(f"schedule {value!r} must be a 5-field cron expression, a preset like '@daily', or null")
-        return value
+        return check_schedule(value)
 
 
-def _format_location(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(top level)"
+#: A message names at most this many fields; each part of it is clipped, so it stays under 2 KB.
+MAX_ERRORS_SHOWN = 4
 
 
 def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
@@ -292,19 +338,24 @@ def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
 
 
 def _describe(path: str, data: Any, error: ValidationError) -> str:
-    lines = [f"{path}: invalid index config"]
-    for item in error.errors():
+    lines = [f"{clip(path, 200)}: invalid index config"]
+    # No input and no URL: pydantic would otherwise keep a reference to, and str() would repr, every value.
+    errors = error.errors(include_url=False, include_input=False, include_context=False)
+    for item in errors[:MAX_ERRORS_SHOWN]:
         loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x.startswith("function-after")))
-        field = _format_location(loc)
-        message = item["msg"].removeprefix("Value error, ")
+        field = clip(format_location(loc), 120)
+        # Our validators quote the value they refuse; a long one is cut here.
+        message = clip(item["msg"].removeprefix("Value error, "), 160)
         if item["type"] == "missing":
             lines.append(f"  {field}: required field is missing")
         elif item["type"] == "extra_forbidden":
-            lines.append(f"  {field}: unknown field (check the spelling; see dags/indexes/README.md)")
+            lines.append(f"  {field}: unknown field (check the spelling; see 'Index configuration' in README.md)")
         else:
             value = _lookup(data, loc) if loc else None
-            shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+            shown = f" (got {excerpt(value)})" if value is not None and not isinstance(value, dict) else ""
             lines.append(f"  {field}: {message}{shown}")
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines.append(f"  … and {len(errors) - MAX_ERRORS_SHOWN} more")
     return "\n".join(lines)
 
 
@@ -319,17 +370,10 @@ def parse_index_config(data: Any, source: str = "<config>") -> IndexConfig:
 
 
 def load_index_config(path: str | Path) -> IndexConfig:
-    """Read and validate one index config file."""
+    """Read and validate one index config file: any file, however hostile, gives an IndexConfig or a
+    ConfigError of under 2 KB naming the file and the field, at once (see pipeline/config_yaml.py)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read index config: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_index_config(data, str(path))
+    return parse_index_config(load_config_yaml(path), str(path))
 
 
 def load_index_configs(folder: str | Path) -> list[tuple[Path, IndexConfig]]:
