@@ -271,7 +271,7 @@ class LocalStack:
                     "proxy": self.metadata.proxy}
         if auth_type == "oidc_role_arn":
             token_file = self.paths.sts / "oidc-token"
-            _write_private(token_file, self.authority.oidc_token("system:serviceaccount:airflow:worker", 24 * 3600))
+            write_private(token_file, self.authority.oidc_token("system:serviceaccount:airflow:worker", 24 * 3600))
             return {"auth_type": "oidc_role_arn", "role_arn": ROLE_ARN, "oidc_provider_arn": OIDC_PROVIDER_ARN,
                     "oidc_token_file": str(token_file), "sts_endpoint": self.sts.endpoint}
         raise ValueError(f"auth_type must be one of {AUTH_TYPES}, not {auth_type!r}")

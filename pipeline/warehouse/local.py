@@ -38,7 +38,7 @@ TABLE_META = "_table.json"
 _PARTITION_DIR_RE = re.compile(rf"^{PARTITION_COLUMN}=(\d{{8}})$")
 # The sql/ files are written in MaxCompute SQL that DuckDB also runs; CONV is the one built-in DuckDB
 # lacks, and partition_stats.sql needs it only from base 16 to 10.
-_MAXCOMPUTE_BUILTINS = """
+MAXCOMPUTE_BUILTINS = """
 CREATE MACRO conv(digits, from_base, to_base) AS CASE
     WHEN from_base = 16 AND to_base = 10 THEN CAST(CAST('0x' || digits AS BIGINT) AS VARCHAR)
     ELSE error('CONV is defined here only from base 16 to 10') END
@@ -310,7 +310,7 @@ class LocalWarehouse:
         handles = [warehouse._open_partition(ds) for warehouse, ds in sources]
         con = duckdb.connect(":memory:")
         try:
-            con.execute(_MAXCOMPUTE_BUILTINS)
+            con.execute(MAXCOMPUTE_BUILTINS)
             files = [pq.ParquetFile(handle) for handle in handles]
             for i in range(len(files)):
                 con.register(f"_partition_{i}", CATALOG_SCHEMA.empty_table())

@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 from pipeline.sql import SQL_DIR_ENV, load_sql, sql_dir
+from tests.pipeline.warehouse.digest import reference_digest_sums
 
 STATS_QUERIES = ("partition_stats", "rows_per_category", "duplicate_ids")
 
@@ -82,8 +83,11 @@ def test_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_stats_queries_run_on_duckdb() -> None:
     """The very files MaxCompute runs also run on DuckDB (the local warehouse relies on it)."""
+    from pipeline.warehouse.local import MAXCOMPUTE_BUILTINS
+
     con = duckdb.connect(":memory:")
     try:
+        con.execute(MAXCOMPUTE_BUILTINS)  # CONV, the one MaxCompute built-in the files use that DuckDB lacks
         con.execute(
             "CREATE TABLE image_catalog AS SELECT * FROM (VALUES "
             "(1, '/a.png', 10, '20261123'), (2, '/b.png', 10, '20261123'), (2, '/b2.png', 11, '20261123'), "
@@ -91,7 +95,7 @@ def test_stats_queries_run_on_duckdb() -> None:
             "(9, '/z.png', 99, '20261122')) AS t(id, source_image, cate_id, ds)"
         )
         q = {n: load_sql(n, table="image_catalog", ds="20261123") for n in STATS_QUERIES}
-        assert con.execute(q["partition_stats"]).fetchall() == [(6, 3)]
+        assert con.execute(q["partition_stats"]).fetchall() == [(6, 3, *reference_digest_sums([1, 2, 3]))]
         assert con.execute(q["rows_per_category"]).fetchall() == [(10, 2), (11, 4)]
         assert con.execute(q["duplicate_ids"]).fetchall() == [(3, 3), (2, 2)]
     finally:

@@ -16,6 +16,7 @@ from odps.types import Column, Partition
 
 from pipeline.sql import load_sql
 from tests.localcloud.maxcompute.conftest import ACCESS_KEY_ID, PROJECT, REGION
+from tests.pipeline.warehouse.digest import reference_digest_sums
 
 CATALOG = TableSchema(columns=[Column("id", "bigint"), Column("source_image", "string"), Column("cate_id", "bigint")],
                       partitions=[Partition("ds", "string")])
@@ -101,7 +102,8 @@ def test_the_queries_of_sql_run_unchanged(odps):
         with odps.execute_sql(load_sql(name, table=table.name, ds="20261201", **params)).open_reader() as reader:
             return [dict(zip(reader._schema.names, r.values)) for r in reader]
 
-    assert query("partition_stats") == [{"row_count": 4, "distinct_ids": 3}]
+    high, low = reference_digest_sums([2, 3, 4])
+    assert query("partition_stats") == [{"row_count": 4, "distinct_ids": 3, "id_digest_high": high, "id_digest_low": low}]
     assert query("rows_per_category") == [{"cate_id": 2, "row_count": 4}]
     assert query("duplicate_ids") == [{"id": 4, "n": 2}]
     assert query("id_changes", previous_ds="20261130", previous_table=table.name) == [{"added": 1, "removed": 1}]

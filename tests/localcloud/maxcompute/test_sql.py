@@ -16,6 +16,7 @@ from localcloud.maxcompute.errors import (
 )
 from localcloud.maxcompute.sql import SqlEngine
 from localcloud.maxcompute.store import MaxComputeStore
+from tests.pipeline.warehouse.digest import reference_digest_sums
 
 SQL_DIR = Path(__file__).resolve().parents[3] / "sql"
 DAY1, DAY2 = "20261201", "20261202"
@@ -100,7 +101,7 @@ def fails(engine: SqlEngine, sql: str, **kwargs) -> SqlError:
 EXPECTED = {
     "duplicate_ids": [(7, 3)],
     "id_changes": [(3, 2)],
-    "partition_stats": [(8, 6)],
+    "partition_stats": [(8, 6, *reference_digest_sums(i for i, _ in DAY2_ROWS))],
     "rows_by_id": [(3, "/img/3.jpg", 11), (7, "/img/7.jpg", 13), (7, "/img/7.jpg", 13), (7, "/img/7.jpg", 14)],
     "rows_per_category": [(11, 1), (12, 2), (13, 3), (14, 2)],
     "sample_new_rows": [(6, "/img/6.jpg", 13), (7, "/img/7.jpg", 13), (7, "/img/7.jpg", 13),
