@@ -290,7 +290,8 @@ def rules(draw: st.DrawFn):  # type: ignore[no-untyped-def]
     default_id = 0 if unmapped == "default" else None
     py_cat = None
     if draw(st.booleans()):
-        segment = draw(st.integers(-2, 1) | st.integers(-6, 6) | st.sampled_from(OUT_OF_RANGE_SEGMENTS))
+        # Huge segments that raise (not the ones that aborted the process: those run in a subprocess above).
+        segment = draw(st.integers(-2, 1) | st.integers(-6, 6) | st.sampled_from([10**20, -(10**20), 2**64, -(2**63), 40, -40]))
         category_rule = CategoryRule.model_construct(kind="path_segment", segment=segment, regex=None, mapping=mapping,
                                                      unmapped=unmapped, default_id=default_id)
     else:
@@ -362,9 +363,12 @@ SOURCE = SourceConfig(oss_conn_id="c", bucket="bkt", prefixes=["p/"], extensions
 
 
 @settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(_objects, min_size=1, max_size=12), rules(), st.sampled_from(PAGE_SIZES), st.randoms(use_true_random=False))
-def test_every_page_size_gives_the_reference_rows_and_counts(distinct, chosen_rules, size, rnd) -> None:  # type: ignore[no-untyped-def]
+@given(st.lists(_objects, min_size=1, max_size=12), rules(), st.sampled_from(PAGE_SIZES), st.booleans(),
+       st.randoms(use_true_random=False))
+def test_every_page_size_gives_the_reference_rows_and_counts(distinct, chosen_rules, size, ascii_only, rnd) -> None:  # type: ignore[no-untyped-def]
     id_rule, category_rule, py_id, py_cat = chosen_rules
+    if ascii_only:  # pages of printable ASCII keys (the usual page)
+        distinct = [obj._replace(key="".join(ch if " " <= ch <= "~" else "x" for ch in obj.key)) for obj in distinct]
     page = (distinct + [rnd.choice(distinct) for _ in range(size)])[:size]
     rnd.shuffle(page)
     expected = reference(page, SOURCE, id_rule, category_rule, py_id, py_cat)
