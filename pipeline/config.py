@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.config_yaml import clip, excerpt, format_location, load_config_yaml
 from pipeline.errors import ConfigError
+from pipeline.patterns import check_rule_regex
 
 # Airflow's presets (airflow.sdk.definitions.timetables._cron.CRON_PRESETS, resolved before croniter
 # parses the expression; croniter knows @midnight and @annually itself) and the two that are no cron.
@@ -152,13 +153,7 @@ class IdRule(_Strict):
     @field_validator("regex")
     @classmethod
     def _regex(cls, value: str) -> str:
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"regex {value!r} does not compile: {exc}") from None
-        if compiled.groups < 1:
-            raise ValueError(f"regex {value!r} needs one capture group holding the digits")
-        return value
+        return check_rule_regex(value, "the digits")  # RE2 runs it (linear time): see pipeline/patterns.py
 
 
 class CategoryRule(_Strict):
@@ -194,12 +189,7 @@ class CategoryRule(_Strict):
                 raise ValueError("kind 'regex' needs 'regex' with one capture group")
             if self.segment is not None:
                 raise ValueError("kind 'regex' takes 'regex', not 'segment'")
-            try:
-                compiled = re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
-            if compiled.groups < 1:
-                raise ValueError(f"regex {self.regex!r} needs one capture group holding the category")
+            check_rule_regex(self.regex, "the category")  # RE2 runs it (linear time): see pipeline/patterns.py
         if self.unmapped == "default" and self.default_id is None:
             raise ValueError("unmapped: default needs 'default_id'")
         if self.unmapped != "default" and self.default_id is not None:

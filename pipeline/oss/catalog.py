@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import operator
 import re
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import CategoryRule, IdRule, SourceConfig
-from pipeline.errors import CatalogError
+from pipeline.errors import CatalogError, ConfigError
+from pipeline.patterns import arrow_pattern
 from pipeline.schema import CATALOG_SCHEMA
 
 INT64_MAX = 2**63 - 1
 _UNMAPPED_EXAMPLES = 10
 _ARCHIVED_EXAMPLES = 10
-_VECTOR_MIN_OBJECTS = 64  # smaller pages take the plain loop: setting up arrays would cost more
 BATCH_OBJECTS = 8192  # objects per call of the rules when streaming (see gather_pages)
 
 
@@ -82,84 +81,22 @@ _ARCHIVED_CODE = _FILTER_CODES.index(SkipReason.ARCHIVED)
 _STORAGE_CLASS = operator.itemgetter(2)
 
 
-def re2_equivalent(pattern: str) -> str | None:
-    """The pattern in RE2 syntax, with its first group named ``g``, when it means the same on ASCII
-    text without control characters; otherwise None (lookarounds, back-references, flags, ...).
+def _any_ascii_case(text: str) -> str:
+    """``jpg`` → ``[jJ][pP][gG]``: ASCII letters in either case, digits as they are."""
+    return "".join(f"[{ch}{ch.upper()}]" if ch.isalpha() else ch for ch in text)
 
-    Built from Python's own parse tree, not from the text: ``a{,3}`` or ``[[:alpha:]]`` read
-    differently in RE2. On such text ``\\d``, ``\\w``, ``\\s``, ``\\b``, ``.``, ``^`` and ``$`` agree, and RE2's
-    leftmost-first matching picks the same match and groups as Python's backtracking.
-    """
+
+def _compiled(pattern: str, field_name: str) -> str:
+    """``pattern`` as Arrow's ``extract_regex`` runs it, after RE2 compiled it: a config that passed
+    validation can still hold a pattern too large for RE2's memory (``\\pL{1000}``), refused here."""
+    rewritten = arrow_pattern(pattern)
     try:
-        import re._constants as sre
-        import re._parser as sre_parse
-
-        with warnings.catch_warnings():  # the config's own re.compile already warned, if at all
-            warnings.simplefilter("ignore")
-            tree = sre_parse.parse(pattern)
-    except Exception:  # noqa: BLE001 - a private module; any surprise means "use Python's re"
-        return None
-    if tree.state.flags & ~(sre.SRE_FLAG_UNICODE | sre.SRE_FLAG_VERBOSE | sre.SRE_FLAG_ASCII):
-        return None
-    categories = {
-        sre.CATEGORY_DIGIT: r"\d", sre.CATEGORY_NOT_DIGIT: r"\D", sre.CATEGORY_SPACE: r"\s",
-        sre.CATEGORY_NOT_SPACE: r"\S", sre.CATEGORY_WORD: r"\w", sre.CATEGORY_NOT_WORD: r"\W",
-    }
-    anchors = {
-        sre.AT_BEGINNING: "^", sre.AT_END: "$", sre.AT_BEGINNING_STRING: r"\A", sre.AT_END_STRING: r"\z",
-        sre.AT_BOUNDARY: r"\b", sre.AT_NON_BOUNDARY: r"\B",
-    }
-
-    def char(code: int) -> str:
-        return chr(code) if chr(code).isascii() and chr(code).isalnum() else "\\x{%x}" % code
-
-    def emit(items) -> str:  # type: ignore[no-untyped-def]
-        out = []
-        for op, arg in items:
-            if op is sre.LITERAL:
-                out.append(char(arg))
-            elif op is sre.NOT_LITERAL:
-                out.append(f"[^{char(arg)}]")
-            elif op is sre.ANY:
-                out.append(".")
-            elif op is sre.IN:
-                parts = []
-                for item_op, item in arg:
-                    if item_op is sre.NEGATE:
-                        parts.insert(0, "^")
-                    elif item_op is sre.LITERAL:
-                        parts.append(char(item))
-                    elif item_op is sre.RANGE:
-                        parts.append(f"{char(item[0])}-{char(item[1])}")
-                    elif item_op is sre.CATEGORY and item in categories:
-                        parts.append(categories[item])
-                    else:
-                        raise ValueError(item_op)
-                out.append("[" + "".join(parts) + "]")
-            elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
-                low, high, sub = arg
-                if low > 1000 or (high is not sre.MAXREPEAT and high > 1000):
-                    raise ValueError("repeat")  # beyond RE2's limit
-                bound = f"{{{low},}}" if high is sre.MAXREPEAT else f"{{{low},{high}}}"
-                out.append(f"(?:{emit(sub)}){bound}" + ("?" if op is sre.MIN_REPEAT else ""))
-            elif op is sre.SUBPATTERN:
-                group, add_flags, del_flags, sub = arg
-                if add_flags or del_flags:
-                    raise ValueError("flags")
-                out.append(f"(?P<g>{emit(sub)})" if group == 1 else f"(?:{emit(sub)})")
-            elif op is sre.BRANCH:
-                out.append("(?:" + "|".join(emit(alt) for alt in arg[1]) + ")")
-            elif op is sre.AT and arg in anchors:
-                out.append(anchors[arg])
-            else:
-                raise ValueError(op)
-        return "".join(out)
-
-    try:
-        translated = emit(tree)
-    except ValueError:
-        return None
-    return translated if "(?P<g>" in translated else None
+        extracted = pc.extract_regex(pa.array([""], pa.string()), rewritten).type
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(f"{field_name} {pattern!r} cannot run on RE2: {exc}") from None
+    if [extracted.field(i).name for i in range(extracted.num_fields)] != ["g"]:  # the rewrite missed a group
+        raise ConfigError(f"{field_name} {pattern!r}: its capture groups could not be told apart ({rewritten!r})")
+    return rewritten
 
 
 def _last_part(strings: pa.StringArray, separator: str) -> pa.StringArray:
@@ -226,75 +163,36 @@ class CatalogBuilder:
         self._min_size = source.min_size_bytes
         self._max_size = source.max_size_bytes
         self._id_rule = id_rule
-        self._id_regex = re.compile(id_rule.regex)
         self._category = category_rule
-        self._category_regex = re.compile(category_rule.regex) if category_rule.regex else None
-        self._image_re = r"\.(?:" + "|".join(sorted(self._extensions)) + ")$"  # extensions are [a-z0-9]+
-        # Regexes Arrow may run (None: Python's re runs them).
-        self._id_re2 = re2_equivalent(id_rule.regex) if id_rule.kind == "filename_digits" else None
-        self._category_re2 = re2_equivalent(category_rule.regex) if category_rule.regex else None
+        # Extensions are [a-z0-9]+: spelled out in both cases, so that only ASCII letters fold (RE2's
+        # ignore_case would also take the Kelvin sign for 'k').
+        self._image_re = r"\.(?:" + "|".join(_any_ascii_case(ext) for ext in sorted(self._extensions)) + ")$"
+        # The rules' regexes, for RE2 (Arrow): compiled here once, so that a pattern RE2 cannot run
+        # stops the load before anything is listed.
+        self._id_re2 = _compiled(id_rule.regex, "id_rule.regex") if id_rule.kind == "filename_digits" else None
+        self._category_re2 = _compiled(category_rule.regex, "category_rule.regex") if category_rule.regex else None
         self.counts = CatalogCounts()
 
     def rows(self, objects: Sequence[ListedObject]) -> pa.RecordBatch:
-        """One record batch of catalog rows for one page of listed objects (possibly empty)."""
-        if len(objects) >= _VECTOR_MIN_OBJECTS:
-            batch = self._rows_vectorized(objects)
-            if batch is not None:
-                return batch
-        return self._rows_per_object(objects)
+        """One record batch of catalog rows for one page of listed objects (possibly empty).
 
-    def _rows_per_object(self, objects: Sequence[ListedObject]) -> pa.RecordBatch:
-        """The reference implementation: every rule applied object by object."""
-        ids: list[int] = []
-        paths: list[str] = []
-        categories: list[int] = []
-        skipped = self.counts.skipped
-        for obj in objects:
-            reason = self._filter(obj)
-            if reason is SkipReason.ARCHIVED:
-                self.counts.note_archived([obj])
-            if reason is None:
-                row_id = self._row_id(obj.key)
-                if row_id is None:
-                    reason = SkipReason.BAD_ID
-                else:
-                    cate_id = self._category_id(obj.key)
-                    if cate_id is None:
-                        reason = SkipReason.UNMAPPED_CATEGORY
-                    else:
-                        ids.append(row_id)
-                        paths.append("/" + obj.key)
-                        categories.append(cate_id)
-                        continue
-            skipped[reason.value] += 1
-        self.counts.listed += len(objects)
-        self.counts.kept += len(ids)
-        return pa.RecordBatch.from_arrays(
-            [pa.array(ids, pa.int64()), pa.array(paths, pa.string()), pa.array(categories, pa.int64())],
-            schema=CATALOG_SCHEMA,
-        )
-
-    def _rows_vectorized(self, objects: Sequence[ListedObject]) -> pa.RecordBatch | None:
-        """The same rows and counts as :meth:`_rows_per_object`, several times faster on big pages.
-
-        The rules run on Arrow arrays: filters, path segments, mappings and numbers with Arrow
-        kernels; regexes with RE2 when :func:`re2_equivalent` proves the translation means the same,
-        else with Python's ``re`` in one loop; hashes in one loop. Returns None (and changes no count)
-        for pages the reference loop must handle: a key with non-ASCII or control characters (case
-        folding, ``\\d`` or ``$`` could differ there), or an unmapped category under ``unmapped: fail``
-        (so the error and the counts are exactly the reference's).
+        Every page, of one object or of thousands, takes the same path: filters, path segments,
+        mappings and numbers with Arrow kernels, the rules' regexes with RE2 (linear in the key's
+        length, whatever the pattern), hashes in one loop. tests/pipeline/oss/test_catalog_rules.py
+        holds it to a slow object-by-object reference on random keys, rules and page sizes.
         """
+        if not objects:
+            return pa.RecordBatch.from_pylist([], schema=CATALOG_SCHEMA)
+        return self._rows(objects)
+
+    def _rows(self, objects: Sequence[ListedObject]) -> pa.RecordBatch:
         keys = [obj.key for obj in objects]
         key_array = pa.array(keys, pa.string())
-        offsets = np.frombuffer(key_array.buffers()[1], dtype=np.int32)
-        text = np.frombuffer(key_array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[len(keys)]]
-        if ((text - np.uint8(32)) >= np.uint8(95)).any():  # a byte outside printable ASCII (32-126)
-            return None
         sizes = np.fromiter((obj.size for obj in objects), dtype=np.int64, count=len(keys))
         folder = pc.ends_with(key_array, "/").to_numpy(zero_copy_only=False)
-        # "The file name's extension, lower-cased, is listed" is "the key ends with '.' + a listed
-        # extension, in any case": extensions hold no '.' or '/', and the page is ASCII.
-        image = pc.match_substring_regex(key_array, self._image_re, ignore_case=True).to_numpy(zero_copy_only=False)
+        # "The file name's extension is listed (ASCII letters in any case)" is "the key ends with '.' +
+        # a listed extension": extensions hold no '.' or '/'.
+        image = pc.match_substring_regex(key_array, self._image_re).to_numpy(zero_copy_only=False)
         conditions = [folder, ~image, sizes == 0, sizes < self._min_size, sizes > self._max_size]
         # The usual page holds no archive class at all: one pass over the classes in C says so.
         archive_page = not ARCHIVE_CLASSES.isdisjoint(map(_STORAGE_CLASS, objects))
@@ -306,8 +204,8 @@ class CatalogBuilder:
         tokens = self._token_array(passed)
         cate_ids, cate_ok = self._category_arrays(tokens)
         unresolved = np.flatnonzero(id_ok & ~cate_ok).tolist()
-        if unresolved and self._category.unmapped == "fail":
-            return None
+        if unresolved and self._category.unmapped == "fail":  # the first one in page order stops the run
+            self._resolve_category(passed[unresolved[0]].as_py(), tokens[unresolved[0]].as_py())
 
         skipped = self.counts.skipped
         if archive_page:
@@ -338,26 +236,27 @@ class CatalogBuilder:
         return batch
 
     def _id_arrays(self, keys: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
-        """Row ids of ``keys`` and where they are valid (``_row_id`` on arrays)."""
+        """Row ids of ``keys`` and where they are valid: the stable hash of the key, or the digits of
+        the first group of ``id_rule.regex`` searched in the file name, as a BIGINT."""
         if self._id_rule.kind == "hash":
             blake2b = hashlib.blake2b
             digests = b"".join([blake2b(key.encode("utf-8"), digest_size=8).digest() for key in keys.to_pylist()])
             ids = (np.frombuffer(digests, dtype=">u8") >> np.uint64(1)).astype(np.int64)
             return ids, np.ones(len(ids), dtype=bool)
-        if self._id_re2 is not None:
-            names = _last_part(keys, "/")  # key.rpartition("/")[2]
-            return _parse_digits(pc.struct_field(pc.extract_regex(names, self._id_re2), [0]))
-        found = [self._row_id(key) for key in keys.to_pylist()]
-        ok = np.array([value is not None for value in found], dtype=bool)
-        return np.array([value or 0 for value in found], dtype=np.int64), ok
+        names = _last_part(keys, "/")  # key.rpartition("/")[2]
+        return _parse_digits(pc.struct_field(pc.extract_regex(names, self._id_re2), [0]))
 
     def _token_array(self, keys: pa.StringArray) -> pa.StringArray:
-        """Category tokens of ``keys`` (null: none), as ``_category_token`` finds them."""
-        if self._category_regex is not None:
-            if self._category_re2 is not None:
-                return pc.struct_field(pc.extract_regex(keys, self._category_re2), [0])
-            return pa.array([self._category_token(key) for key in keys.to_pylist()], pa.string())
+        """Category tokens of ``keys`` (null: none): group 1 of ``category_rule.regex`` searched in the
+        key, or ``key.split("/")[segment]`` where that part exists (a negative segment counts from the end)."""
+        if self._category_re2 is not None:
+            return pc.struct_field(pc.extract_regex(keys, self._category_re2), [0])
         index = self._category.segment if self._category.segment is not None else 0
+        # A key of n bytes has at most n + 1 parts: a segment beyond that is no key's, whatever its size
+        # (-2**31 or 10**20 must not reach Arrow's split as a count of splits).
+        longest = pc.max(pc.binary_length(keys)).as_py() or 0
+        if not -(longest + 1) <= index <= longest:
+            return pa.nulls(len(keys), pa.string())
         # Splitting at most |index| + 1 times (from the end for a negative index) finds the same part.
         if index >= 0:
             parts = pc.split_pattern(keys, "/", max_splits=index + 1)
@@ -388,48 +287,6 @@ class CatalogBuilder:
             batch = self.rows(page)
             if batch.num_rows:
                 yield batch
-
-    def _filter(self, obj: ListedObject) -> SkipReason | None:
-        key = obj.key
-        if key.endswith("/"):
-            return SkipReason.FOLDER_MARKER
-        name = key.rpartition("/")[2]
-        ext = name.rpartition(".")[2].lower() if "." in name else ""
-        if ext not in self._extensions:
-            return SkipReason.NOT_IMAGE
-        if obj.size == 0:
-            return SkipReason.ZERO_BYTES
-        if obj.size < self._min_size:
-            return SkipReason.TOO_SMALL
-        if obj.size > self._max_size:
-            return SkipReason.TOO_LARGE
-        if is_unreadable_archive(obj):
-            return SkipReason.ARCHIVED
-        return None
-
-    def _row_id(self, key: str) -> int | None:
-        if self._id_rule.kind == "hash":
-            return stable_key_id(key)
-        match = self._id_regex.search(key.rpartition("/")[2])
-        if match is None:
-            return None
-        digits = match.group(1)
-        if not digits or not digits.isascii() or not digits.isdigit():
-            return None
-        value = int(digits)
-        return value if value <= INT64_MAX else None
-
-    def _category_id(self, key: str) -> int | None:
-        return self._resolve_category(key, self._category_token(key))
-
-    def _category_token(self, key: str) -> str | None:
-        rule = self._category
-        if self._category_regex is not None:
-            match = self._category_regex.search(key)
-            return match.group(1) if match else None
-        parts = key.split("/")
-        index = rule.segment if rule.segment is not None else 0
-        return parts[index] if -len(parts) <= index < len(parts) else None
 
     def _resolve_category(self, key: str, token: str | None) -> int | None:
         rule = self._category
