@@ -275,6 +275,8 @@ class CatalogBuilder:
         if mapping is None:
             return _parse_digits(tokens)
         usable = {name: cate_id for name, cate_id in mapping.items() if name}  # an empty token is never looked up
+        if not usable:  # nothing can match (e.g. a mapping of '' only): every token is unmapped
+            return np.zeros(len(tokens), dtype=np.int64), np.zeros(len(tokens), dtype=bool)
         names = pa.array(list(usable), pa.string())
         values = np.array(list(usable.values()), dtype=np.int64)
         found = pc.fill_null(pc.index_in(tokens, value_set=names), -1).to_numpy(zero_copy_only=False)

@@ -386,3 +386,15 @@ def test_every_page_size_gives_the_reference_rows_and_counts(distinct, chosen_ru
     assert got == expected, (id_rule, category_rule)
     event("rows kept" if rows else "no row kept")
     assert counts.listed == size and counts.kept == len(rows)
+
+
+@pytest.mark.parametrize("size", [1, 64, 65])
+def test_a_mapping_with_no_name_that_can_match_leaves_every_key_unmapped(size: int) -> None:
+    """Found by the property test: a mapping whose only name is '' (never looked up) indexed an empty
+    array and raised IndexError; every key is simply unmapped."""
+    id_rule = IdRule(kind="hash")
+    category_rule = CategoryRule.model_construct(kind="regex", segment=None, regex="(a)", mapping={"": 0},
+                                                 unmapped="skip", default_id=None)
+    builder = CatalogBuilder(SOURCE, id_rule, category_rule)
+    assert builder.rows([ListedObject(f"p/a{i}.jpg", 5) for i in range(size)]).to_pylist() == []
+    assert dict(builder.counts.skipped)["unmapped_category"] == size
