@@ -54,11 +54,12 @@ _OVERLOADED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnect
 class _Conn:
     """One connection while the dispatcher holds it."""
 
-    __slots__ = ("sock", "addr", "buf", "scanned", "line_end", "lines", "deadline", "state", "linger_left")
+    __slots__ = ("sock", "addr", "buf", "scanned", "searched", "line_end", "lines", "deadline", "state",
+                 "linger_left")
 
     def __init__(self, sock: socket.socket, addr: object, buf: bytes, deadline: float, state: str) -> None:
         self.sock, self.addr, self.buf = sock, addr, bytearray(buf)
-        self.scanned, self.line_end, self.lines = 0, -1, 0
+        self.scanned, self.searched, self.line_end, self.lines = 0, 0, -1, 0
         self.deadline, self.state, self.linger_left = deadline, state, 0
 
 
@@ -216,24 +217,23 @@ class BoundedHttpServer(ThreadingHTTPServer):
         limits, buf = self.limits, conn.buf
         verdict: tuple[int, str] | None = None
         while True:
-            nl = buf.find(b"\n", conn.scanned)
+            nl = buf.find(b"\n", max(conn.scanned, conn.searched))
             if nl < 0:
-                pending = len(buf) - conn.scanned
+                conn.searched = len(buf)  # a long line arriving in pieces is searched once
                 if conn.line_end < 0 and len(buf) > limits.max_request_line:
                     verdict = (414, f"The request line is longer than {limits.max_request_line} bytes")
                 elif conn.line_end >= 0 and len(buf) - conn.line_end > limits.max_header_bytes:
                     verdict = (431, f"The request headers are larger than {limits.max_header_bytes} bytes")
-                elif pending > limits.max_header_bytes:
-                    verdict = (431, "A request header line is too long")
                 if verdict is None:
                     return False
                 break
-            line = bytes(buf[conn.scanned:nl + 1])
+            blank = nl == conn.scanned or (nl == conn.scanned + 1 and buf[conn.scanned] == 13)
+            at_start = conn.scanned == 0
             conn.scanned = nl + 1
             if conn.line_end < 0:
-                if line in (b"\r\n", b"\n") and conn.scanned == len(line):
+                if blank and at_start:
                     del buf[:nl + 1]  # a stray CRLF before the request line is ignored (RFC 9112 2.2)
-                    conn.scanned = 0
+                    conn.scanned = conn.searched = 0
                     with self._lock:
                         self._pending_bytes -= nl + 1
                     continue
@@ -242,7 +242,7 @@ class BoundedHttpServer(ThreadingHTTPServer):
                     break
                 conn.line_end = nl + 1
                 continue
-            if line in (b"\r\n", b"\n"):
+            if blank:
                 break  # the header block is complete
             conn.lines += 1
             if conn.lines > limits.max_headers:
