@@ -294,8 +294,7 @@ class BoundedHttpServer(ThreadingHTTPServer):
         except Exception:  # noqa: BLE001 - a handler bug must not kill the worker
             self.handle_error(sock, conn.addr)
         if handler is None or handler.close_connection or self._stopping:
-            unread = handler is not None and not handler.body_done
-            self._finish(sock, linger=unread)
+            self._finish(sock, linger=handler is not None and not self._stopping)
             return
         try:
             sock.setblocking(False)
@@ -309,12 +308,14 @@ class BoundedHttpServer(ThreadingHTTPServer):
                                        "headers"))
 
     def _finish(self, sock: socket.socket, linger: bool) -> None:
-        """Close after an answer; if the client may still be sending a body, drop it for a while first."""
-        if not linger or isinstance(sock, ssl.SSLSocket):
+        """Close after an answer. The client may still be sending (a body we did not read, headers we
+        refused): drop what comes for a while first, so it reads our answer rather than a reset."""
+        if not linger:
             self._close(sock)
             return
         try:
-            sock.shutdown(socket.SHUT_WR)  # the answer is complete: the client sees EOF after it
+            if not isinstance(sock, ssl.SSLSocket):
+                sock.shutdown(socket.SHUT_WR)  # the answer is complete: the client sees EOF after it
             sock.setblocking(False)
         except OSError:
             self._close(sock)

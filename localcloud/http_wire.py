@@ -303,8 +303,9 @@ class StrictRequestHandler(BaseHTTPRequestHandler):
         super().send_header(keyword, value)
 
     def end_headers(self) -> None:
-        # An answer sent while the body is unread ends the connection: say so (the 100 interim excepted).
-        if not self.body_done and not self._close_announced and getattr(self, "_status_sent", 0) >= 200:
+        # An answer after which the connection ends (the body unread, or closing anyway) says so.
+        closing = self.close_connection or not self.body_done
+        if closing and not self._close_announced and getattr(self, "_status_sent", 0) >= 200:
             self.send_header("Connection", "close")
         super().end_headers()
 
