@@ -168,6 +168,6 @@ def running_servers(tmp: Path, limits: Limits | None = None) -> Iterator[dict[st
                                  lambda: management.get_instance(IID).status_code, opensearch),
             "maxcompute": Target("maxcompute", "127.0.0.1", port(maxcompute.address), False,
                                  f"/api/projects/{PROJECT}/instances",
-                                 lambda: odps.exist_project(PROJECT), maxcompute),
+                                 lambda: not odps.exist_table("no_such_table"), maxcompute),
             "sts": Target("sts", "127.0.0.1", port(sts.endpoint), True, "/?Action=AssumeRole", sts_legit, sts),
         }
