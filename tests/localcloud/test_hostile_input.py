@@ -116,3 +116,19 @@ def test_the_oss_put_cap_answers_entity_too_large_before_reading(servers: dict[s
     target = servers["oss"]
     answers = exchange(target, _request(target, [f"Content-Length: {5 * 1024**3 + 1}"]))
     assert [a[0] for a in answers] == [400] and b"<Code>EntityTooLarge</Code>" in answers[0][2]
+
+
+def test_a_half_open_socket_does_not_stall_the_tls_server(servers: dict[str, Target]) -> None:
+    """The STS accept loop did the TLS handshake: one silent TCP connection blocked every later client."""
+    import socket
+    import time
+
+    target = servers["sts"]
+    silent = socket.create_connection((target.host, target.port), timeout=5)
+    try:
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert target.legit() == 400  # answered (an unsigned call), not stuck behind the silent socket
+        assert time.monotonic() - started < 3.0
+    finally:
+        silent.close()
