@@ -69,6 +69,7 @@ __all__ = [
     "AcsCredential",
     "Acs3SignatureError",
     "verify_acs3_request",
+    "verify_body_sha256",
     "canonical_query_string",
     "canonical_request",
     "parse_authorization",
@@ -226,7 +227,7 @@ def verify_acs3_request(
     raw_path: str,
     query: Mapping[str, str] | list[tuple[str, str]] | None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
-    body: bytes,
+    body: bytes | None,
     credentials: Mapping[str, AcsCredential],
     *,
     now: datetime | None = None,
@@ -243,6 +244,9 @@ def verify_acs3_request(
     x-acs-date window (None disables). ``seen_nonces``: pass a set to refuse replays
     (``SignatureNonceUsed``); a nonce is recorded only once the request has verified. ``authority``:
     the account's STS, whose temporary (``STS.``) keys are resolved from ``x-acs-security-token``.
+    ``body`` None: the body is not read yet (a server authenticates before it reads a body): the
+    signature is checked over the declared ``x-acs-content-sha256``, and the caller checks the body
+    against it with :func:`verify_body_sha256` once read.
     """
     path, _, raw_query = raw_path.partition("?")
     if query is None:
@@ -257,7 +261,9 @@ def verify_acs3_request(
 
     signed = set(auth.signed_headers)
     must_sign = set(_REQUIRED_SIGNED) | {n for n in norm if n.startswith("x-acs-")}
-    if "content-type" in norm and body:
+    declared_hash = (norm.get("x-acs-content-sha256") or [""])[0].strip()
+    has_body = bool(body) if body is not None else declared_hash != EMPTY_SHA256
+    if "content-type" in norm and has_body:
         # Only a request with a body must sign its content type: the SDK's async path (aiohttp) adds an
         # unsigned "Content-Type: application/octet-stream" to bodiless GETs and PUTs.
         must_sign.add("content-type")
@@ -292,14 +298,8 @@ def verify_acs3_request(
         _check_date(norm["x-acs-date"][0].strip(), now or datetime.now(UTC), max_clock_skew)
 
     declared = norm["x-acs-content-sha256"][0].strip()
-    actual = hashlib.sha256(body).hexdigest()
-    if not hmac.compare_digest(declared.encode("utf-8", "replace"), actual.encode("ascii")):
-        raise Acs3SignatureError(
-            "ContentSHA256NotMatched",
-            f"The body does not match x-acs-content-sha256 (declared {declared[:64]!r}, body hashes to "
-            f"{actual}, {len(body)} bytes): the body was changed after signing.",
-            400,
-        )
+    if body is not None:
+        verify_body_sha256(declared, body)
 
     canonical = canonical_request(method, path, query, _pairs(norm), auth.signed_headers, declared)
     string_to_sign = f"{SIGNATURE_ALGORITHM}\n{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
@@ -321,6 +321,18 @@ def verify_acs3_request(
             raise Acs3SignatureError("SignatureNonceUsed", "Specified signature nonce was used already.", 400)
         seen_nonces.add(nonce)
     return credential
+
+
+def verify_body_sha256(declared: str, body: bytes) -> None:
+    """Raise ``ContentSHA256NotMatched`` unless ``body`` hashes to the signed x-acs-content-sha256."""
+    actual = hashlib.sha256(body).hexdigest()
+    if not hmac.compare_digest(declared.strip().encode("utf-8", "replace"), actual.encode("ascii")):
+        raise Acs3SignatureError(
+            "ContentSHA256NotMatched",
+            f"The body does not match x-acs-content-sha256 (declared {declared.strip()[:64]!r}, body hashes to "
+            f"{actual}, {len(body)} bytes): the body was changed after signing.",
+            400,
+        )
 
 
 _TOKEN_CODES = {

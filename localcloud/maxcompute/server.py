@@ -30,12 +30,11 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from localcloud.http_service import BackgroundHttpService
+from localcloud.http_service import BackgroundHttpService, BadFraming, Limits, RequestBody, StrictRequestHandler
 from localcloud.maxcompute import rest
 from localcloud.maxcompute.auth import Caller, RequestVerifier
 from localcloud.maxcompute.errors import MaxComputeError, invalid_parameter, no_such_object
@@ -92,6 +91,10 @@ class LocalMaxComputeServer(BackgroundHttpService):
     and of temporary credentials from ``authority``. ``projects`` are created if missing."""
 
     name = "local-maxcompute"
+    # The service's own limits on request lines and headers are not documented; these are generous for
+    # pyodps (its longest lines are tunnel URLs with a partition spec). Bodies (tunnel blocks) are
+    # streamed, so not capped here; the tunnel's idle timeout still applies.
+    limits = Limits(max_workers=64, max_request_line=16 * 1024, max_header_bytes=64 * 1024)
 
     def __init__(self, root: Path, credentials: Mapping[str, str], *, projects: Iterable[str] = ("local",),
                  region: str = "cn-hangzhou", authority: TokenAuthority | None = None,
@@ -155,7 +158,7 @@ class LocalMaxComputeServer(BackgroundHttpService):
                                   "(it failed, or its statement is not a SELECT)")
         return instance.result.columns, instance.result.table
 
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def handler_class(self) -> type[StrictRequestHandler]:
         server = self
 
         class Handler(_Handler):
@@ -165,8 +168,7 @@ class LocalMaxComputeServer(BackgroundHttpService):
         return Handler
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(StrictRequestHandler):
     server_ref: LocalMaxComputeServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read logs, not access lines
@@ -191,6 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, method: str) -> None:
         self.request_id = uuid.uuid4().hex.upper()
+        self._caller: Caller | None = None
         is_rest = self.path == API_PREFIX or self.path.startswith(API_PREFIX + "/")
         resource = self.path[len(API_PREFIX):] if is_rest else self.path
         try:
@@ -200,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise fault
             if not is_rest:
                 self.connection.settimeout(self.server_ref.tunnel_idle_timeout_s)
-            caller = self.server_ref.verifier.verify(method, resource, dict(self.headers.items()))
+            caller = self._caller = self.server_ref.verifier.verify(method, resource, dict(self.headers.items()))
             parts = urlsplit(resource)
             params = dict(parse_qsl(parts.query, keep_blank_values=True))
             match = _PATH.match(unquote(parts.path))
@@ -212,6 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except MaxComputeError as exc:
             self._error(exc, tunnel=not is_rest)
+        except BadFraming as exc:
+            self.close_connection = True
+            self._error(MaxComputeError(400, "InvalidArgument", f"ODPS-0110061:Invalid request body - {exc}"),
+                        tunnel=not is_rest)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         except Exception as exc:
@@ -304,24 +311,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses ----------------------------------------------------------------------------------
 
-    def _body(self) -> _Body:
-        """This request's body stream (one per request: a keep-alive connection reuses the handler)."""
-        if getattr(self, "_current_body", None) is None or self._current_body.request_id != self.request_id:
-            self._current_body = _Body(self)
-        return self._current_body
+    def _body(self) -> RequestBody:
+        """This request's body stream, read only once the request is authenticated."""
+        return self.body
 
     def _read_body(self) -> bytes:
         return self._body().read()
 
     def _drain(self) -> None:
         """Consume what the request still has to send, so the next request on this connection starts
-        clean (a refused block is read to its end, as the service does, then answered)."""
-        body = self._body()
+        clean (an authenticated caller's refused block is read to its end, as the service does, then
+        answered). An unauthenticated request's body is never read: the answer goes out at once and the
+        connection is closed (the server drops what still comes, for a while, after answering)."""
+        if self._caller is None:
+            self.close_connection = True
+            return
         try:
-            while not body.done:
-                if not body.read(1 << 20):
-                    break
-        except (OSError, ValueError):  # reset, closed, or timed out (the socket then refuses every read)
+            self.body.discard()
+        except (OSError, ValueError):  # reset, closed, timed out, or malformed chunks
             self.close_connection = True
 
     def _error(self, exc: MaxComputeError, *, tunnel: bool) -> None:
@@ -364,46 +371,3 @@ def _max_items(params: Mapping[str, str], page_size: int) -> int:
         return max(1, min(int(params.get("maxitems") or page_size), page_size))
     except ValueError:
         raise invalid_parameter(f"maxitems must be a number, not {params.get('maxitems')!r}") from None
-
-
-class _Body:
-    """The request body as a stream: ``Content-Length`` bytes, or the chunks of a chunked upload
-    (pyodps streams tunnel blocks chunked), de-chunked."""
-
-    def __init__(self, handler: _Handler) -> None:
-        self._handler = handler
-        self._rfile = handler.rfile
-        self._chunked = "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower()
-        self._left = int(handler.headers.get("Content-Length") or 0) if not self._chunked else 0
-        self._done = False
-        self.request_id = handler.request_id
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def read(self, size: int = -1) -> bytes:
-        out = bytearray()
-        while (size < 0 or len(out) < size) and not self._done:
-            if self._left == 0:
-                if not self._chunked:
-                    self._done = True
-                    break
-                line = self._rfile.readline(65537)
-                if not line:
-                    raise ConnectionError("the client closed the connection mid-body")
-                self._left = int(line.split(b";")[0].strip() or b"0", 16)
-                if self._left == 0:
-                    while self._rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    self._done = True
-                    break
-            want = self._left if size < 0 else min(self._left, size - len(out))
-            data = self._rfile.read(want)
-            if not data:
-                raise ConnectionError("the client closed the connection mid-body")
-            out += data
-            self._left -= len(data)
-            if self._left == 0 and self._chunked:
-                self._rfile.readline(3)  # the CRLF after a chunk
-        return bytes(out)

@@ -41,6 +41,12 @@ statuses (the SDK raises ``TeaException`` with ``code`` = status and ``data["err
 ``/query?type=sql`` answers error 8000: the vendor supports no SQL for image retrieval. Request lines
 may be up to 16 MiB, since the SDK sends a Base64 image in the URL of a GET.
 
+Hostile input (:mod:`localcloud.http_service`): a request is authenticated (Basic or ACS3, the latter
+over the signed ``x-acs-content-sha256``) before its body is read; bodies are at most 64 MiB (413 before
+reading); long request lines are buffered for at most 48 MiB of connections together (503 beyond); a
+bounded worker pool answers, and slow or half-open sockets pin no worker. The vendor's own limits are
+not documented: these are ours.
+
 Fault knobs (:class:`HttpFaults`): the next N management requests answer 503 ``ServiceUnavailable``,
 or N answer ``Throttling`` with ``x-acs-retry-after``; the next N ``Reindex`` calls start their build
 but lose their answer (the connection closes: to the client, a failure after sending). tea-openapi 0.4.x reads that header with
@@ -61,18 +67,17 @@ import json
 import logging
 import os
 import re
-import socket
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from localcloud.acs3 import Acs3SignatureError, AcsCredential, verify_acs3_request
+from localcloud.acs3 import Acs3SignatureError, AcsCredential, verify_acs3_request, verify_body_sha256
+from localcloud.http_service import BadFraming, BoundedHttpServer, Limits, StrictRequestHandler
 from localcloud.opensearch.engine import EngineError, LocalEngine
 from localcloud.opensearch.search import ERROR_INTERNAL, ERROR_SQL_NOT_SUPPORTED, error_result
 from localcloud.ram import TokenAuthority
@@ -85,6 +90,8 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_LINE = 16 * 1024 * 1024
 MAX_BODY = 64 * 1024 * 1024
+OPENSEARCH_LIMITS = Limits(max_workers=32, max_request_line=MAX_REQUEST_LINE, max_header_bytes=64 * 1024,
+                           max_body=MAX_BODY, max_pending_bytes=48 * 1024 * 1024)
 ERROR_UNAUTHORIZED = 4003  # OpenSearch's "signature verification failed" code, for a wrong Basic auth
 _IID = r"/openapi/ha3/instances/(?P<iid>[^/]+)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
@@ -203,54 +210,21 @@ def describe_instance(engine: LocalEngine, endpoint: str, user_name: str) -> dic
     }
 
 
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], app: LocalOpenSearchServer) -> None:
+class _HttpServer(BoundedHttpServer):
+    def __init__(self, address: tuple[str, int], app: LocalOpenSearchServer, limits: Limits) -> None:
         self.app = app
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, limits)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _HttpServer
-    protocol_version = "HTTP/1.1"
-    timeout = 120
+class _Handler(StrictRequestHandler):
+    server: _HttpServer  # type: ignore[assignment]
 
     # -- plumbing -----------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
+    def do_GET(self) -> None:
+        self._dispatch()
 
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        super().finish()
-
-    def handle_one_request(self) -> None:
-        """The stdlib's, with a 16 MiB request line: a GET query carries a Base64 image."""
-        try:
-            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
-            if len(self.raw_requestline) > MAX_REQUEST_LINE:
-                self.requestline, self.request_version, self.command = "", "", ""
-                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
-                return
-            if not self.raw_requestline:
-                self.close_connection = True
-                return
-            if not self.parse_request():
-                return
-            if self.command not in ("GET", "POST", "PUT", "DELETE", "HEAD"):
-                self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"unsupported method {self.command[:20]!r}")
-                return
-            self._dispatch()
-            self.wfile.flush()
-        except TimeoutError:
-            self.close_connection = True
+    do_POST = do_PUT = do_DELETE = do_HEAD = do_GET
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), _short(format % args))
@@ -272,32 +246,29 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def refuse_body(self, declared: int, limit: int) -> None:
+        self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body must be 0..{limit} bytes")
+
     def _read_body(self) -> bytes | None:
-        """The request body; None after answering 411/413 (the connection is then closed)."""
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
+        """The request body, read once the request is authenticated; None after answering 411 (chunked:
+        the SDKs always send Content-Length) or a body that ended early (the connection is then closed).
+        An oversized Content-Length never gets here: 413 before the handler runs."""
+        if self.body.chunked:
             self.send_error(HTTPStatus.LENGTH_REQUIRED, "chunked bodies are not supported; send Content-Length")
             return None
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
+            return self.body.read()
+        except (BadFraming, ConnectionError, TimeoutError):
             self.close_connection = True
-            self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body must be 0..{MAX_BODY} bytes")
             return None
-        return self.rfile.read(length) if length else b""
 
     def _dispatch(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
         path = self.path.split("?", 1)[0]
         try:
             if path.startswith("/openapi/"):
-                self._management(path, body)
+                self._management(path)
             elif path in ("/query", "/network/active"):
-                self._query(path, body)
+                self._query(path)
             else:
                 self.send_error(HTTPStatus.NOT_FOUND, f"no such path {_short(path, 80)!r}")
         except Exception:  # never crash on input: log and answer
@@ -311,7 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- management ---------------------------------------------------------------------------------
 
-    def _management(self, path: str, body: bytes) -> None:
+    def _management(self, path: str) -> None:
         app = self.server.app
         request_id = str(uuid.uuid4()).upper()
         headers = {"x-acs-request-id": request_id}
@@ -329,9 +300,13 @@ class _Handler(BaseHTTPRequestHandler):
             fail(faults.throttle_status, "Throttling", "Request was denied due to request throttling.",
                  {"x-acs-retry-after": str(faults.throttle_retry_after)})
             return
-        try:
-            credential = verify_acs3_request(self.command, self.path, None, list(self.headers.items()), body,
+        try:  # the signature first (over the signed body hash), then the body
+            credential = verify_acs3_request(self.command, self.path, None, list(self.headers.items()), None,
                                              app.credentials, seen_nonces=app.nonces(), authority=app.authority)
+            body = self._read_body()
+            if body is None:
+                return
+            verify_body_sha256(self.headers.get("x-acs-content-sha256", ""), body)
         except Acs3SignatureError as exc:
             log.warning("management request refused: %s %s", exc.code, _short(exc.message, 200))
             if exc.canonical_request:
@@ -433,12 +408,15 @@ class _Handler(BaseHTTPRequestHandler):
         ok_password = hmac.compare_digest(password.encode(), app.query_password.encode())
         return bool(sep) and ok_user and ok_password
 
-    def _query(self, path: str, body: bytes) -> None:
+    def _query(self, path: str) -> None:
         if not self._authorized():
             log.warning("query refused: wrong or missing Basic auth from %s", self.address_string())
             self._send_json(401, error_result([{"code": ERROR_UNAUTHORIZED, "message":
                             "Unauthorized: wrong or missing Basic credentials (the instance's query user name "
                             "and password)"}]), {"WWW-Authenticate": 'Basic realm="opensearch"'})
+            return
+        body = self._read_body()
+        if body is None:
             return
         if path == "/network/active":
             self._send_json(200, {"result": {}, "errors": []})
@@ -499,6 +477,7 @@ class LocalOpenSearchServer:
         http_faults: HttpFaults | None = None,
         authority: TokenAuthority | None = None,
         report_build_figures: bool = True,
+        limits: Limits = OPENSEARCH_LIMITS,
     ) -> None:
         if host == "localhost":
             host = "127.0.0.1"
@@ -521,6 +500,7 @@ class LocalOpenSearchServer:
         # False: GetTableGeneration answers only its documented fields, as the cloud documents it.
         self.report_build_figures = report_build_figures
         self._host, self._port = host, port
+        self.limits = limits  # HTTP limits: workers, timeouts, request line, headers, body
         self._httpd: _HttpServer | None = None
         self._thread: threading.Thread | None = None
         self._nonces: set[str] = set()
@@ -534,7 +514,7 @@ class LocalOpenSearchServer:
     def start(self) -> LocalOpenSearchServer:
         if self._httpd is not None:
             raise RuntimeError("server already started")
-        self._httpd = _HttpServer((self._host, self._port), self)
+        self._httpd = _HttpServer((self._host, self._port), self, self.limits)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="local-opensearch-server", daemon=True)
         self._thread.start()
@@ -546,13 +526,7 @@ class LocalOpenSearchServer:
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             httpd.shutdown()
-            with httpd.connections_lock:
-                for conn in list(httpd.connections):
-                    try:
-                        conn.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-            httpd.server_close()
+            httpd.server_close()  # cuts kept-alive connections too
             if self._thread is not None:
                 self._thread.join(timeout=5)
                 self._thread = None

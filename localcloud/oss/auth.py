@@ -6,7 +6,12 @@ stored or served; the HTTP handler only calls :func:`authenticate` before routin
 Signature V4 (``OSS4-HMAC-SHA256``, ``oss2.AuthV4`` / ``ProviderAuthV4``) is what the server accepts by
 default: the credential scope must name the server's region and the product ``oss`` (as a bucket in
 that region requires), and ``x-oss-date`` must be within 15 minutes of the server's clock
-(``RequestTimeTooSkewed`` otherwise). Signature V1 (``Authorization: OSS <ak>:<sig>``, HMAC-SHA1, and
+(``RequestTimeTooSkewed`` otherwise, with ``RequestTime``, ``ServerTime`` and
+``MaxAllowedSkewMilliseconds``; a date that does not parse is 403 ``AccessDenied``, EC ``0002-00000505``,
+as OSS documents for an invalid Date / x-oss-date). A V4 pre-signed URL carries its own validity
+(``x-oss-date`` + ``x-oss-expires``, at most 7 days): expired is 403 ``AccessDenied`` "Request has
+expired.", and one dated more than 15 minutes in the future is refused too (EC ``0002-00000235``, "not
+yet valid"), else a URL could be made valid for longer than 7 days. Signature V1 (``Authorization: OSS <ak>:<sig>``, HMAC-SHA1, and
 V1 pre-signed URLs) is refused with 403 ``AccessDenied`` / EC ``0002-00000080``, as OSS refuses it for
 new accounts (from 2025-03-01) and new buckets (from 2025-09-01); with ``accept_v1`` it is verified
 byte for byte as ``oss2.Auth`` computes it, including the canonical sub-resource list copied from oss2
@@ -178,7 +183,7 @@ def authenticate(
             raise OssError(400, "InvalidArgument", "Authorization header is invalid.")
         secret = _secret_for(policy, access_key_id, headers.get("x-oss-security-token"))
         date = headers.get("x-oss-date") or headers.get("date", "")
-        _check_skew(policy, _http_date(date))
+        _check_skew(policy, _http_date(date), date, ec="0002-00000504")
         to_sign = _v1_string_to_sign(method, headers, bucket, key, params, date)
         expected = base64.b64encode(hmac.new(secret.encode(), to_sign, hashlib.sha1).digest()).decode()
         if not _same_signature(expected, signature):
@@ -233,16 +238,28 @@ def _http_date(value: str) -> float | None:
         return None
 
 
-def _check_skew(policy: AuthPolicy, sent_at: float | None) -> None:
+def _check_skew(policy: AuthPolicy, sent_at: float | None, sent: str, ec: str = "") -> None:
+    """Refuse a request signed too long ago (or ahead): OSS allows 15 minutes either way.
+
+    The EC of the V1 case (0002-00000504) and of an unparseable date (0002-00000505) are documented;
+    ``RequestTime`` / ``ServerTime`` are what S3 puts in this error and what OSS answers in examples
+    seen in the wild (not in OSS's own documentation); oss2 has no class for the code and surfaces it as
+    ``ServerError`` with ``code == "RequestTimeTooSkewed"`` and these fields in ``details``.
+    """
     if policy.max_clock_skew_s is None:
         return
     if sent_at is None:
-        raise OssError(403, "AccessDenied", "The request carries no valid date to check its signature's age.")
-    if abs(time.time() - sent_at) > policy.max_clock_skew_s:
+        raise OssError(403, "AccessDenied", "The request carries no valid date to check its signature's age: "
+                       f"{sent[:64]!r} is not an HTTP date (Date) or ISO 8601 basic date-time (x-oss-date).",
+                       EC="0002-00000505")
+    now = time.time()
+    if abs(now - sent_at) > policy.max_clock_skew_s:
+        extra = {"EC": ec} if ec else {}
         raise OssError(
             403, "RequestTimeTooSkewed",
             "The difference between the request time and the current time is too large.",
-            MaxAllowedSkewMilliseconds=str(int(policy.max_clock_skew_s * 1000)),
+            RequestTime=sent[:64], ServerTime=time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
+            MaxAllowedSkewMilliseconds=str(int(policy.max_clock_skew_s * 1000)), **extra,
         )
 
 
@@ -289,8 +306,12 @@ def _check_presigned_v4(
         signed_at = calendar.timegm(time.strptime(date_time, "%Y%m%dT%H%M%SZ"))
     except ValueError:
         raise invalid_argument("x-oss-date is not an ISO 8601 basic date-time.", "x-oss-date", date_time) from None
-    if signed_at + int(expires) < time.time():
+    now = time.time()
+    if signed_at + int(expires) < now:
         raise OssError(403, "AccessDenied", "Request has expired.", Expires=expires)
+    if policy.max_clock_skew_s is not None and signed_at - now > policy.max_clock_skew_s:
+        raise OssError(403, "AccessDenied", "Request is not valid yet: x-oss-date is in the future.",
+                       EC="0002-00000235")
     unsigned = {k: v for k, v in params.items() if k != "x-oss-signature"}
     fields = {"Credential": params.get("x-oss-credential", ""), "Signature": params["x-oss-signature"],
               "AdditionalHeaders": params.get("x-oss-additional-headers", "")}
@@ -335,7 +356,7 @@ def _verify_v4(
     except ValueError:
         sent_at = None
     if check_skew:
-        _check_skew(policy, sent_at)
+        _check_skew(policy, sent_at, date_time)
     additional = [h for h in fields.get("AdditionalHeaders", "").split(";") if h]
     canonical = _v4_canonical_request(method, headers, bucket, key, params, additional)
     scope = "/".join(scope_parts[1:])

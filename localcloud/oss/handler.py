@@ -15,10 +15,10 @@ import socket
 import stat
 import time
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 from urllib.parse import parse_qsl, unquote
 
+from localcloud.http_service import BadFraming, BodyTooLarge, StrictRequestHandler
 from localcloud.oss import archive
 from localcloud.oss import faults as oss_faults
 from localcloud.oss.auth import V1_SUBRESOURCES, authenticate
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("localcloud.oss.server")  # one logger for the whole server
 
 _CHUNK = 256 * 1024
-_DISCARD_LIMIT = 16 * 1024 * 1024  # refused bodies up to this size are read and dropped
 # Sub-resources that select an operation we do not implement (their presence must not be ignored).
 _HARMLESS_PARAMS = frozenset(["continuation-token", "security-token", "objectMeta"])
 
@@ -64,14 +63,17 @@ def _object_params(method: str) -> set[str]:
     return set(_HARMLESS_PARAMS) | set(RESPONSE_OVERRIDES) | ({"restore"} if method == "POST" else set())
 
 
-class OssRequestHandler(BaseHTTPRequestHandler):
-    """Answers one connection's requests (keep-alive, HTTP/1.1) the way OSS answers oss2."""
+class OssRequestHandler(StrictRequestHandler):
+    """Answers one request (keep-alive, HTTP/1.1) the way OSS answers oss2.
 
-    server: OssHttpServer
-    protocol_version = "HTTP/1.1"
+    Framing, header limits and timeouts are the server's (:mod:`localcloud.http_service`); the body is
+    read only after :func:`authenticate` passed, and a refused request's body is never read before the
+    answer (the connection is then closed).
+    """
+
+    server: OssHttpServer  # type: ignore[assignment]
     server_version = "AliyunOSS"
     sys_version = ""
-    timeout = 120  # idle keep-alive connections are dropped after this many seconds
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -79,13 +81,10 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         super().setup()
         # Headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, True)
 
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, False)
+    @property
+    def _body_pending(self) -> bool:
+        return not self.body_done
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         """Silence BaseHTTPRequestHandler's stderr log; requests are logged at DEBUG by _dispatch."""
@@ -110,8 +109,16 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         status = 405 if code == 501 else code
         self._request_id = secrets.token_hex(12).upper()
         self._headers_sent = False
-        self._body_pending = True  # the request's framing is unknown: close the connection
-        self._send_error(OssError(status, oss_code, message or "Invalid request."), bucket="", drain=False)
+        self._closing = True  # the request's framing is unknown or refused: close the connection
+        self._send_error(OssError(status, oss_code, message or "Invalid request."), bucket="")
+
+    def refuse_body(self, declared: int, limit: int) -> None:
+        """PutObject takes at most 5 GiB; OSS answers a larger declared body before reading it."""
+        self._request_id = secrets.token_hex(12).upper()
+        self._headers_sent = False
+        self._closing = True
+        self._send_error(OssError(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.",
+                                  MaxSizeAllowed=str(limit), ProposedSize=str(declared)), bucket="")
 
     # -- request entry point ------------------------------------------------------------------------
 
@@ -119,7 +126,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         self._request_id = secrets.token_hex(12).upper()
         self._headers_sent = False
         self._status = 0
-        self._body_pending = self._request_has_body()
+        self._closing = False
         started = time.monotonic()
         bucket = key = ""
         try:
@@ -466,60 +473,23 @@ class OssRequestHandler(BaseHTTPRequestHandler):
 
     # -- bodies and responses -----------------------------------------------------------------------
 
-    def _request_has_body(self) -> bool:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return True
-        length = self.headers.get("Content-Length", "0").strip()
-        return not length.isdigit() or int(length) > 0
-
     def _body_chunks(self) -> Iterator[bytes]:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            while True:
-                line = self.rfile.readline(65537)
-                try:
-                    size = int(line.split(b";", 1)[0].strip(), 16)
-                except ValueError as exc:
-                    raise OssError(400, "InvalidRequest", "Malformed chunked request body.") from exc
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    break
-                yield from self._read_exact(size)
-                self.rfile.readline(3)
-        else:
-            length = self.headers.get("Content-Length")
-            if length is None:
-                raise OssError(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
-            if not length.strip().isdigit():
-                raise invalid_argument("Content-Length is not a number.", "Content-Length", length)
-            yield from self._read_exact(int(length))
-        self._body_pending = False
-
-    def _read_exact(self, count: int) -> Iterator[bytes]:
-        while count > 0:
-            data = self.rfile.read(min(count, _CHUNK))
-            if not data:
-                raise ConnectionResetError("client closed the connection mid-body")
-            count -= len(data)
-            yield data
-
-    def _discard_small_body(self) -> None:
-        """Read and drop a refused request's body if it is small, so the client sees our answer.
-
-        A client still sending a large body to a closed socket gets a reset instead of the error
-        document; bigger bodies are not worth reading, and the connection is closed instead.
-        """
-        if not getattr(self, "_body_pending", False) or self.command is None:
-            return
-        length = (self.headers.get("Content-Length") or "").strip()
-        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-        if chunked or (length.isdigit() and int(length) <= _DISCARD_LIMIT):
-            try:
-                self._drain_body()
-            except (OssError, OSError):
-                self._body_pending = True
+        """The body, once authenticated: Content-Length bytes or de-chunked (framing already checked)."""
+        if not self.body.chunked and self.headers.get("Content-Length") is None and self.command == "PUT":
+            raise OssError(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
+        try:
+            yield from self.body.chunks(_CHUNK)
+        except BodyTooLarge as exc:
+            self._closing = True
+            limit = str(self.server.limits.max_body)
+            raise OssError(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.",
+                           MaxSizeAllowed=limit) from exc
+        except BadFraming as exc:
+            self._closing = True
+            raise OssError(400, "InvalidRequest", f"Malformed request body: {exc}.") from exc
 
     def _drain_body(self) -> None:
+        """Read and drop the body of an authenticated request that does not use it."""
         if self._body_pending:
             for _ in self._body_chunks():
                 pass
@@ -533,7 +503,7 @@ class OssRequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if body is not None and "Content-Length" not in headers:
             self.send_header("Content-Length", str(len(body)))
-        if self._body_pending:  # we answer without having read the request body: do not reuse
+        if self._body_pending or self._closing:  # the body is unread (or the framing bad): do not reuse
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
@@ -548,12 +518,11 @@ class OssRequestHandler(BaseHTTPRequestHandler):
         if body and self.command != "HEAD":
             self.wfile.write(body)
 
-    def _send_error(self, err: OssError, bucket: str, drain: bool = True) -> None:
+    def _send_error(self, err: OssError, bucket: str) -> None:
+        """The error document, at once: a body the request still carries is not read first."""
         if getattr(self, "_headers_sent", False):
             self.close_connection = True
             return
-        if drain:
-            self._discard_small_body()
         body = error_document(err, self._request_id, bucket)
         headers = {"Content-Type": "application/xml", **err.headers}
         if self.command == "HEAD":

@@ -56,12 +56,11 @@ import ipaddress
 import logging
 import os
 import random
-import socket
 import threading
-from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Mapping, Sequence
 
+from localcloud.http_service import BoundedHttpServer, Limits
 from localcloud.oss.archive import DEFAULT_RESTORE_DELAY_S
 from localcloud.oss.auth import AuthPolicy
 from localcloud.oss.faults import OssFaults
@@ -75,11 +74,18 @@ __all__ = ["DIR_MARKER_NAME", "TEMP_PREFIX", "Credential", "GeneratedBucket", "L
 logger = logging.getLogger(__name__)
 
 
-class OssHttpServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer carrying the OSS configuration and the open connections (to cut on stop)."""
+#: What the server accepts before a handler runs (see :mod:`localcloud.http_service`). OSS documents a
+#: 5 GiB PutObject limit (400 EntityTooLarge above it, answered before the body is read) and 8 KB of
+#: user metadata (x-oss-meta-*); it does not document its request-line or total header limits, nor
+#: what it answers when they are exceeded: 16 KiB lines (a 1023-byte key percent-encoded, a pre-signed
+#: URL with an STS token) and 64 KiB of headers are our choice, answered 414 / 431 in OSS's XML.
+#: 128 workers: the benchmarks list with up to 64 concurrent requests.
+OSS_LIMITS = Limits(max_workers=128, max_request_line=16 * 1024, max_header_bytes=64 * 1024,
+                    max_body=5 * 1024**3)
 
-    daemon_threads = True
-    allow_reuse_address = True
+
+class OssHttpServer(BoundedHttpServer):
+    """The bounded HTTP server carrying the OSS configuration."""
 
     def __init__(
         self,
@@ -92,6 +98,7 @@ class OssHttpServer(ThreadingHTTPServer):
         generated: Mapping[str, GeneratedBucket] | None = None,
         faults: OssFaults | None = None,
         restore_delay_s: float = DEFAULT_RESTORE_DELAY_S,
+        limits: Limits = OSS_LIMITS,
     ) -> None:
         self.root = root
         self.restore_delay_s = restore_delay_s
@@ -102,9 +109,7 @@ class OssHttpServer(ThreadingHTTPServer):
         self.generated = dict(generated or {})
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
-        self._conn_lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        super().__init__(address, OssRequestHandler)
+        super().__init__(address, OssRequestHandler, limits)
 
     def delay_s(self) -> float:
         """This request's latency: ``latency_s`` plus uniform jitter in ``[0, jitter_s]`` (seeded)."""
@@ -113,21 +118,6 @@ class OssHttpServer(ThreadingHTTPServer):
         with self._rng_lock:
             return self.latency_s + self._rng.uniform(0.0, self.jitter_s)
 
-    def track(self, conn: socket.socket, alive: bool) -> None:
-        with self._conn_lock:
-            if alive:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
-
-    def close_connections(self) -> None:
-        with self._conn_lock:
-            conns = list(self._connections)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class LocalOssServer:
@@ -153,6 +143,7 @@ class LocalOssServer:
         accept_v1: bool = False,
         authority: TokenAuthority | None = None,
         restore_delay_s: float = DEFAULT_RESTORE_DELAY_S,
+        limits: Limits = OSS_LIMITS,
     ) -> None:
         """Check the configuration now, so a bad root or key set fails before anything listens.
 
@@ -163,7 +154,8 @@ class LocalOssServer:
         must name. ``accept_v1``: also accept V1 signatures (an old bucket); refused by default, as by a
         new bucket. ``authority``: the STS whose temporary credentials are accepted (none by default).
         ``restore_delay_s``: how long a RestoreObject takes before the object is readable (see
-        :mod:`localcloud.oss.archive`).
+        :mod:`localcloud.oss.archive`). ``limits``: the HTTP limits (workers, timeouts, header and body
+        caps; :data:`OSS_LIMITS` by default).
         """
         real_root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real_root):
@@ -200,6 +192,7 @@ class LocalOssServer:
         self._generated = by_name
         self._faults = faults if faults is not None else OssFaults()
         self._restore_delay_s = float(restore_delay_s)
+        self._limits = limits
         self._httpd: OssHttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -217,6 +210,7 @@ class LocalOssServer:
             generated=self._generated,
             faults=self._faults,
             restore_delay_s=self._restore_delay_s,
+            limits=self._limits,
         )
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-oss-server", daemon=True

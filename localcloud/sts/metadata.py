@@ -19,10 +19,9 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from localcloud.http_service import BackgroundHttpService
+from localcloud.http_service import BackgroundHttpService, StrictRequestHandler
 from localcloud.ram import TokenAuthority
 
 METADATA_HOST = "100.100.100.200"
@@ -50,7 +49,7 @@ class LocalInstanceMetadata(BackgroundHttpService):
         """``http://127.0.0.1:PORT``: the connection's ``proxy`` extra."""
         return f"http://{self.address}"
 
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def handler_class(self) -> type[StrictRequestHandler]:
         return type("MetadataHandler", (_MetadataHandler,), {"service": self})
 
     def new_token(self, ttl_s: float) -> str:
@@ -75,7 +74,7 @@ class LocalInstanceMetadata(BackgroundHttpService):
         }
 
 
-class _MetadataHandler(BaseHTTPRequestHandler):
+class _MetadataHandler(StrictRequestHandler):
     service: LocalInstanceMetadata
     protocol_version = "HTTP/1.1"
 

@@ -36,10 +36,9 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
-from localcloud.http_service import BackgroundHttpService
+from localcloud.http_service import BackgroundHttpService, StrictRequestHandler
 from localcloud.ram import TokenAuthority, TokenProblem
 from localcloud.sts.tls import LocalTls
 
@@ -82,7 +81,7 @@ class LocalSts(BackgroundHttpService):
         """``127.0.0.1:PORT`` (the providers take a host, and always speak https)."""
         return self.address
 
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def handler_class(self) -> type[StrictRequestHandler]:
         return type("StsHandler", (_StsHandler,), {"sts": self})
 
     # -- the two actions --------------------------------------------------------------------------
@@ -175,7 +174,7 @@ class LocalSts(BackgroundHttpService):
         }
 
 
-class _StsHandler(BaseHTTPRequestHandler):
+class _StsHandler(StrictRequestHandler):
     sts: LocalSts
     protocol_version = "HTTP/1.1"
 
