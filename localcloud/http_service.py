@@ -90,6 +90,7 @@ class BoundedHttpServer(ThreadingHTTPServer):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._dispatcher: threading.Thread | None = None  # TCPServer's __init__ calls server_close() if bind fails
         super().__init__(address, handler)
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
@@ -358,7 +359,8 @@ class BoundedHttpServer(ThreadingHTTPServer):
             self._wake_w.send(b"x")
         except OSError:
             pass
-        self._dispatcher.join(timeout=5)
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout=5)
         self.close_connections()
         for key in list(self._selector.get_map().values()):
             if key.data is not None:
