@@ -43,6 +43,7 @@ from localcloud.oss.store import (
     file_in_the_way,
     is_within,
     list_bucket,
+    record_etag,
     object_class,
     set_object_class,
     validate_key,
@@ -307,7 +308,7 @@ class OssRequestHandler(StrictRequestHandler):
                 self.connection.sendfile(handle, offset=start, count=length)
 
             self._answer_object(
-                key, st.st_size, etag_of(st), st.st_mtime, params, headers, head, send_file, object_class(path)
+                key, st.st_size, etag_of(path, st), st.st_mtime, params, headers, head, send_file, object_class(path)
             )
 
     def _get_generated(
@@ -424,6 +425,7 @@ class OssRequestHandler(StrictRequestHandler):
                     CalculatedDigest=md5_b64,
                     ExpectedDigest=expected_md5,
                 )
+            record_etag(tmp_path, digest.hexdigest())  # the rename keeps size, mtime and the record
             try:
                 os.replace(tmp_path, path)
             except (IsADirectoryError, NotADirectoryError) as exc:
@@ -436,8 +438,7 @@ class OssRequestHandler(StrictRequestHandler):
                     os.unlink(tmp_path)
                 except OSError:
                     pass
-        st = os.stat(path)
-        self._send(200, {"ETag": etag_of(st), "Content-MD5": md5_b64})
+        self._send(200, {"ETag": '"' + digest.hexdigest().upper() + '"', "Content-MD5": md5_b64})
 
     def _delete_object(self, bucket_dir: str, key: str) -> None:
         path = self._object_path(bucket_dir, key)
