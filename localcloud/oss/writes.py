@@ -148,9 +148,6 @@ class ObjectWrites:
         size, etag, mtime, state, chunks = self._copy_source(src_bucket, src_key)
         if state.archived and not state.readable(time.time()):
             raise OssError(403, "InvalidObjectState", "The operation is not valid for the object's state.")
-        if size > MAX_COPY_BYTES:
-            raise OssError(400, "EntityTooLarge", "CopyObject copies at most 1 GB; use UploadPartCopy.",
-                           MaxSizeAllowed=str(MAX_COPY_BYTES), ProposedSize=str(size))
         if not _copy_conditions_hold(headers, etag, mtime):
             return self._send(304, {"ETag": etag}, b"")
         target = self._object_path(bucket_dir, key)
@@ -172,6 +169,7 @@ class ObjectWrites:
             if found is None:
                 raise no_such_key
             number, size = found
+            _check_copy_size(size)
             return (size, generated.etag_of(number), generated.mtime,
                     archive.ObjectClass(generated.storage_class_of(number)), lambda: generated.body(number, 0, size))
         path = self._object_path(self._bucket_dir(bucket), key)
@@ -181,6 +179,7 @@ class ObjectWrites:
             raise no_such_key from exc
         if not stat.S_ISREG(st.st_mode):
             raise no_such_key
+        _check_copy_size(st.st_size)  # before the ETag, which may need a read of the whole file
 
         def chunks() -> Iterator[bytes]:
             with open(path, "rb") as fh:
@@ -228,6 +227,12 @@ class ObjectWrites:
         if expected and expected != actual:
             raise OssError(400, "InvalidDigest", "The Content-MD5 you specified did not match what we received.",
                            CalculatedDigest=actual, ExpectedDigest=expected)
+
+
+def _check_copy_size(size: int) -> None:
+    if size > MAX_COPY_BYTES:
+        raise OssError(400, "EntityTooLarge", "CopyObject copies at most 1 GB; use UploadPartCopy.",
+                       MaxSizeAllowed=str(MAX_COPY_BYTES), ProposedSize=str(size))
 
 
 def _copy_conditions_hold(headers: Mapping[str, str], etag: str, mtime: float) -> bool:
