@@ -1,4 +1,9 @@
-"""The local OSS server's command line, ``python -m localcloud.oss``: serve a folder until SIGTERM/SIGINT."""
+"""The local OSS server's command line, ``python -m localcloud.oss``: serve a folder until SIGTERM/SIGINT.
+
+``python -m localcloud.oss inventory run --root ROOT --bucket SRC --id ID [--at 2026-01-02T03:04Z]
+[--rows-per-file N] [--generated SPEC ...] [--fault KIND]`` writes one inventory of SRC by its rule ID
+into the rule's destination bucket under ROOT (the server need not run) and prints the manifest key.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,13 @@ import os
 import signal
 import sys
 import threading
+from datetime import datetime, timezone
 
 from localcloud.oss import faults as oss_faults
 from localcloud.oss.archive import DEFAULT_RESTORE_DELAY_S
 from localcloud.oss.generated import GeneratedBucket
+from localcloud.oss.inventory import DEFAULT_ROWS_PER_FILE, FAULTS
+from localcloud.oss.protocol import OssError
 from localcloud.oss.server import Credential, LocalOssServer
 from localcloud.ram import TokenAuthority
 
@@ -24,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     The secret may come from ``LOCAL_OSS_ACCESS_KEY_SECRET`` instead of the command line, where any
     local user could read it in the process list.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["inventory"]:
+        return inventory_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m localcloud.oss", description="Serve a local folder over the OSS protocol."
     )
@@ -110,3 +121,36 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("local OSS server stopped")
     return 0
 
+
+
+def inventory_main(argv: list[str]) -> int:
+    """``inventory run``: write an inventory now (see :func:`localcloud.oss.inventory.run_inventory`)."""
+    parser = argparse.ArgumentParser(prog="python -m localcloud.oss inventory",
+                                     description="Write a bucket inventory as OSS does, into the rule's destination bucket.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="scan a bucket by one of its inventory rules and write manifest and data files")
+    run.add_argument("--root", required=True, help="the server's root folder (buckets are its sub-folders)")
+    run.add_argument("--bucket", required=True, help="the source bucket the rule belongs to")
+    run.add_argument("--id", required=True, help="the inventory rule id")
+    run.add_argument("--at", type=_utc, default=None, help="the scan's start, UTC (e.g. 2026-01-02T03:04Z; default now)")
+    run.add_argument("--rows-per-file", type=int, default=DEFAULT_ROWS_PER_FILE, help="rows per data file")
+    run.add_argument("--generated", action="append", default=[], type=GeneratedBucket.parse, metavar="SPEC",
+                     help="a generated bucket, as for the server (repeatable)")
+    run.add_argument("--fault", choices=FAULTS, default=None, help="write a damaged or unfinished inventory")
+    args = parser.parse_args(argv)
+    server = LocalOssServer(args.root, [Credential("inventory", "unused")], generated=args.generated)
+    try:
+        print(server.run_inventory(args.bucket, args.id, args.at, rows_per_file=args.rows_per_file, fault=args.fault))
+    except (OssError, ValueError, OSError) as exc:
+        print(f"inventory run failed: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _utc(text: str) -> datetime:
+    for fmt in ("%Y-%m-%dT%H:%MZ", "%Y-%m-%dT%H-%MZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"not a UTC time like 2026-01-02T03:04Z: {text!r}")

@@ -154,6 +154,15 @@ class GeneratedBucket:
             for i in range(group.count):
                 yield group.key(i)
 
+    def objects(self, prefix: str = "") -> Iterator[tuple[str, int, float, str, str]]:
+        """``(key, size, mtime, etag, storage class)`` of every key starting with ``prefix``, in key
+        order, computed one at a time (constant memory; an inventory of 10M keys streams from here)."""
+        for group in self.groups:
+            lo, hi = group.span_with_prefix(prefix)
+            for i in range(lo, hi):
+                number = group.first + i
+                yield group.key(i), self.size_of(number), self.mtime, self.etag_of(number), self.storage_class_of(number)
+
     def size_of(self, number: int) -> int:
         span = self.max_size - self.min_size + 1
         return self.min_size + ((number * _GOLDEN + self.seed) >> 16) % span

@@ -6,7 +6,6 @@ The operations and their semantics are described in :mod:`localcloud.oss.server`
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import mimetypes
 import os
@@ -38,15 +37,14 @@ from localcloud.oss.protocol import (
 )
 from localcloud.oss.store import (
     DIR_MARKER_NAME,
-    TEMP_PREFIX,
     etag_of,
-    file_in_the_way,
     is_within,
     list_bucket,
     object_class,
     set_object_class,
     validate_key,
 )
+from localcloud.oss.writes import ObjectWrites
 
 if TYPE_CHECKING:
     from localcloud.oss.server import OssHttpServer
@@ -63,7 +61,7 @@ def _object_params(method: str) -> set[str]:
     return set(_HARMLESS_PARAMS) | set(RESPONSE_OVERRIDES) | ({"restore"} if method == "POST" else set())
 
 
-class OssRequestHandler(StrictRequestHandler):
+class OssRequestHandler(ObjectWrites, StrictRequestHandler):
     """Answers one request (keep-alive, HTTP/1.1) the way OSS answers oss2.
 
     Framing, header limits and timeouts are the server's (:mod:`localcloud.http_service`); the body is
@@ -188,6 +186,12 @@ class OssRequestHandler(StrictRequestHandler):
         if not bucket:
             raise not_implemented("Service-level operations (ListBuckets)")
         generated = self.server.generated.get(bucket)
+        if not key and "inventory" in params:
+            if generated is None:
+                self._bucket_dir(bucket)
+            self._check_subresources(params, allowed={"inventory", "inventoryId", "continuation-token", "security-token"})
+            self._bucket_inventory(bucket, params)
+            return
         if generated is not None:
             self._route_generated(generated, key, params, headers)
             return
@@ -307,7 +311,7 @@ class OssRequestHandler(StrictRequestHandler):
                 self.connection.sendfile(handle, offset=start, count=length)
 
             self._answer_object(
-                key, st.st_size, etag_of(st), st.st_mtime, params, headers, head, send_file, object_class(path)
+                key, st.st_size, etag_of(path, st), st.st_mtime, params, headers, head, send_file, object_class(path)
             )
 
     def _get_generated(
@@ -377,67 +381,6 @@ class OssRequestHandler(StrictRequestHandler):
         self._send(status, out, None)
         if length:
             send_body(start, length)
-
-    def _put_object(self, bucket_dir: str, key: str, headers: Mapping[str, str]) -> None:
-        if "x-oss-copy-source" in headers:
-            raise not_implemented("CopyObject")
-        storage_class = archive.storage_class_of_put(headers)
-        path = self._object_path(bucket_dir, key)
-        parent = os.path.dirname(path)
-        conflict = OssError(
-            409,
-            "KeyConflict",
-            "The local OSS server stores keys as files: a key cannot be both an object and a folder "
-            "(e.g. 'a' and 'a/b').",
-            Key=key,
-        )
-        if os.path.isdir(path):
-            raise conflict
-        expected_md5 = headers.get("content-md5", "")
-        digest = hashlib.md5(usedforsecurity=False)
-        tmp_path = ""
-        for _attempt in range(5):  # a concurrent DeleteObject may prune the empty parent in between
-            try:
-                os.makedirs(parent, exist_ok=True)
-                tmp_path = os.path.join(parent, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
-                handle = open(tmp_path, "xb")
-                break
-            except (FileExistsError, NotADirectoryError) as exc:
-                if file_in_the_way(bucket_dir, parent):
-                    raise conflict from exc
-                continue  # makedirs lost a race with a DeleteObject pruning the folder: try again
-            except FileNotFoundError:
-                continue
-        else:
-            raise OssError(500, "InternalError", "Could not create the object's folder.")
-        try:
-            with handle:
-                for chunk in self._body_chunks():
-                    digest.update(chunk)
-                    handle.write(chunk)
-            md5_b64 = base64.b64encode(digest.digest()).decode()
-            if expected_md5 and expected_md5 != md5_b64:
-                raise OssError(
-                    400,
-                    "InvalidDigest",
-                    "The Content-MD5 you specified did not match what we received.",
-                    CalculatedDigest=md5_b64,
-                    ExpectedDigest=expected_md5,
-                )
-            try:
-                os.replace(tmp_path, path)
-            except (IsADirectoryError, NotADirectoryError) as exc:
-                raise conflict from exc
-            tmp_path = ""
-            set_object_class(path, archive.ObjectClass(storage_class))  # a new object: no restore yet
-        finally:
-            if tmp_path:
-                try:
-                    os.unlink(tmp_path)
-                except OSError:
-                    pass
-        st = os.stat(path)
-        self._send(200, {"ETag": etag_of(st), "Content-MD5": md5_b64})
 
     def _delete_object(self, bucket_dir: str, key: str) -> None:
         path = self._object_path(bucket_dir, key)

@@ -9,8 +9,11 @@ Operations (path-style URLs ``http://127.0.0.1:PORT/bucket/key``, which oss2 use
     ListObjects v1 and v2 (prefix, delimiter, marker / continuation-token / start-after, max-keys 1-1000,
     encoding-type=url, fetch-owner), GetObject (with a single Range, OSS semantics, see below),
     HeadObject, GetObjectMeta (``HEAD ?objectMeta``), PutObject (atomic, with ``x-oss-storage-class``),
-    DeleteObject (idempotent), RestoreObject, PutBucket (creates the folder). Everything else answers
-    ``NotImplemented`` or ``MethodNotAllowed``.
+    DeleteObject (idempotent), RestoreObject, PutBucket (creates the folder), CopyObject (up to 1 GB,
+    :mod:`localcloud.oss.writes`), Put/Get/List/DeleteBucketInventory
+    (:mod:`localcloud.oss.inventory_config`). Everything else answers ``NotImplemented`` or
+    ``MethodNotAllowed``. :meth:`LocalOssServer.run_inventory` writes an inventory on demand
+    (:mod:`localcloud.oss.inventory`). ETags are the content MD5 (:mod:`localcloud.oss.store`).
 
 Storage classes
     Every object has one (Standard unless PutObject said otherwise); Archive, ColdArchive and
@@ -57,6 +60,7 @@ import logging
 import os
 import random
 import threading
+from datetime import datetime
 from types import TracebackType
 from typing import Mapping, Sequence
 
@@ -66,6 +70,8 @@ from localcloud.oss.auth import AuthPolicy
 from localcloud.oss.faults import OssFaults
 from localcloud.oss.generated import GeneratedBucket
 from localcloud.oss.handler import OssRequestHandler
+from localcloud.oss.inventory import DEFAULT_ROWS_PER_FILE, run_inventory
+from localcloud.oss.inventory_config import InventoryRules
 from localcloud.oss.store import DIR_MARKER_NAME, TEMP_PREFIX, Credential
 from localcloud.ram import TokenAuthority
 
@@ -99,8 +105,11 @@ class OssHttpServer(BoundedHttpServer):
         faults: OssFaults | None = None,
         restore_delay_s: float = DEFAULT_RESTORE_DELAY_S,
         limits: Limits = OSS_LIMITS,
+        account_id: str | None = None,
     ) -> None:
         self.root = root
+        self.account_id = account_id
+        self.inventory_rules = InventoryRules(root)
         self.restore_delay_s = restore_delay_s
         self.faults = faults if faults is not None else OssFaults()
         self.auth = auth
@@ -144,6 +153,7 @@ class LocalOssServer:
         authority: TokenAuthority | None = None,
         restore_delay_s: float = DEFAULT_RESTORE_DELAY_S,
         limits: Limits = OSS_LIMITS,
+        account_id: str | None = None,
     ) -> None:
         """Check the configuration now, so a bad root or key set fails before anything listens.
 
@@ -155,7 +165,8 @@ class LocalOssServer:
         new bucket. ``authority``: the STS whose temporary credentials are accepted (none by default).
         ``restore_delay_s``: how long a RestoreObject takes before the object is readable (see
         :mod:`localcloud.oss.archive`). ``limits``: the HTTP limits (workers, timeouts, header and body
-        caps; :data:`OSS_LIMITS` by default).
+        caps; :data:`OSS_LIMITS` by default). ``account_id``: the buckets' owner; when set, inventory rules
+        must name it in AccountId and RoleArn (any numeric id is accepted when None).
         """
         real_root = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real_root):
@@ -193,6 +204,7 @@ class LocalOssServer:
         self._faults = faults if faults is not None else OssFaults()
         self._restore_delay_s = float(restore_delay_s)
         self._limits = limits
+        self._account_id = account_id
         self._httpd: OssHttpServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -211,6 +223,7 @@ class LocalOssServer:
             faults=self._faults,
             restore_delay_s=self._restore_delay_s,
             limits=self._limits,
+            account_id=self._account_id,
         )
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="local-oss-server", daemon=True
@@ -243,6 +256,24 @@ class LocalOssServer:
     def root(self) -> str:
         """The resolved root folder (buckets are its sub-folders)."""
         return self._root
+
+    def run_inventory(
+        self,
+        source_bucket: str,
+        inventory_id: str,
+        at: datetime | None = None,
+        *,
+        rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+        fault: str | None = None,
+    ) -> str:
+        """Write the inventory of ``source_bucket`` by its rule ``inventory_id`` now; returns the manifest key.
+
+        See :func:`localcloud.oss.inventory.run_inventory` (layout, format, ``rows_per_file``, ``fault``);
+        works whether or not the server is started.
+        """
+        run = run_inventory(self._root, self._generated, InventoryRules(self._root), source_bucket, inventory_id, at,
+                            rows_per_file=rows_per_file, fault=fault)
+        return run.manifest_key
 
     @property
     def faults(self) -> OssFaults:

@@ -45,11 +45,13 @@ Listing
     inside the bucket are listed; symbolic links to directories are never followed while listing.
 
 ETags
-    ``"<MD5 of size:mtime_ns, upper-case hex>"``. Listing must not read contents, so the ETag is
-    derived from size and modification time; GetObject, HeadObject and PutObject report the same value,
-    so all operations agree. It is not the MD5 of the content (real OSS uses the content MD5 for
-    simple uploads); PutObject still returns ``Content-MD5`` and honours a ``Content-MD5`` request
-    header (``InvalidDigest`` on mismatch).
+    ``"<MD5 of the content, upper-case hex>"``, as OSS answers for a simple upload. PutObject,
+    CopyObject and inventory runs know the MD5 as they write, and record it with the file in the
+    extended attribute :data:`ETAG_XATTR` (``user.oss.etag``) as ``HEX:size:mtime_ns``, so listings
+    read it with one ``getxattr`` and never read contents. A file without a valid record (placed by
+    hand, or changed on disk since: size or mtime differ) is read once, its MD5 recorded, and then
+    answered like the others; where the file system refuses user extended attributes the MD5 is
+    computed on every read or listing (slow, but still right).
 """
 
 from __future__ import annotations
@@ -93,9 +95,43 @@ class Credential:
 # --------------------------------------------------------------------------------------------------
 
 
-def etag_of(st: os.stat_result) -> str:
-    digest = hashlib.md5(f"{st.st_size}:{st.st_mtime_ns}".encode(), usedforsecurity=False)
-    return '"' + digest.hexdigest().upper() + '"'
+#: The extended attribute that records a file's content MD5 (see "ETags" above).
+ETAG_XATTR = "user.oss.etag"
+_HASH_CHUNK = 1024 * 1024
+
+
+def _quoted(hex_md5: str) -> str:
+    return '"' + hex_md5.upper() + '"'
+
+
+def record_etag(path: str, hex_md5: str) -> None:
+    """Record ``hex_md5`` as the ETag of the file at ``path`` as it is now (size and mtime)."""
+    try:
+        st = os.stat(path)
+        os.setxattr(path, ETAG_XATTR, f"{hex_md5.upper()}:{st.st_size}:{st.st_mtime_ns}".encode("ascii"))
+    except OSError:  # no user xattrs here: etag_of computes the MD5 each time
+        pass
+
+
+def etag_of(path: str, st: os.stat_result) -> str:
+    """The quoted, upper-case content MD5 of the file at ``path`` (``st`` its current stat)."""
+    try:
+        hex_md5, size, mtime_ns = os.getxattr(path, ETAG_XATTR).decode("ascii").split(":")
+        if int(size) == st.st_size and int(mtime_ns) == st.st_mtime_ns and len(hex_md5) == 32:
+            return _quoted(hex_md5)
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_HASH_CHUNK):
+                digest.update(chunk)
+        after = os.stat(path)
+    except OSError:
+        return _quoted(hashlib.md5(f"{st.st_size}:{st.st_mtime_ns}".encode(), usedforsecurity=False).hexdigest())
+    if (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns):
+        record_etag(path, digest.hexdigest())
+    return _quoted(digest.hexdigest())
 
 
 def _is_reserved_name(name: str) -> bool:
@@ -341,10 +377,10 @@ def list_bucket(bucket_dir: str, prefix: str, delimiter: str, after: str, max_ke
                 meta = metas[folder] if folder in metas else metas.setdefault(folder, _read_meta(folder))
                 found = ObjectClass.from_json(meta.get(name))
                 objects.append(
-                    ListedObject(key, st.st_size, st.st_mtime, etag_of(st), found.storage_class, found.restore_info(now))
+                    ListedObject(key, st.st_size, st.st_mtime, etag_of(path, st), found.storage_class, found.restore_info(now))
                 )
             else:
-                objects.append(ListedObject(key, st.st_size, st.st_mtime, etag_of(st)))
+                objects.append(ListedObject(key, st.st_size, st.st_mtime, etag_of(path, st)))
             count += 1
             last = key
     finally:
