@@ -19,7 +19,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -126,6 +126,36 @@ class TokenAuthority:
 
     def _mac(self, data: bytes) -> bytes:
         return hmac.new(self._key, data, hashlib.sha256).digest()
+
+
+class RoleRefused(Exception):
+    """A service could not assume a role: ``code`` as STS words it (``EntityNotExist.Role``, ``NoPermission``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ServiceRoles:
+    """The account's roles as a cloud service assumes them on its behalf (MaxCompute reading OSS for an
+    external table): ``trusted`` roles (ARN -> longest session, seconds) name the service in their trust
+    policy; ``untrusted`` ones exist but do not, so STS refuses the service, as it does in the cloud."""
+
+    def __init__(self, authority: TokenAuthority, trusted: Mapping[str, int], untrusted: Collection[str] = (),
+                 *, service: str = "odps.aliyuncs.com") -> None:
+        self.authority = authority
+        self.trusted = dict(trusted)
+        self.untrusted = frozenset(untrusted)
+        self.service = service
+
+    def assume(self, role_arn: str, session_name: str) -> TemporaryCredential:
+        if role_arn in self.untrusted:
+            raise RoleRefused("NoPermission", f"You are not authorized to do this action. You should be authorized "
+                              f"by RAM: the trust policy of {role_arn} does not name {self.service}.")
+        if role_arn not in self.trusted:
+            raise RoleRefused("EntityNotExist.Role", f"The role not exists: {role_arn}.")
+        return self.authority.issue(role_arn, session_name, self.trusted[role_arn])
 
 
 def _b64(data: bytes) -> str:

@@ -22,7 +22,7 @@ from localcloud.maxcompute.server import LocalMaxComputeServer
 from localcloud.opensearch.config import server_from_config
 from localcloud.opensearch.server import LocalOpenSearchServer
 from localcloud.oss.server import Credential, LocalOssServer
-from localcloud.ram import TokenAuthority
+from localcloud.ram import ServiceRoles, TokenAuthority
 from localcloud.sts.metadata import LocalInstanceMetadata
 from localcloud.sts.server import LocalSts, StsAccount
 from localcloud.sts.tls import LocalTls
@@ -35,6 +35,9 @@ ACCOUNT_ID = "1000000000000001"
 ROLE_ARN = f"acs:ram::{ACCOUNT_ID}:role/image-index"  # what ram_role_arn / oidc_role_arn connections assume
 ECS_ROLE_NAME = "image-index-ecs"  # the RAM role of the (pretend) ECS instance Airflow runs on
 OIDC_PROVIDER_ARN = f"acs:ram::{ACCOUNT_ID}:oidc-provider/ack-rrsa-local"
+# The role MaxCompute assumes to read OSS for external tables (odps.properties.rolearn): its trust policy
+# names odps.aliyuncs.com. ROLE_ARN is the workers' role and does not: MaxCompute cannot assume it.
+MAXCOMPUTE_OSS_ROLE_ARN = f"acs:ram::{ACCOUNT_ID}:role/aliyunodpsdefaultrole"
 MAXCOMPUTE_PROJECT = "image_search_local"  # the project the warehouse connection and OpenSearch use
 #: Where the catalog table lives: the local MaxCompute server (pyodps on the wire, the default), or the
 #: ``fs`` warehouse (Parquet files, no server: the baseline of the benchmarks).
@@ -211,6 +214,9 @@ class LocalStack:
             self.maxcompute = LocalMaxComputeServer(
                 self.paths.maxcompute, {self.secrets.access_key_id: self.secrets.access_key_secret},
                 projects=[MAXCOMPUTE_PROJECT], region=REGION, authority=self.authority, port=self.port("maxcompute"),
+                assume_role=ServiceRoles(self.authority, {MAXCOMPUTE_OSS_ROLE_ARN: 3600}, [ROLE_ARN]).assume,
+                oss_endpoints={f"oss-{REGION}-internal.aliyuncs.com": self.oss.endpoint,
+                               f"oss-{REGION}.aliyuncs.com": self.oss.endpoint},
                 **self.maxcompute_options,
             ).start()
             # OpenSearch reads the partition with pyodps, as the service reads its ODPS data source.

@@ -21,13 +21,14 @@ from sqlglot.parsers.hive import HiveParser
 from sqlglot.tokens import Token, TokenType
 
 from localcloud.maxcompute.errors import NOT_SUPPORTED, PARSE_ERROR, SEMANTIC_ERROR, SqlError
+from localcloud.maxcompute.functions import MORE_FUNCTIONS, translate_more
 from localcloud.maxcompute.types import Column, normalise_type
 
 # Built-ins rebuilt by translate_functions (MaxCompute semantics); everything else is left to sqlglot.
 _OWN_FUNCTIONS = (
     "REGEXP_EXTRACT", "REGEXP_REPLACE", "REGEXP_INSTR", "SPLIT_PART", "URL_DECODE", "URL_ENCODE",
     "CONCAT", "CONCAT_WS", "INSTR", "TO_CHAR", "TO_DATE", "DATEADD", "DATEDIFF", "GETDATE", "CONV",
-    "HASH",
+    "HASH", *MORE_FUNCTIONS,
 )
 
 
@@ -280,7 +281,7 @@ def _datetime(node: exp.Expr) -> exp.Expr:
 
 def _translate(call: exp.Anonymous) -> exp.Expr:
     name, args = call.name.upper(), list(call.expressions)
-    arity = {"GETDATE": (0, 0), "URL_DECODE": (1, 2), "URL_ENCODE": (1, 2), "CONCAT": (0, 99),
+    arity = {**MORE_FUNCTIONS, "GETDATE": (0, 0), "URL_ENCODE": (1, 2), "CONCAT": (0, 99),
              "CONCAT_WS": (2, 99), "REGEXP_EXTRACT": (2, 3), "REGEXP_REPLACE": (3, 4),
              "REGEXP_INSTR": (2, 5), "SPLIT_PART": (3, 4), "INSTR": (2, 4), "TO_CHAR": (1, 2),
              "TO_DATE": (1, 2), "DATEADD": (3, 3), "DATEDIFF": (2, 3), "CONV": (3, 3), "HASH": (0, 99)}[name]
@@ -291,10 +292,10 @@ def _translate(call: exp.Anonymous) -> exp.Expr:
     if name == "HASH":   # MaxCompute's hash values come from its Java implementation: not reproducible
         raise SqlError(NOT_SUPPORTED, f"{position(call)} Semantic analysis exception - function HASH is "
                        "not supported by the local MaxCompute server")
+    if name in MORE_FUNCTIONS:
+        return translate_more(name, args, position(call))
     if name == "GETDATE":
         return exp.cast(_fn("current_localtimestamp"), "TIMESTAMP")
-    if name == "URL_DECODE":   # application/x-www-form-urlencoded: '+' is a space (Java URLDecoder)
-        return _fn("url_decode", _fn("replace", _varchar(args[0]), _str("+"), _str(" ")))
     if name == "URL_ENCODE":   # Java URLEncoder: space -> '+', '*' kept, '~' escaped
         encoded = _fn("url_encode", _varchar(args[0]))
         for old, new in (("%20", "+"), ("%2A", "*"), ("~", "%7E")):

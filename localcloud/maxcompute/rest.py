@@ -15,6 +15,7 @@ import json
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from localcloud.maxcompute.external import ExternalTable, schema_json
 from localcloud.maxcompute.instances import RESULT_ROW_LIMIT, Instance
 from localcloud.maxcompute.store import PartitionMeta, TableMeta
 
@@ -55,7 +56,7 @@ def table_schema_json(meta: TableMeta, size: int) -> dict[str, Any]:
         "tableName": meta.name, "comment": meta.comment, "owner": OWNER,
         "createTime": int(meta.created), "lastModifiedTime": int(meta.last_modified),
         "lastDDLTime": int(meta.last_modified), "size": size, "isVirtualView": False,
-        "isExternal": False, "columns": _columns(meta.columns), "partitionKeys": _columns(meta.partition_columns),
+        "isExternal": meta.external is not None, "columns": _columns(meta.columns), "partitionKeys": _columns(meta.partition_columns),
     }
     if meta.lifecycle is not None:
         schema["lifecycle"] = meta.lifecycle
@@ -67,7 +68,8 @@ def table_xml_element(meta: TableMeta, size: int = 0) -> str:
     return (f"<Table><Name>{escape(meta.name)}</Name><TableId>{meta.project}.{meta.name}</TableId>"
             f'<Schema format="json">{_cdata(schema)}</Schema><Owner>{OWNER}</Owner>'
             f"<CreationTime>{rfc822(meta.created)}</CreationTime>"
-            f"<LastModifiedTime>{rfc822(meta.last_modified)}</LastModifiedTime><Type>MANAGED_TABLE</Type></Table>")
+            f"<LastModifiedTime>{rfc822(meta.last_modified)}</LastModifiedTime>"
+            f"<Type>{'EXTERNAL_TABLE' if meta.external is not None else 'MANAGED_TABLE'}</Type></Table>")
 
 
 def table_xml(meta: TableMeta, size: int) -> bytes:
@@ -76,6 +78,9 @@ def table_xml(meta: TableMeta, size: int) -> bytes:
 
 def table_extended_xml(meta: TableMeta, size: int, file_num: int) -> bytes:
     extended = {"IsArchived": False, "PhysicalSize": size, "FileNum": file_num, "Reserved": "{}"}
+    external = ExternalTable.from_json(meta.external)
+    if external is not None:   # pyodps' Table.location, storage_handler, serde_properties
+        extended.update(schema_json(external))
     return _xml(f"<Table><Name>{escape(meta.name)}</Name><Schema format=\"json\">{_cdata(json.dumps(extended))}"
                 "</Schema></Table>")
 

@@ -38,6 +38,7 @@ from localcloud.http_service import BackgroundHttpService, BadFraming, Limits, R
 from localcloud.maxcompute import rest
 from localcloud.maxcompute.auth import Caller, RequestVerifier
 from localcloud.maxcompute.errors import MaxComputeError, invalid_parameter, no_such_object
+from localcloud.maxcompute.external_read import AssumeRole, ExternalReader
 from localcloud.maxcompute.instances import InstanceRunner, parse_job
 from localcloud.maxcompute.sql import SqlEngine
 from localcloud.maxcompute.store import MaxComputeStore, parse_spec
@@ -98,7 +99,11 @@ class LocalMaxComputeServer(BackgroundHttpService):
 
     def __init__(self, root: Path, credentials: Mapping[str, str], *, projects: Iterable[str] = ("local",),
                  region: str = "cn-hangzhou", authority: TokenAuthority | None = None,
-                 allow_full_scan: bool = False, port: int = 0, faults: MaxComputeFaults | None = None) -> None:
+                 allow_full_scan: bool = False, port: int = 0, faults: MaxComputeFaults | None = None,
+                 assume_role: AssumeRole | None = None, oss_endpoints: Mapping[str, str] | None = None) -> None:
+        """``assume_role(role_arn, session_name)``: temporary credentials for the role an external table
+        names (the stack passes :class:`localcloud.ram.ServiceRoles`); ``oss_endpoints``: the OSS endpoints
+        a LOCATION may name, mapped to the local OSS's URL (see :mod:`localcloud.maxcompute.external_read`)."""
         super().__init__(port)
         self.root = Path(root)
         self.store = MaxComputeStore(self.root / "projects")
@@ -106,7 +111,9 @@ class LocalMaxComputeServer(BackgroundHttpService):
             self.store.create_project(project)
         self.region = region
         self.verifier = RequestVerifier(credentials, region, authority=authority)
-        self.engine = SqlEngine(self.store, allow_full_scan=allow_full_scan)
+        self.engine = SqlEngine(self.store, allow_full_scan=allow_full_scan,
+                                external=ExternalReader(assume_role, oss_endpoints, region),
+                                scratch=self.root / "scratch")
         self.instances = InstanceRunner(self.engine, sql_delay_s=lambda: self.faults.sql_delay_s)
         self.tunnel = TunnelService(self.store, self.root / "tunnel", instance_results=self._instance_result)
         self.faults = faults or MaxComputeFaults()

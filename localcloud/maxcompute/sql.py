@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -35,6 +36,8 @@ from localcloud.maxcompute.errors import (
     NO_SUCH_PARTITION, NO_SUCH_TABLE, NOT_SUPPORTED, PARSE_ERROR, RUNTIME_ERROR, SEMANTIC_ERROR,
     TABLE_EXISTS, MaxComputeError, SqlError,
 )
+from localcloud.maxcompute.external import external_from_properties
+from localcloud.maxcompute.external_read import ExternalReader, Scratch
 from localcloud.maxcompute.store import MaxComputeStore, TableMeta, check_partition_value
 from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_type, oversized_cell
 
@@ -60,11 +63,16 @@ class SqlResult:
 
 
 class SqlEngine:
-    def __init__(self, store: MaxComputeStore, *, allow_full_scan: bool = True) -> None:
+    def __init__(self, store: MaxComputeStore, *, allow_full_scan: bool = True,
+                 external: ExternalReader | None = None, scratch: Path | None = None) -> None:
         # allow_full_scan is the project's odps.sql.allow.fullscan. It defaults to true here so that ad-hoc
         # local use is not surprising; the server can pass False to match projects created with it off.
+        # external reads OSS external tables (none: they cannot be read); scratch holds what a query
+        # reads from them (the system's temporary folder by default), deleted when the query ends.
         self.store = store
         self.allow_full_scan = allow_full_scan
+        self.external = external or ExternalReader(None, None, "cn-hangzhou")
+        self.scratch = scratch
 
     def execute(self, project: str, sql: str, settings: Mapping[str, str] | None = None) -> SqlResult:
         if len(sql.encode()) > MAX_SQL_BYTES:
@@ -86,7 +94,7 @@ class SqlEngine:
             raise SqlError(PARSE_ERROR, f"[{second.line},1] Parse exception - a SQL task runs one statement "
                            f"(found {len(body)}); set {SUBMIT_MODE_FLAG}=script to run a script")
         trees = [parse_statement(statement, sql) for statement in body]
-        run = _Run(self.store, project.lower(), flags)
+        run = _Run(self.store, project.lower(), flags, self.external, self.scratch)
         try:
             results = [run.statement(tree) for tree in trees]
         except MaxComputeError as error:
@@ -136,14 +144,17 @@ class _Scan:
 class _Run:
     """One execute: its DuckDB connection, flags and the views it registered."""
 
-    def __init__(self, store: MaxComputeStore, project: str, flags: dict[str, str]) -> None:
+    def __init__(self, store: MaxComputeStore, project: str, flags: dict[str, str],
+                 external: ExternalReader, scratch: Path | None) -> None:
         self.store, self.project, self.flags = store, project, flags
+        self.external, self.scratch = external, Scratch(scratch)
         self.con = duckdb.connect()
         self.names = itertools.count()
         self.inputs: list[str] = []
 
     def close(self) -> None:
         self.con.close()
+        self.scratch.close()
 
     def statement(self, tree: exp.Expr) -> SqlResult:
         self.inputs = []
@@ -244,6 +255,8 @@ class _Run:
         """A view over the partitions of ``scan``'s table its predicates can match."""
         meta, name = scan.meta, f"__mc_src_{next(self.names)}"
         parts = self.partitions(scan)
+        if meta.external is not None:   # read from OSS now, into this run's scratch folder
+            parts = self.external.read_parts(meta, parts, self.scratch.path())
         if meta.is_partitioned and len(parts) > MAX_INPUT_PARTITIONS:
             raise SqlError(SEMANTIC_ERROR, f"{position(scan.node)} Semantic analysis exception - the query "
                            f"reads {len(parts)} partitions of {meta.project}.{meta.name}; at most "
@@ -459,8 +472,11 @@ class _Run:
         project, name = self.table_project(table), table.name.lower()
         columns = [_column(d) for d in schema.expressions] if schema else []
         partition_columns: list[Column] = []
-        lifecycle, comment, like = None, "", None
-        for prop in (tree.args.get("properties") or exp.Properties(expressions=[])).expressions:
+        lifecycle, comment, like, external = None, "", None, None
+        properties = (tree.args.get("properties") or exp.Properties(expressions=[])).expressions
+        if any(isinstance(prop, exp.ExternalProperty) for prop in properties):
+            external, properties = external_from_properties(properties, columns)
+        for prop in properties:
             if isinstance(prop, exp.SchemaCommentProperty):
                 comment = prop.this.name
             elif isinstance(prop, exp.PartitionedByProperty) and isinstance(prop.this, exp.Schema):
@@ -476,7 +492,10 @@ class _Run:
         if like is not None:
             columns, partition_columns = list(like.columns), list(like.partition_columns)
         query = tree.expression
-        if isinstance(query, exp.Query):   # CREATE TABLE ... AS SELECT
+        if isinstance(query, exp.Query) or (external and like):   # CREATE TABLE ... AS SELECT
+            if external is not None:
+                raise SqlError(NOT_SUPPORTED, f"{position(tree)} Semantic analysis exception - CREATE EXTERNAL "
+                               "TABLE ... AS SELECT / LIKE is not supported by the local MaxCompute server")
             if partition_columns:
                 raise SqlError(SEMANTIC_ERROR, f"{position(tree)} Semantic analysis exception - "
                                "CREATE TABLE AS SELECT cannot create a partitioned table")
@@ -490,8 +509,8 @@ class _Run:
                              outputs={f"{project}.{name}": rows})
         if not columns:
             raise SqlError(PARSE_ERROR, f"{position(tree)} Parse exception - CREATE TABLE needs columns")
-        self.store.create_table(project, name, columns, partition_columns, lifecycle=lifecycle,
-                                comment=comment, if_not_exists=exists)
+        self.store.create_table(project, name, columns, partition_columns, lifecycle=lifecycle, comment=comment,
+                                if_not_exists=exists, external=external and external.to_json())
         return SqlResult([], None, "OK")
 
     def truncate(self, meta: TableMeta, partition: exp.Expr | None) -> None:

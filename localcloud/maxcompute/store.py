@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from localcloud.maxcompute.errors import (
-    MaxComputeError, SqlError, invalid_parameter, no_such_object, object_already_exists,
+    NOT_SUPPORTED, MaxComputeError, SqlError, invalid_parameter, no_such_object, object_already_exists,
 )
 from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_schema, oversized_cell
 
@@ -65,6 +65,7 @@ class TableMeta:
     comment: str
     created: float
     last_modified: float  # the last DDL or data change
+    external: dict[str, Any] | None = None  # an OSS external table: handler, location, properties (external.py)
 
     @property
     def is_partitioned(self) -> bool:
@@ -161,7 +162,8 @@ class MaxComputeStore:
 
     def create_table(self, project: str, name: str, columns: Iterable[Column],
                      partition_columns: Iterable[Column] = (), lifecycle: int | None = None,
-                     comment: str = "", if_not_exists: bool = False) -> TableMeta:
+                     comment: str = "", if_not_exists: bool = False,
+                     external: dict[str, Any] | None = None) -> TableMeta:
         columns, partition_columns = tuple(columns), tuple(partition_columns)
         names = [c.name for c in columns + partition_columns]
         if not columns:
@@ -192,7 +194,8 @@ class MaxComputeStore:
                     return self.get_table(project, name)
                 raise object_already_exists(f"Table or view already exists - table {project}.{name.lower()} is already exists")
             now = self.clock()
-            meta = TableMeta(project.lower(), name.lower(), columns, partition_columns, lifecycle, comment, now, now)
+            meta = TableMeta(project.lower(), name.lower(), columns, partition_columns, lifecycle, comment, now, now,
+                             external)
             (folder / "data").mkdir(parents=True, exist_ok=True)
             _write_json(folder / "manifest.json", {"partitions": {}})
             _write_json(folder / "table.json", _meta_json(meta))
@@ -342,6 +345,9 @@ class MaxComputeStore:
         """Write ``data`` (the table's data columns) to the table or one partition, atomically: replace
         it (``overwrite``) or add to it. Returns the rows written."""
         meta = self.get_table(project, table)
+        if meta.external is not None:   # its data lives in OSS; the local server does not write there
+            raise SqlError(NOT_SUPPORTED, f"[1,1] Semantic analysis exception - writing to the external table "
+                           f"{meta.project}.{meta.name} is not supported by the local MaxCompute server")
         key_spec = self._spec(meta, spec)
         if meta.is_partitioned and not key_spec:
             raise invalid_parameter(f"table {meta.project}.{meta.name} is partitioned: a write needs a partition")
@@ -456,15 +462,18 @@ def _partition(entry: dict[str, Any]) -> PartitionMeta:
 def _meta_json(meta: TableMeta) -> dict[str, Any]:
     def cols(columns: tuple[Column, ...]) -> list[dict[str, str]]:
         return [{"name": c.name, "type": c.type, "comment": c.comment} for c in columns]
-    return {"project": meta.project, "name": meta.name, "columns": cols(meta.columns),
+    data = {"project": meta.project, "name": meta.name, "columns": cols(meta.columns),
             "partition_columns": cols(meta.partition_columns), "lifecycle": meta.lifecycle,
             "comment": meta.comment, "created": meta.created, "last_modified": meta.last_modified}
+    if meta.external is not None:
+        data["external"] = meta.external
+    return data
 
 
 def _meta_from_json(data: dict[str, Any]) -> TableMeta:
     return TableMeta(data["project"], data["name"], tuple(Column(**c) for c in data["columns"]),
                      tuple(Column(**c) for c in data["partition_columns"]), data["lifecycle"], data["comment"],
-                     data["created"], data["last_modified"])
+                     data["created"], data["last_modified"], data.get("external"))
 
 
 def _write_json(path: Path, data: Any) -> None:

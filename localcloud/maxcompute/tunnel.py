@@ -210,11 +210,15 @@ class TunnelService:
 
     def _table(self, project: str, name: str):
         try:
-            return self.store.get_table(project, name)
+            meta = self.store.get_table(project, name)
         except MaxComputeError as exc:
             if exc.status == 404:
                 raise _err(404, "NoSuchTable", f"The specified table name does not exist: {project}.{name}") from None
             raise
+        if meta.external is not None:   # hedged wording: the tunnel serves tables stored in MaxCompute only
+            raise _err(400, "InvalidArgument", f"{project}.{name} is an external table: the tunnel cannot read "
+                       "or write it (query it with SQL)")
+        return meta
 
     def _require_partition(self, project: str, table: str, spec: dict[str, str] | None) -> None:
         if spec is None:
