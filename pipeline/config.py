@@ -88,6 +88,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+class InventoryConfig(_Strict):
+    """Where an OSS Bucket Inventory of the source bucket lands, for ``source.mode: inventory``.
+
+    OSS writes ``<prefix>/<source bucket>/<id>/<YYYY-MM-DDTHH-MMZ>/manifest.json`` into ``bucket`` with
+    the run's gzip CSV files under ``<prefix>/<source bucket>/<id>/data/``. A run uses the newest complete
+    manifest created at or before the end of its partition's day and at most ``max_age_hours`` before
+    it; otherwise it fails, or lists the bucket instead with ``fallback: list``. The run's files are
+    copied (server-side) under ``work_prefix`` for MaxCompute to read them, and nothing else, through an
+    external table, as RAM role ``role_arn`` (the role MaxCompute assumes to read OSS)."""
+
+    bucket: Annotated[str, Field(pattern=_BUCKET_RE)]
+    prefix: Annotated[str, Field(max_length=MAX_KEY_BYTES)] = ""
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    max_age_hours: float = Field(default=48, gt=0, le=24 * 31)
+    fallback: Literal["fail", "list"] = "fail"
+    work_prefix: Annotated[str, Field(min_length=1, max_length=MAX_KEY_BYTES)] = "image-index-inventory/"
+    role_arn: Annotated[str, Field(pattern=r"^acs:ram::\d+:role/[A-Za-z0-9._-]{1,64}$")]
+    # The OSS endpoint MaxCompute reads from (the internal one of the bucket's region, e.g.
+    # oss-cn-hangzhou-internal.aliyuncs.com); default: the OSS connection's endpoint.
+    oss_endpoint: Annotated[str, Field(max_length=253)] | None = None
+
+    @field_validator("prefix", "work_prefix")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        if value and (value.startswith("/") or ".." in value.split("/") or not value.endswith("/")):
+            raise ValueError(f"{value!r} must be a folder: no leading '/', no '..', ending in '/'")
+        return value
+
+
 class SourceConfig(_Strict):
     """Where the images are and which objects count as images."""
 
@@ -114,6 +143,11 @@ class SourceConfig(_Strict):
     # bucket)? Off: a run may only narrow the listing to prefixes within the configured ones.
     allow_param_prefixes_outside: bool = False
 
+    # list: list the bucket through the worker (cost grows with the bucket); inventory: read the
+    # bucket's OSS inventory inside MaxCompute (the worker only orchestrates). See InventoryConfig.
+    mode: Literal["list", "inventory"] = "list"
+    inventory: InventoryConfig | None = None
+
     @field_validator("prefixes")
     @classmethod
     def _prefixes(cls, value: list[str]) -> list[str]:
@@ -131,6 +165,12 @@ class SourceConfig(_Strict):
         return sorted(set(cleaned))
 
     @model_validator(mode="after")
+    def _inventory(self) -> SourceConfig:
+        if self.mode == "inventory" and self.inventory is None:
+            raise ValueError("mode 'inventory' needs an 'inventory' section (bucket, id, role_arn)")
+        return self
+
+    @model_validator(mode="after")
     def _size_bounds(self) -> SourceConfig:
         if self.min_size_bytes > self.max_size_bytes:
             raise ValueError(
@@ -144,10 +184,12 @@ class IdRule(_Strict):
 
     ``filename_digits``: the first group of ``regex`` matched against the file name (default: the
     digits right before the extension). ``hash``: a stable 63-bit BLAKE2b hash of the full key, the
-    same on every machine and Python version (never Python's salted ``hash()``).
+    same on every machine and Python version (never Python's salted ``hash()``). ``md5``: the first
+    64 bits of the MD5 of the full key (UTF-8) with the top bit cleared, which MaxCompute SQL computes
+    too: the one hash both routes (list and inventory) share.
     """
 
-    kind: Literal["filename_digits", "hash"]
+    kind: Literal["filename_digits", "hash", "md5"]
     regex: str = r"(\d+)\.[^.]+$"
 
     @field_validator("regex")
@@ -287,6 +329,17 @@ class IndexConfig(_Strict):
     warehouse: WarehouseConfig
     opensearch: OpenSearchConfig | None = None  # without it the DAG stops after the partition check
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
+
+    @model_validator(mode="after")
+    def _inventory_rules(self) -> IndexConfig:
+        # One definition per rule, computed the same by both routes: BLAKE2b has no MaxCompute SQL.
+        if self.source.mode == "inventory" and self.id_rule.kind == "hash":
+            raise ValueError(
+                "id_rule.kind 'hash' (BLAKE2b) cannot be computed in MaxCompute SQL, which the inventory "
+                "route runs; use kind 'md5' (both routes compute it). Every image gets a new id, so the "
+                "first run after the switch replaces the whole index (see README: switching an id rule)"
+            )
+        return self
 
     @field_validator("timezone")
     @classmethod

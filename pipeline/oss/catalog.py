@@ -127,6 +127,13 @@ def stable_key_id(key: str) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
+def md5_key_id(key: str) -> int:
+    """``id_rule.kind: md5``: the first 64 bits of MD5(key) with the top bit cleared, a BIGINT that
+    MaxCompute computes from the same key as ``(CONV(h[1], 16, 10) % 8) * 2^60 + CONV(h[2..16], 16, 10)``
+    (see pipeline/warehouse/inventory_sql.py): one definition for both routes."""
+    return int.from_bytes(hashlib.md5(key.encode("utf-8"), usedforsecurity=False).digest()[:8], "big") & INT64_MAX
+
+
 @dataclass
 class CatalogCounts:
     """What a listing produced: objects seen, rows kept, and objects skipped by reason."""
@@ -242,6 +249,11 @@ class CatalogBuilder:
             blake2b = hashlib.blake2b
             digests = b"".join([blake2b(key.encode("utf-8"), digest_size=8).digest() for key in keys.to_pylist()])
             ids = (np.frombuffer(digests, dtype=">u8") >> np.uint64(1)).astype(np.int64)
+            return ids, np.ones(len(ids), dtype=bool)
+        if self._id_rule.kind == "md5":
+            md5 = hashlib.md5
+            digests = b"".join([md5(key.encode("utf-8"), usedforsecurity=False).digest()[:8] for key in keys.to_pylist()])
+            ids = (np.frombuffer(digests, dtype=">u8") & np.uint64(INT64_MAX)).astype(np.int64)
             return ids, np.ones(len(ids), dtype=bool)
         names = _last_part(keys, "/")  # key.rpartition("/")[2]
         return _parse_digits(pc.struct_field(pc.extract_regex(names, self._id_re2), [0]))
