@@ -69,7 +69,7 @@ def test_extensions_are_normalised_case_insensitively() -> None:
         ("source.min_size_bytes", -1, "source.min_size_bytes: Input should be greater than or equal to 0 (got -1)"),
         ("source.oss_conn_id", _DELETE, "source.oss_conn_id: required field is missing"),
         ("source.colour", "blue", "source.colour: unknown field"),
-        ("id_rule.kind", "uuid", "id_rule.kind: Input should be 'filename_digits' or 'hash' (got 'uuid')"),
+        ("id_rule.kind", "uuid", "id_rule.kind: Input should be 'filename_digits', 'hash' or 'md5' (got 'uuid')"),
         ("id_rule.regex", "([0-9]+", "does not compile"),
         ("id_rule.regex", r"\d+", "needs one capture group"),
         ("category_rule.kind", "guess", "category_rule.kind: Input should be 'path_segment' or 'regex'"),
@@ -132,3 +132,25 @@ def test_shipped_configs_are_valid() -> None:
     assert [c.name for _, c in configs] == ["demo"]
     example = yaml.safe_load((REPO / "dags" / "indexes" / "products.yaml.example").read_text())
     assert parse_index_config(example, "products.yaml.example").id_rule.kind == "hash"
+
+
+INVENTORY = {"bucket": "demo-inventory", "id": "nightly", "role_arn": "acs:ram::1000000000000001:role/aliyunodpsdefaultrole"}
+
+
+def test_the_inventory_route_needs_its_section_and_a_hash_maxcompute_can_compute(tmp_path) -> None:
+    from pipeline.config import parse_index_config
+
+    base = {
+        "name": "inv", "source": {"oss_conn_id": "o", "bucket": "demo-images", "prefixes": ["catalog/"], "mode": "inventory"},
+        "id_rule": {"kind": "md5"}, "category_rule": {"kind": "path_segment", "segment": 1},
+        "warehouse": {"conn_id": "w", "table": "t"},
+    }
+    with pytest.raises(ConfigError, match="mode 'inventory' needs an 'inventory' section"):
+        parse_index_config(base)
+    base["source"]["inventory"] = INVENTORY
+    config = parse_index_config(base)
+    assert config.source.inventory.work_prefix == "image-index-inventory/" and config.source.inventory.fallback == "fail"
+    with pytest.raises(ConfigError, match="kind 'hash' \\(BLAKE2b\\) cannot be computed in MaxCompute SQL.*use kind 'md5'"):
+        parse_index_config({**base, "id_rule": {"kind": "hash"}})
+    with pytest.raises(ConfigError, match="must be a folder"):
+        parse_index_config({**base, "source": {**base["source"], "inventory": {**INVENTORY, "prefix": "../x/"}}})
