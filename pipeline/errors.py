@@ -13,6 +13,11 @@
     ├── WarehouseError             writing or reading the catalog table failed
     │   ├── SchemaMismatchError    the existing table does not have the catalog schema
     │   └── TransientWarehouseError  5xx, throttling, network: the whole call may be repeated
+    ├── InventoryError             an OSS Bucket Inventory run cannot be used (its format, its schema, the
+    │   │                          staging folder): fix the rule or the config, or set fallback: list
+    │   ├── InventoryStaleError    no complete run at most max_age_hours old (none, or the newest too old)
+    │   └── InventoryIncompleteError  the chosen run disagrees with its manifest: checksum, a file missing,
+    │                              of another size or MD5; names the file
     ├── CatalogError               a catalog rule refused an object (e.g. unmapped category, policy=fail)
     ├── PartitionCheckError        the written partition fails a check (no rows, duplicate ids)
     ├── OpenSearchError            the OpenSearch management or query API failed
@@ -96,6 +101,22 @@ class TransientWarehouseError(WarehouseError):
 
 class SchemaMismatchError(WarehouseError):
     """The table exists with a schema other than the catalog's; we never alter it for you."""
+
+
+class InventoryError(PipelineError):
+    """An OSS Bucket Inventory run cannot be used for the partition. The message names the run (its
+    folder), the bucket and the rule, and says what to do (``python -m pipeline.oss.inventory show``,
+    fix the rule with ``setup``, or ``fallback: list``). Terminal: the same inventory fails again."""
+
+
+class InventoryStaleError(InventoryError):
+    """No complete inventory run at or before the end of the partition's day is at most
+    ``max_age_hours`` old: there is none, or the newest complete one is older (says how old)."""
+
+
+class InventoryIncompleteError(InventoryError):
+    """The chosen run disagrees with its manifest: manifest.checksum is not manifest.json's MD5, or a
+    listed data file is missing, or has another size or MD5 (the message names the file)."""
 
 
 class CatalogError(PipelineError):
