@@ -62,7 +62,7 @@ def build_rule(config: IndexConfig, oss_role_arn: str) -> models.InventoryConfig
                           "role OSS assumes to write the inventory (trust policy oss.aliyuncs.com)")
     prefix = common_prefix(config.source.prefixes)
     destination = models.InventoryBucketDestination(
-        account_id=match.group(1), role_arn=oss_role_arn, bucket=f"acs:oss:::{inventory.bucket}",
+        account_id=match.group(1), role_arn=oss_role_arn, bucket=inventory.bucket,  # oss2 writes acs:oss:::<bucket> and strips it on reads
         inventory_format=models.INVENTORY_FORMAT_CSV,
         # OSS writes <prefix>/<source>/<id>/: the folder without its '/'.
         prefix=inventory.prefix.rstrip("/") or None,

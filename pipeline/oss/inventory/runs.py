@@ -50,6 +50,8 @@ REQUIRED_FIELDS = ("Bucket", "Key", "Size", "StorageClass")
 _RUN_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}Z)/$")
 _RUN_FORMAT = "%Y-%m-%dT%H-%MZ"
 _MD5_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
+#: Run folders per ListObjects page (OSS's most); tests lower it to see pages followed.
+LIST_PAGE_SIZE = 1000
 _SHOW = "python -m pipeline.oss.inventory show --config <the index's yaml>"
 
 
@@ -122,7 +124,7 @@ def list_runs(
 ) -> list[RunFolder]:
     """Every dated run folder of the rule, oldest first (``complete`` not looked at). Follows every
     page of the delimited listing; other sub-folders (``data/``) and other names are ignored."""
-    lister = OssLister(message_connection(bucket, conn), bucket, retry=retry)
+    lister = OssLister(message_connection(bucket, conn), bucket, page_size=LIST_PAGE_SIZE, retry=retry)
     base = inventory_base(source_bucket, inventory)
     runs: list[RunFolder] = []
     token = ""
@@ -203,8 +205,8 @@ def _stale_message(where: str, runs: list[RunFolder], skipped: list[RunFolder], 
         state = (f"OSS may still be writing it (it started {_hours(now - newest.created)} ago)"
                  if now - newest.created < timedelta(hours=24) else
                  f"it started {_hours(now - newest.created)} ago, so it probably failed")
-        head = (f"the newest inventory run {newest.name} of {where} has no manifest.json and manifest.checksum: "
-                f"{state}; ")
+        head = (f"the newest inventory run {newest.name} of {where} is not complete (manifest.json and "
+                f"manifest.checksum, written last, are not both there): {state}; ")
         older = [run for run in runs if run.created < skipped[-1].created]
         if older:
             head += (f"the run before it, {older[-1].name}, is {_hours(not_after - older[-1].created)} old at {end} "
