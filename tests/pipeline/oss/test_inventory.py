@@ -249,3 +249,23 @@ def test_show_prints_runs_and_whether_the_partitions_run_is_usable(server, conn,
     assert cli.main(["show", "--config", path, "--not-after", "2026-12-03T16:00Z"]) == 1
     out = capsys.readouterr().out
     assert "not usable: the newest inventory 2026-12-01T14-00Z of inventory rule 'nightly'" in out and "is 50 h old" in out
+
+
+class FlakyHead(oss2.Bucket):
+    """Every first HEAD of a key fails with a 503 SlowDown, as a throttled OSS answers."""
+
+    seen: set[str] = set()
+
+    def head_object(self, key, *args, **kwargs):
+        if key not in self.seen:
+            self.seen.add(key)
+            raise oss2.exceptions.ServerError(503, {}, b"", {"Code": "SlowDown", "Message": "Please reduce your request rate."})
+        return super().head_object(key, *args, **kwargs)
+
+
+def test_a_throttled_head_is_retried_and_no_connection_is_needed_for_messages(server, conn, config) -> None:
+    key = server.run_inventory("imgs", "nightly", NOT_AFTER - timedelta(hours=3), rows_per_file=4)
+    FlakyHead.seen = set()
+    run = find_inventory(conn.bucket("inv-dest", kind=FlakyHead), "imgs", config.source.inventory, NOT_AFTER, NOW,
+                         retry=NO_SLEEP)
+    assert run.manifest_key == key and FlakyHead.seen == {f.key for f in run.files}
