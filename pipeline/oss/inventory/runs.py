@@ -85,13 +85,11 @@ class InventoryRun:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """One dated run folder of a rule; ``complete`` when manifest.json and manifest.checksum both exist
-    (``None``: not looked at)."""
+    """One dated run folder of a rule (complete or not: see :func:`is_complete`)."""
 
     name: str
     folder: str
     created: datetime
-    complete: bool | None = None
 
 
 def inventory_base(source_bucket: str, inventory: InventoryConfig) -> str:
@@ -122,7 +120,7 @@ def list_runs(
     conn: OssConnection | None = None,
     retry: RetryPolicy | None = None,
 ) -> list[RunFolder]:
-    """Every dated run folder of the rule, oldest first (``complete`` not looked at). Follows every
+    """Every dated run folder of the rule, oldest first. Follows every
     page of the delimited listing; other sub-folders (``data/``) and other names are ignored."""
     lister = OssLister(message_connection(bucket, conn), bucket, page_size=LIST_PAGE_SIZE, retry=retry)
     base = inventory_base(source_bucket, inventory)
