@@ -103,7 +103,8 @@ def _digits(token: str) -> str:
 def _bigint_of(digits: str) -> str:
     """``digits`` (from :func:`_digits`) as a BIGINT, NULL when it overflows. The CAST only ever sees
     a number that fits: MaxCompute's CAST of a larger one is an error or garbage, not NULL."""
-    fits = f"LENGTH({digits}) < 19 OR (LENGTH({digits}) = 19 AND {digits} <= '{INT64_MAX}')"
+    # LENGTH >= 1: an engine whose REGEXP_EXTRACT answers '' for no match must not CAST ''.
+    fits = f"LENGTH({digits}) BETWEEN 1 AND 18 OR (LENGTH({digits}) = 19 AND {digits} <= '{INT64_MAX}')"
     return f"CAST(CASE WHEN {fits} THEN {digits} END AS BIGINT)"
 
 

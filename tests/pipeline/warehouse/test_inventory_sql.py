@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterator
 
-import oss2
 import pyarrow as pa
 import pytest
 from odps import ODPS
