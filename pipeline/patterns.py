@@ -358,3 +358,14 @@ def arrow_pattern(pattern: str) -> str:
         out += [pattern[at:start], "(?P<g>" if number == 0 else "(?:"]
         at = end
     return "".join(out) + pattern[at:]
+
+
+def sql_pattern(pattern: str) -> str:
+    """The pattern for MaxCompute's ``REGEXP_EXTRACT(s, pattern, 1)``: its first capture group a plain
+    ``(`` (group 1), the others made non-capturing, named groups included (``(?P<name>`` is no syntax
+    every engine shares). The pattern must pass :func:`check_rule_regex`."""
+    out, at = [], 0
+    for number, (start, end) in enumerate(_scan(pattern)):
+        out += [pattern[at:start], "(" if number == 0 else "(?:"]
+        at = end
+    return "".join(out) + pattern[at:]

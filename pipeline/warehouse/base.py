@@ -7,6 +7,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from pipeline.config import CategoryRule, IdRule, SourceConfig
 from pipeline.schema import IdChanges, PartitionStats
 
 
@@ -48,6 +49,11 @@ class Warehouse(Protocol):
 
     def partitions(self) -> list[str]:
         """The ``ds`` values of existing partitions, sorted ascending."""
+
+    def load_inventory(self, ds: str, location: str, file_schema: str, source: SourceConfig, id_rule: IdRule,
+                       category_rule: CategoryRule, role_arn: str, prefixes: list[str] | None = None) -> dict:
+        """Stage partition ``ds`` from the OSS Bucket Inventory files under ``location`` with the index's
+        rules (``source.mode: inventory``); return the listing load's counts. MaxCompute only."""
 
     def staging(self) -> Warehouse:
         """A table of the same kind and schema where runs write before their checks (nothing reads it)."""

@@ -391,6 +391,15 @@ class LocalWarehouse:
         (rows,) = self._queries([ds], ["rows_by_id"], ds=ds, ids=sorted(set(ids)), limit=len(set(ids)) * 10)
         return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
 
+    def load_inventory(self, ds: str, location: str, file_schema: str, source: Any, id_rule: Any,
+                       category_rule: Any, role_arn: str, prefixes: list[str] | None = None) -> dict:
+        """Refused: the inventory route runs its rules as SQL over an OSS external table inside MaxCompute,
+        which Parquet files under a folder cannot do."""
+        raise WarehouseError(
+            f"{self.location} cannot load an OSS inventory (source.mode: inventory): the rules run as SQL over "
+            "an OSS external table inside MaxCompute. Point warehouse.conn_id at a maxcompute connection, or "
+            "set source.mode: list")
+
     # -- write, audit, publish ---------------------------------------------------------------------
 
     def staging(self) -> LocalWarehouse:

@@ -20,6 +20,7 @@ from odps.tunnel.errors import TunnelError
 from pipeline.connections import extras, get_connection
 from pipeline.credentials import CredentialSettings, CredentialSource, credential_source
 from pipeline.errors import (
+    CatalogError,
     ConnectionConfigError,
     PipelineError,
     SchemaMismatchError,
@@ -29,10 +30,13 @@ from pipeline.errors import (
 from pipeline.redact import register_secrets
 from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
+from pipeline.warehouse.inventory_sql import compile_inventory, inventory_counts
 from pipeline.warehouse.local import conform_batch, iter_source
 
 if TYPE_CHECKING:
     from odps import ODPS
+
+    from pipeline.config import CategoryRule, IdRule, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +311,58 @@ class MaxComputeWarehouse:
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"reading ids {sorted(set(ids))[:5]} of {self._where(ds)} failed", exc) from exc
         return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+
+    def load_inventory(self, ds: str, location: str, file_schema: str, source: SourceConfig, id_rule: IdRule,
+                       category_rule: CategoryRule, role_arn: str, prefixes: list[str] | None = None) -> dict:
+        """Stage partition ``ds`` of this table's :meth:`staging` table from the Bucket Inventory files under
+        ``location`` (``oss://<endpoint>/<bucket>/<folder>/``, gzip CSV with fields ``file_schema``, read
+        by MaxCompute as RAM role ``role_arn``) with the index's rules, inside MaxCompute; return the counts
+        a listing of the same objects reports (``CatalogCounts.as_dict()``: listed, kept, skipped, ...).
+
+        The statements are pipeline/warehouse/inventory_sql.py's: a temporary external table, one
+        ``INSERT OVERWRITE`` of the staged partition, the count queries, and the external table dropped
+        whatever happens (never the files). ``unmapped: fail`` raises CatalogError after the staging write
+        (a query cannot raise), naming the first such key; nothing is published either way.
+        """
+        ds = validate_ds(ds)
+        staging = self.staging()
+        external = f"{self.table}__inventory_{ds}"[:128]
+        statements = compile_inventory(source, id_rule, category_rule, file_schema=file_schema, location=location,
+                                       role_arn=role_arn, external_table=external, staging_table=staging.table,
+                                       ds=ds, prefixes=prefixes)
+        where = staging._where(ds)
+        try:
+            staging.ensure_table()
+            self._odps.execute_sql(statements.drop_external)  # a killed run's definition, if any
+            self._odps.execute_sql(statements.create_external)
+            try:
+                self._odps.execute_sql(statements.insert_staging)
+                counts = inventory_counts(*(self._rows(sql) for sql in (
+                    statements.counts, statements.unmapped_examples, statements.archived_examples)))
+                (staged,) = self._rows(statements.staged_rows)
+            finally:
+                self._odps.execute_sql(statements.drop_external)
+        except PipelineError:
+            raise
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"loading the inventory under {location} into {where} failed", exc) from exc
+        unmapped, first_key = counts.pop("unmapped_total"), counts.pop("unmapped_first_key")
+        if int(staged["row_count"] or 0) != counts["kept"]:  # the files changed between the statements
+            raise WarehouseError(f"{where} holds {staged['row_count']} rows but the counts say {counts['kept']} "
+                                 f"were kept: did the files under {location} change during the load?")
+        if unmapped and category_rule.unmapped == "fail":
+            name = next(iter(counts["unmapped_category_examples"]))
+            raise CatalogError(
+                f"object {first_key!r} has category {name!r}, which the category rule does not map to an id "
+                f"({unmapped} objects in all); add it to category_rule.mapping, or set category_rule.unmapped "
+                "to 'skip' or 'default'")
+        log.info("staged %d rows of %d inventoried objects in %s", counts["kept"], counts["listed"], where)
+        return counts
+
+    def _rows(self, sql: str) -> list[Any]:
+        """The records a query answers (``record["column"]``)."""
+        with self._odps.execute_sql(sql).open_reader() as reader:
+            return list(reader)
 
     # -- write, audit, publish ---------------------------------------------------------------------
 
