@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from localcloud.stack import AUTH_TYPES, DEMO_CONFIG, WAREHOUSES, LocalPaths, LocalStack, StackTable
+from localcloud.stack import ACCOUNT_ID, AUTH_TYPES, DEMO_CONFIG, WAREHOUSES, LocalPaths, LocalStack, StackTable
 
 log = logging.getLogger("localcloud.demo")
 
@@ -105,11 +105,32 @@ def demo_date(timezone: str, now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(ZoneInfo(timezone)).date().isoformat()
 
 
-def dags_test_args(index: str, day: str) -> list[str]:
+def dags_test_args(index: str, day: str, source: str | None = None) -> list[str]:
     """``airflow dags test`` for ``day``'s partition, named by the ``partition_date`` Param as a manual
     run names it. No logical date: `dags test` starts the run's clock at the logical date, so a run
     for midnight showed in the UI as hours long; without one, the run starts now."""
-    return ["dags", "test", f"image_index_{index}", "--conf", json.dumps({"partition_date": day})]
+    conf = {"partition_date": day, **({"source_mode": source} if source else {})}
+    return ["dags", "test", f"image_index_{index}", "--conf", json.dumps(conf)]
+
+
+def prepare_demo_inventory(stack: LocalStack, oss: Any, config: Any, at: datetime | None = None) -> str:
+    """What OSS would have done overnight for ``source.mode: inventory``: the destination bucket, the
+    inventory rule (set up as ``python -m pipeline.oss.inventory setup`` does), and a run of it now.
+    ``at``: when the run started (default now). Returns the new manifest's key."""
+    import oss2
+
+    from pipeline.oss.inventory.cli import setup
+
+    inventory = config.source.inventory
+    destination = oss.bucket(inventory.bucket)
+    try:
+        destination.list_objects_v2(max_keys=1)
+    except oss2.exceptions.NoSuchBucket:
+        destination.create_bucket()
+    setup(config, f"acs:ram::{ACCOUNT_ID}:role/AliyunOSSRole", conn=oss, out=log.info)
+    manifest = stack.oss.run_inventory(config.source.bucket, inventory.id, at)
+    log.info("demo inventory %s written: %s", inventory.id, manifest)
+    return manifest
 
 
 def log_path_for(paths: LocalPaths, ds: str) -> Path:
@@ -218,7 +239,7 @@ def show_outcome(console: TextIO, found: tuple[dict, Path] | None, log_path: Pat
 
 
 def run_demo(day: str | None = None, faults: list[str] | None = None, auth_type: str = "AK",
-             warehouse: str = "maxcompute") -> int:
+             warehouse: str = "maxcompute", source: str = "list") -> int:
     """Run the demo DAG for ``day`` (YYYY-MM-DD; default: today in the index's time zone). The console
     gets one progress line and the run summary; everything else goes to ``.local/logs/demo-<ds>.log``."""
     from pipeline.config import load_index_config
@@ -235,7 +256,7 @@ def run_demo(day: str | None = None, faults: list[str] | None = None, auth_type:
     with output_to_log(log_path) as console:
         progress = Progress(console, f"demo image_index_{config.name} ds={ds} (log: {log_path}):")
         try:
-            status = _run_in_stack(paths, config, day, faults or [], auth_type, warehouse, progress)
+            status = _run_in_stack(paths, config, day, faults or [], auth_type, warehouse, progress, source)
         except BaseException:
             progress.end("stopped: see the log")
             raise
@@ -247,7 +268,7 @@ def run_demo(day: str | None = None, faults: list[str] | None = None, auth_type:
 
 
 def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], auth_type: str,
-                  warehouse: str, progress: Progress) -> int:
+                  warehouse: str, progress: Progress, source: str = "list") -> int:
     """Stack up, bucket, Airflow DB and pool, then ``airflow dags test``; its exit status."""
     from localcloud.demo_data import upload_demo_bucket
     from pipeline.oss.client import OssConnection
@@ -266,13 +287,16 @@ def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], a
         oss = OssConnection.from_extras("oss_local", stack.connections("AK")["oss_local"]["extra"])
         written = upload_demo_bucket(oss.bucket(config.source.bucket))
         log.info("demo bucket %s at %s: %d objects uploaded", config.source.bucket, oss.endpoint, written)
+        if source == "inventory":
+            prepare_demo_inventory(stack, oss, config)
         apply_faults(stack, faults)
-        progress.step("bucket" + (f" (faults: {', '.join(faults)})" if faults else ""))
+        progress.step("bucket" + (" and its inventory" if source == "inventory" else "")
+                      + (f" (faults: {', '.join(faults)})" if faults else ""))
         if _airflow(["db", "migrate"], env) != 0:
             return 1
         subprocess.run([sys.executable, "-m", "pipeline.airflow.pools"], env=env, check=True)
         progress.step("airflow db")
-        return _airflow(dags_test_args(config.name, day), env, progress)
+        return _airflow(dags_test_args(config.name, day, source if source != "list" else None), env, progress)
 
 
 def _day(text: str) -> str:
@@ -294,9 +318,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the connections authenticate (temporary credentials come from the local STS)")
     parser.add_argument("--warehouse", choices=WAREHOUSES, default="maxcompute",
                         help="where the catalog partition goes: the local MaxCompute server (pyodps), or fs Parquet files")
+    parser.add_argument("--source", choices=("list", "inventory"), default="list",
+                        help="how the run reads the bucket: list it, or have the local OSS write an inventory "
+                             "that MaxCompute reads (needs --warehouse maxcompute)")
     args = parser.parse_args(argv)
+    if args.source == "inventory" and args.warehouse != "maxcompute":
+        parser.error("--source inventory needs --warehouse maxcompute: MaxCompute reads the inventory")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_demo(args.date, args.fault, args.auth, args.warehouse)
+    return run_demo(args.date, args.fault, args.auth, args.warehouse, args.source)
 
 
 if __name__ == "__main__":

@@ -238,12 +238,19 @@ def summarize(report: dict) -> str:
     if load:
         skipped = {k: v for k, v in (load.get("skipped") or {}).items() if v}
         dry = " (dry run: nothing written)" if load.get("dry_run") else ""
+        inventory = load.get("inventory")
+        source = (f"read {load.get('listed', 0)} objects from inventory run {inventory.get('run')} "
+                  f"({inventory.get('files')} files, {inventory.get('age_hours')} h old) in MaxCompute"
+                  if inventory else f"listed {load.get('listed', 0)} objects in {load.get('pages', 0)} pages")
         lines.append(
-            f"  listed {load.get('listed', 0)} objects in {load.get('pages', 0)} pages, kept {load.get('kept', 0)}, "
+            f"  {source}, kept {load.get('kept', 0)}, "
             f"skipped {load.get('skipped_total', 0)} {skipped or ''}".rstrip() + dry
         )
+        if load.get("route_reason") and load.get("route") != "inventory":
+            lines.append(f"  route: {load['route_reason']}")
         if load.get("warehouse"):
-            lines.append(f"  written to {load['warehouse']}, partition ds={report.get('ds')}")
+            how = " by one INSERT OVERWRITE from the inventory's external table" if inventory else ""
+            lines.append(f"  written to {load['warehouse']}{how}, partition ds={report.get('ds')}")
         published = report.get("published")
         if published:
             lines.append(f"  published into {published['table']}, partition ds={published['ds']}")

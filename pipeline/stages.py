@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
+import zoneinfo
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from pipeline import guards
 from pipeline.config import GuardsConfig, IndexConfig
-from pipeline.errors import PartitionCheckError
+from pipeline.errors import ConfigError, PartitionCheckError
 from pipeline.guards import GuardResult
 from pipeline.oss.catalog import CatalogBuilder, gather_pages
 from pipeline.oss.client import OssConnection, object_etag, read_object
@@ -44,9 +47,15 @@ class LoadResult:
     pages: int
     seconds: float
     warehouse: str | None = None  # where the rows went (Warehouse.location); None for a dry run
+    route: str = "list"  # list: the worker listed the bucket; inventory: MaxCompute read its inventory
+    inventory: dict | None = None  # the inventory run read (manifest, created, files, age) on that route
+    route_reason: str | None = None  # why this route ran, when it is not the configured one
 
     def as_dict(self) -> dict:
         return {
+            "route": self.route,
+            "inventory": self.inventory,
+            "route_reason": self.route_reason,
             "index": self.index,
             "ds": self.ds,
             "prefixes": self.prefixes,
@@ -123,6 +132,67 @@ def load_partition(
         pages=lister.pages_listed,
         seconds=time.monotonic() - started,
         warehouse=None if dry_run else (warehouse.location if publish else staging.location),
+    )
+    log.info("skipped by reason: %s", result.counts["skipped"])
+    return result
+
+
+def inventory_day_end(config: IndexConfig, ds: str) -> datetime:
+    """The end of partition ``ds``'s day in the index's time zone, in UTC: the newest inventory a run of
+    ``ds`` may read was started before it (a later one would list objects uploaded after the day)."""
+    day = datetime.strptime(validate_ds(ds), "%Y%m%d").replace(tzinfo=zoneinfo.ZoneInfo(config.timezone))
+    return (day + timedelta(days=1)).astimezone(UTC)
+
+
+def load_partition_from_inventory(
+    config: IndexConfig,
+    ds: str,
+    *,
+    prefixes: list[str] | None = None,
+    warehouse: Warehouse | None = None,
+    publish: bool = False,
+    now: datetime | None = None,
+) -> LoadResult:
+    """Stage partition ``ds`` from the bucket's OSS inventory inside MaxCompute (``source.mode:
+    inventory``): find the newest complete, fresh inventory run at or before the end of ``ds``'s day,
+    verify its files, copy them into ``<work_prefix><index>/<ds>/`` (an external table reads every object
+    under its folder, and the inventory's data/ folder holds every run's files), then one INSERT
+    OVERWRITE of the staged partition computes the rows with the config's rules compiled to SQL. The
+    worker sends O(inventory files) requests, whatever the bucket's size. Raises InventoryError (stale,
+    incomplete) for the caller to fail or fall back on."""
+    from pipeline.oss.inventory import find_inventory, stage_inventory_files
+
+    validate_ds(ds)
+    inventory = config.source.inventory
+    if inventory is None:
+        raise ConfigError(f"index {config.name!r} has no source.inventory section: the inventory route needs one")
+    prefixes = list(prefixes or config.source.prefixes)
+    started = time.monotonic()
+    now = now or datetime.now(UTC)
+    conn = OssConnection.from_airflow(config.source.oss_conn_id)
+    bucket = conn.bucket(inventory.bucket)
+    day_end = inventory_day_end(config, ds)
+    run = find_inventory(bucket, config.source.bucket, inventory, day_end, now, conn=conn)
+    folder = f"{inventory.work_prefix}{config.name}/{ds}/"
+    stage_inventory_files(bucket, run, folder, conn=conn)
+    endpoint = inventory.oss_endpoint or urlsplit(conn.endpoint).netloc
+    location = f"oss://{endpoint}/{inventory.bucket}/{folder}"
+    warehouse = warehouse or open_index_warehouse(config)
+    staging = prepare_staging(warehouse, ds)
+    counts = warehouse.load_inventory(ds, location, ", ".join(run.file_schema), config.source, config.id_rule,
+                                      config.category_rule, inventory.role_arn, prefixes)
+    log.info("staged %d rows in partition ds=%s of %s from inventory %s", counts["kept"], ds, staging.location,
+             run.manifest_key)
+    if publish:
+        warehouse.publish(ds, staging)
+    result = LoadResult(
+        index=config.name, ds=ds, prefixes=prefixes, dry_run=False, counts=counts, rows_written=counts["kept"],
+        pages=0, seconds=time.monotonic() - started,
+        warehouse=warehouse.location if publish else staging.location, route="inventory",
+        inventory={"manifest": f"oss://{inventory.bucket}/{run.manifest_key}", "run": run.name,
+                   "created": run.created.isoformat(), "files": len(run.files),
+                   "bytes": sum(f.size for f in run.files), "age_hours": round((min(now, day_end) - run.created).total_seconds() / 3600, 1),
+                   "staged_in": location},
     )
     log.info("skipped by reason: %s", result.counts["skipped"])
     return result

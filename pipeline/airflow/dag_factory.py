@@ -114,14 +114,35 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
             params = get_current_context()["params"]
             result = load(config, partition, prefixes=params.get("prefixes"), dry_run=bool(params.get("dry_run")))
-            return result.as_dict()
+            route = get_current_context()["ti"].xcom_pull(task_ids="choose_route", key="route") if routes else None
+            return {**result.as_dict(), "route_reason": (route or {}).get("reason")}
 
-        @task
-        def check_partition(partition: str, load_result: dict) -> dict:
+        routes = config.source.inventory is not None  # a graph with both routes and a branch between them
+
+        @task.branch
+        def choose_route(partition: str) -> str:
+            from pipeline.airflow.routes import choose_load_route
+
+            context = get_current_context()
+            route = choose_load_route(config, partition, context["params"])
+            context["ti"].xcom_push(key="route", value=route)
+            return route["task_id"]
+
+        @task(pool=config.load_pool or "default_pool")
+        def load_from_inventory(partition: str) -> dict:
+            from pipeline.stages import load_partition_from_inventory
+
+            params = get_current_context()["params"]
+            return load_partition_from_inventory(config, partition, prefixes=params.get("prefixes")).as_dict()
+
+        # With both routes, one of the loads is skipped: check_partition runs after whichever ran.
+        @task(trigger_rule="none_failed_min_one_success" if routes else "all_success")
+        def check_partition(partition: str) -> dict:
             from pipeline.airflow.state import get_live_partition, get_live_record
             from pipeline.stages import check_partition as check
             from pipeline.stages import live_baseline, open_index_warehouse
 
+            load_result = pulled_load(get_current_context()["ti"])
             if load_result["dry_run"]:
                 return {"dry_run": True}
             started = time.monotonic()
@@ -162,8 +183,14 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
         # Named `partition`, not `ds`: Airflow reserves `ds` for its own (UTC) context value.
         partition = resolve_partition()
-        loaded = load_partition(partition)
-        checked = check_partition(partition, loaded)
+        # Created in the graph's order (the report lists tasks in it); check_partition after the loads.
+        loads = [choose_route(partition), load_partition(partition), load_from_inventory(partition)] if routes \
+            else [load_partition(partition)]
+        checked = check_partition(partition)
+        if routes:
+            loads[0] >> loads[1:] >> checked
+        else:
+            loads[0] >> checked
         published = publish_partition(partition, checked)
 
         upstream: Any = published
@@ -219,9 +246,10 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             ti = context["ti"]
             pulled = {
                 name: ti.xcom_pull(task_ids=name)
-                for name in ("load_partition", "check_partition", "publish_partition", "start_rebuild",
+                for name in ("check_partition", "publish_partition", "start_rebuild",
                              "wait_until_searchable", "smoke_query")
             }
+            pulled["load_partition"] = pulled_load(ti)  # whichever route loaded
             # Pulled, not passed as an argument: a failed resolve_partition must not stop the report.
             partition = ti.xcom_pull(task_ids="resolve_partition")
             return write_run_report(config, partition, pulled, run_facts(context))
@@ -230,3 +258,15 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
         upstream >> report()
 
     return dag
+
+
+LOAD_TASKS = ("load_partition", "load_from_inventory")
+
+
+def pulled_load(ti: Any) -> dict | None:
+    """The load's result, from whichever route ran (the other is skipped, or absent from the graph)."""
+    for task_id in LOAD_TASKS:
+        value = ti.xcom_pull(task_ids=task_id)
+        if value:
+            return value
+    return None

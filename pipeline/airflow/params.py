@@ -64,6 +64,13 @@ def index_params(config: IndexConfig) -> dict[str, Param]:
             ),
         ),
         "dry_run": Param(False, type="boolean", description="List and count only; write nothing."),
+        "source_mode": Param(
+            None, type=["null", "string"], enum=[None, "list", "inventory"],
+            description=(
+                f"How to read the bucket this run: list it, or read its OSS inventory in MaxCompute "
+                f"(needs source.inventory). Empty: the config's ({source.mode})."
+            ),
+        ),
         "skip_rebuild": Param(False, type="boolean", description="Write the partition but do not rebuild the index."),
         "force_rebuild": Param(
             False, type="boolean", description="Rebuild even from a partition older than the newest one."

@@ -35,7 +35,13 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
 
 def test_task_chain(dagbag) -> None:
     dag = dagbag.dags["image_index_demo"]
-    assert dag.get_task("check_partition").upstream_task_ids == {"resolve_partition", "load_partition"}
+    # Two routes (the demo's config has an inventory section): a branch chooses one load; the check runs
+    # after whichever ran.
+    assert dag.get_task("choose_route").upstream_task_ids == {"resolve_partition"}
+    assert dag.get_task("choose_route").downstream_task_ids == {"load_partition", "load_from_inventory"}
+    assert dag.get_task("check_partition").upstream_task_ids == {"resolve_partition", "load_partition",
+                                                                 "load_from_inventory"}
+    assert dag.get_task("check_partition").trigger_rule == "none_failed_min_one_success"
     # nothing is published before the guards passed, and nothing rebuilt before it is published
     assert dag.get_task("publish_partition").upstream_task_ids == {"resolve_partition", "check_partition"}
     assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "publish_partition"}
