@@ -201,8 +201,8 @@ def serve_maxcompute(root: str, oss_endpoint: str) -> None:
 
 
 def _run(command: list[str], env: dict[str, str], what: str) -> tuple[str, float, float]:
-    """Run ``command``; its stdout, wall seconds and peak RSS in MiB (wait4's ru_maxrss: its own peak,
-    since it is exec'd right away)."""
+    """Run ``command``; its stdout, wall seconds and wait4's ru_maxrss in MiB (at least this process's
+    size when it forked: a cross-check of a worker's own VmHWM, not a measure of a small child)."""
     began = time.perf_counter()
     proc = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE)
     assert proc.stdout is not None
@@ -249,7 +249,8 @@ def measure(objects: int, mode: str) -> list[dict]:
         manifest, generate_s, generate_peak = _run(command, {}, "inventory run")
         results.append({**base, "route": "OSS inventory generation (OSS's job, not the route's)",
                         "manifest": manifest.strip(), "seconds": round(generate_s, 2),
-                        "peak_rss_mib": round(generate_peak, 1), "load_before": round(load, 2),
+                        "wait4_maxrss_mib": round(generate_peak, 1),  # at least this process's image at fork
+                        "load_before": round(load, 2),
                         "load_after": round(os.getloadavg()[0], 2)})
         log(f"inventory_route: generated in {generate_s:.1f} s")
         mc_root = tempfile.mkdtemp(prefix="bench-inventory-mc-")
