@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench.run --mode quick|full [--only memory,warehouse,rows,listing]``.
+"""Run the benchmarks: ``python -m bench.run --mode quick|full [--only memory,warehouse,rows,listing,inventory_route]``.
 
 The mode defaults to ``$BENCH_MODE`` (quick). Results are JSON lines on stdout, and are also appended
 to ``.local/bench/<mode>.jsonl`` so BENCHMARKS.md can be written from a run.
@@ -14,13 +14,14 @@ import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
-from bench import listing, memory, rows, warehouse
+from bench import inventory_route, listing, memory, rows, warehouse
 from bench.support import REPO, emit, log, machine
 
 # Memory and warehouse first: their children are forked from this process, and rusage's peak of a
 # child counts the image it was forked from (the children's own VmHWM does not), so fork while this
 # process is small (rows keeps 2 million objects in memory; the heap does not give them all back).
-BENCHMARKS = {"memory": memory.run, "warehouse": warehouse.run, "rows": rows.run, "listing": listing.run}
+BENCHMARKS = {"memory": memory.run, "warehouse": warehouse.run, "rows": rows.run, "listing": listing.run,
+              "inventory_route": inventory_route.run}
 
 
 class _Tee(io.TextIOBase):

@@ -113,16 +113,22 @@ def _server_process(name: str, command: list[str], env: dict[str, str], root: st
         shutil.rmtree(root, ignore_errors=True)
 
 
-def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0.0) -> contextlib.AbstractContextManager[Server]:
-    """The local OSS server (``python -m localcloud.oss``) serving generated buckets."""
-    root = tempfile.mkdtemp(prefix="bench-oss-")
+def oss_server(generated: list[str], latency_s: float = 0.0, jitter_s: float = 0.0, *, root: str | None = None,
+               sts_key_hex: str | None = None) -> contextlib.AbstractContextManager[Server]:
+    """The local OSS server (``python -m localcloud.oss``) serving generated buckets (and the folder
+    buckets of ``root``, a folder the caller made, removed when the server stops; default a new empty
+    one). ``sts_key_hex``: also accept the temporary credentials that local STS authority issues."""
+    root = root or tempfile.mkdtemp(prefix="bench-oss-")
     command = [
         sys.executable, "-m", "localcloud.oss", "--root", root, "--port", "0",
         "--access-key-id", ACCESS_KEY_ID, "--latency-s", str(latency_s), "--jitter-s", str(jitter_s), "--seed", "1",
     ]
     for spec in generated:
         command += ["--generated", spec]
-    return _server_process("OSS", command, {"LOCAL_OSS_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}, root)
+    env = {"LOCAL_OSS_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}
+    if sts_key_hex:
+        env["LOCAL_STS_KEY_HEX"] = sts_key_hex  # through the environment, not the process list
+    return _server_process("OSS", command, env, root)
 
 
 def maxcompute_server(project: str) -> contextlib.AbstractContextManager[Server]:
@@ -132,6 +138,12 @@ def maxcompute_server(project: str) -> contextlib.AbstractContextManager[Server]
     command = [sys.executable, "-m", "localcloud.maxcompute", "--root", root, "--project", project, "--port", "0"]
     env = {"LOCAL_MAXCOMPUTE_ACCESS_KEY_ID": ACCESS_KEY_ID, "LOCAL_MAXCOMPUTE_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET}
     return _server_process("MaxCompute", command, env, root)
+
+
+def server_process(name: str, command: list[str], env: dict[str, str], root: str) -> contextlib.AbstractContextManager[Server]:
+    """Any server command that logs ``listening on http://127.0.0.1:PORT[/api]`` (e.g. a benchmark's own
+    configuration of a local server); ``root`` is removed when it stops."""
+    return _server_process(name, command, env, root)
 
 
 def status_kib(field: str, pid: int | str = "self") -> int:
