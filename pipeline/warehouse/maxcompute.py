@@ -333,14 +333,17 @@ class MaxComputeWarehouse:
         where = staging._where(ds)
         try:
             staging.ensure_table()
-            self._odps.execute_sql(statements.drop_external)  # a killed run's definition, if any
+            self._odps.execute_sql(statements.drop_objects)  # a killed run's tables, if any
+            self._odps.execute_sql(statements.drop_external)
             self._odps.execute_sql(statements.create_external)
             try:
+                self._odps.execute_sql(statements.create_objects)  # the one scan of the files
                 self._odps.execute_sql(statements.insert_staging)
                 counts = inventory_counts(*(self._rows(sql) for sql in (
                     statements.counts, statements.unmapped_examples, statements.archived_examples)))
                 (staged,) = self._rows(statements.staged_rows)
             finally:
+                self._odps.execute_sql(statements.drop_objects)
                 self._odps.execute_sql(statements.drop_external)
         except PipelineError:
             raise
