@@ -22,6 +22,7 @@ from localcloud.oss import archive
 from localcloud.oss import faults as oss_faults
 from localcloud.oss.auth import V1_SUBRESOURCES, authenticate
 from localcloud.oss.generated import GeneratedBucket
+from localcloud.oss.multipart import MultipartWrites
 from localcloud.oss.protocol import (
     BUCKET_RE,
     RESPONSE_OVERRIDES,
@@ -54,6 +55,8 @@ logger = logging.getLogger("localcloud.oss.server")  # one logger for the whole 
 _CHUNK = 256 * 1024
 # Sub-resources that select an operation we do not implement (their presence must not be ignored).
 _HARMLESS_PARAMS = frozenset(["continuation-token", "security-token", "objectMeta"])
+# Sub-resources of the multipart operations (localcloud.oss.multipart); ``uploads`` or ``uploadId`` selects them.
+_MULTIPART_PARAMS = frozenset(["uploads", "uploadId", "partNumber"])
 
 
 def _object_params(method: str) -> set[str]:
@@ -61,7 +64,7 @@ def _object_params(method: str) -> set[str]:
     return set(_HARMLESS_PARAMS) | set(RESPONSE_OVERRIDES) | ({"restore"} if method == "POST" else set())
 
 
-class OssRequestHandler(ObjectWrites, StrictRequestHandler):
+class OssRequestHandler(MultipartWrites, ObjectWrites, StrictRequestHandler):
     """Answers one request (keep-alive, HTTP/1.1) the way OSS answers oss2.
 
     Framing, header limits and timeouts are the server's (:mod:`localcloud.http_service`); the body is
@@ -205,6 +208,10 @@ class OssRequestHandler(ObjectWrites, StrictRequestHandler):
             else:
                 raise method_not_allowed(method)
             return
+        if method in ("PUT", "POST", "DELETE", "GET") and ("uploads" in params or "uploadId" in params):
+            self._check_subresources(params, allowed=set(_HARMLESS_PARAMS) | _MULTIPART_PARAMS)
+            self._multipart(bucket, bucket_dir, key, params, headers)
+            return
         self._check_subresources(params, allowed=_object_params(method))
         if method in ("GET", "HEAD"):
             self._get_object(bucket_dir, key, params, headers, head=method == "HEAD")
@@ -231,7 +238,8 @@ class OssRequestHandler(ObjectWrites, StrictRequestHandler):
             else:
                 raise method_not_allowed(method)
             return
-        self._check_subresources(params, allowed=_object_params(method))
+        writes_parts = method in ("PUT", "POST", "DELETE") and ("uploads" in params or "uploadId" in params)
+        self._check_subresources(params, allowed=_object_params(method) | (_MULTIPART_PARAMS if writes_parts else set()))
         if method in ("GET", "HEAD"):
             self._get_generated(generated, key, params, headers, head=method == "HEAD")
         elif method in ("PUT", "DELETE", "POST"):

@@ -10,7 +10,9 @@ Operations (path-style URLs ``http://127.0.0.1:PORT/bucket/key``, which oss2 use
     encoding-type=url, fetch-owner), GetObject (with a single Range, OSS semantics, see below),
     HeadObject, GetObjectMeta (``HEAD ?objectMeta``), PutObject (atomic, with ``x-oss-storage-class``),
     DeleteObject (idempotent), RestoreObject, PutBucket (creates the folder), CopyObject (up to 1 GB,
-    :mod:`localcloud.oss.writes`), Put/Get/List/DeleteBucketInventory
+    :mod:`localcloud.oss.writes`), InitiateMultipartUpload, UploadPart, UploadPartCopy (any source
+    size), CompleteMultipartUpload, AbortMultipartUpload (:mod:`localcloud.oss.multipart`; parts on
+    disk under ``<root>/.oss-multipart/``), Put/Get/List/DeleteBucketInventory
     (:mod:`localcloud.oss.inventory_config`). Everything else answers ``NotImplemented`` or
     ``MethodNotAllowed``. :meth:`LocalOssServer.run_inventory` writes an inventory on demand
     (:mod:`localcloud.oss.inventory`). ETags are the content MD5 (:mod:`localcloud.oss.store`).

@@ -51,7 +51,9 @@ ETags
     read it with one ``getxattr`` and never read contents. A file without a valid record (placed by
     hand, or changed on disk since: size or mtime differ) is read once, its MD5 recorded, and then
     answered like the others; where the file system refuses user extended attributes the MD5 is
-    computed on every read or listing (slow, but still right).
+    computed on every read or listing (slow, but still right). An object made by
+    CompleteMultipartUpload records OSS's multipart form ``HEX-<parts>`` instead (not a content MD5;
+    :mod:`localcloud.oss.multipart`); without user extended attributes it answers its content MD5.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ import hashlib
 import heapq
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -98,6 +101,7 @@ class Credential:
 #: The extended attribute that records a file's content MD5 (see "ETags" above).
 ETAG_XATTR = "user.oss.etag"
 _HASH_CHUNK = 1024 * 1024
+_RECORDED_ETAG = re.compile(r"[0-9A-F]{32}(-[1-9][0-9]{0,4})?")
 
 
 def _quoted(hex_md5: str) -> str:
@@ -105,7 +109,10 @@ def _quoted(hex_md5: str) -> str:
 
 
 def record_etag(path: str, hex_md5: str) -> None:
-    """Record ``hex_md5`` as the ETag of the file at ``path`` as it is now (size and mtime)."""
+    """Record ``hex_md5`` as the ETag of the file at ``path`` as it is now (size and mtime).
+
+    ``hex_md5`` may also be a multipart upload's ``HEX-<parts>`` (see :mod:`localcloud.oss.multipart`).
+    """
     try:
         st = os.stat(path)
         os.setxattr(path, ETAG_XATTR, f"{hex_md5.upper()}:{st.st_size}:{st.st_mtime_ns}".encode("ascii"))
@@ -117,7 +124,7 @@ def etag_of(path: str, st: os.stat_result) -> str:
     """The quoted, upper-case content MD5 of the file at ``path`` (``st`` its current stat)."""
     try:
         hex_md5, size, mtime_ns = os.getxattr(path, ETAG_XATTR).decode("ascii").split(":")
-        if int(size) == st.st_size and int(mtime_ns) == st.st_mtime_ns and len(hex_md5) == 32:
+        if int(size) == st.st_size and int(mtime_ns) == st.st_mtime_ns and _RECORDED_ETAG.fullmatch(hex_md5):
             return _quoted(hex_md5)
     except (OSError, ValueError, UnicodeDecodeError):
         pass

@@ -5,8 +5,8 @@ A mixin of :class:`~localcloud.oss.handler.OssRequestHandler` (which owns the pl
 
 CopyObject (``PUT /bucket/key`` with ``x-oss-copy-source: /src-bucket/url-encoded-key``)
     Copies a folder or generated bucket's object (at most :data:`MAX_COPY_BYTES`, 1 GiB, as OSS's
-    CopyObject; larger sources answer 400 ``EntityTooLarge``: use multipart UploadPartCopy on OSS,
-    which the local server does not implement) into a folder bucket, atomically; the copy's ETag is
+    CopyObject; larger sources answer 400 ``EntityTooLarge``: use UploadPartCopy, see
+    :mod:`localcloud.oss.multipart`) into a folder bucket, atomically; the copy's ETag is
     the content MD5 (the source's, for simple uploads). ``x-oss-metadata-directive`` ``COPY`` (default)
     or ``REPLACE`` (anything else: 400 InvalidArgument; no user metadata is stored either way);
     ``x-oss-storage-class`` sets the copy's class (default Standard); ``x-oss-forbid-overwrite: true``
@@ -74,10 +74,11 @@ class ObjectWrites:
         self._send(200, {"ETag": '"' + digest.hex().upper() + '"', "Content-MD5": base64.b64encode(digest).decode()})
 
     def _store_object(self, bucket_dir: str, key: str, chunks: Iterator[bytes], storage_class: str,
-                      check: Callable[[bytes], None] | None = None) -> bytes:
+                      check: Callable[[bytes], None] | None = None, etag: str | None = None) -> bytes:
         """Write ``chunks`` as ``key`` atomically (temporary file, ETag recorded, rename); the MD5 digest.
 
-        ``check(digest)`` may refuse the content before the rename.
+        ``check(digest)`` may refuse the content before the rename; ``etag`` (unquoted) is recorded
+        instead of the content MD5 (a multipart upload's).
         """
         path = self._object_path(bucket_dir, key)
         parent = os.path.dirname(path)
@@ -111,7 +112,7 @@ class ObjectWrites:
                     handle.write(chunk)
             if check is not None:
                 check(digest.digest())
-            record_etag(tmp_path, digest.hexdigest())  # the rename keeps size, mtime and the record
+            record_etag(tmp_path, etag or digest.hexdigest())  # the rename keeps size, mtime and the record
             try:
                 os.replace(tmp_path, path)
             except (IsADirectoryError, NotADirectoryError) as exc:
@@ -129,23 +130,12 @@ class ObjectWrites:
     def _copy_object(self, bucket_dir: str, key: str, headers: Mapping[str, str]) -> None:
         """CopyObject (see the module docstring)."""
         self._drain_body()
-        source = headers["x-oss-copy-source"]
-        src_path, _, query = source.partition("?")
-        if query:
-            raise invalid_argument("Versioned copies (versionId) are not supported: the bucket is not versioned.",
-                                   "x-oss-copy-source", source)
-        src_bucket, _, src_key_raw = src_path.lstrip("/").partition("/")
-        try:
-            src_key = unquote(src_key_raw, errors="strict")
-        except UnicodeDecodeError as exc:
-            raise invalid_argument("x-oss-copy-source is not valid percent-encoded UTF-8.", "x-oss-copy-source", source) from exc
-        if not src_path.startswith("/") or not src_bucket or not src_key:
-            raise invalid_argument("x-oss-copy-source must be /<bucket>/<key>.", "x-oss-copy-source", source)
+        src_bucket, src_key = parse_copy_source(headers["x-oss-copy-source"])
         directive = headers.get("x-oss-metadata-directive", "COPY")
         if directive not in ("COPY", "REPLACE"):
             raise invalid_argument("x-oss-metadata-directive must be COPY or REPLACE.", "x-oss-metadata-directive", directive)
         storage_class = archive.storage_class_of_put(headers)
-        size, etag, mtime, state, chunks = self._copy_source(src_bucket, src_key)
+        size, etag, mtime, state, chunks = self._copy_source(src_bucket, src_key, MAX_COPY_BYTES)
         if state.archived and not state.readable(time.time()):
             raise OssError(403, "InvalidObjectState", "The operation is not valid for the object's state.")
         if not _copy_conditions_hold(headers, etag, mtime):
@@ -153,15 +143,15 @@ class ObjectWrites:
         target = self._object_path(bucket_dir, key)
         if headers.get("x-oss-forbid-overwrite", "").lower() == "true" and os.path.isfile(target):
             raise OssError(409, "FileAlreadyExists", "The object already exists.", Key=key)
-        digest = self._store_object(bucket_dir, key, chunks(), storage_class)
+        digest = self._store_object(bucket_dir, key, chunks(0, size), storage_class)
         new_etag = '"' + digest.hex().upper() + '"'
         body = ('<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult>'
                 f"<ETag>{new_etag}</ETag><LastModified>{iso8601(os.stat(target).st_mtime)}</LastModified>"
                 "</CopyObjectResult>")
         self._send(200, {"Content-Type": "application/xml", "ETag": new_etag}, body.encode("utf-8"))
 
-    def _copy_source(self, bucket: str, key: str):
-        """``(size, etag, mtime, class, chunks())`` of the copy's source object."""
+    def _copy_source(self, bucket: str, key: str, max_size: int):
+        """``(size, etag, mtime, class, chunks(start, length))`` of a copy's source object (at most ``max_size``)."""
         no_such_key = OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
         generated = self.server.generated.get(bucket)
         if generated is not None:
@@ -169,9 +159,10 @@ class ObjectWrites:
             if found is None:
                 raise no_such_key
             number, size = found
-            _check_copy_size(size)
+            _check_copy_size(size, max_size)
             return (size, generated.etag_of(number), generated.mtime,
-                    archive.ObjectClass(generated.storage_class_of(number)), lambda: generated.body(number, 0, size))
+                    archive.ObjectClass(generated.storage_class_of(number)),
+                    lambda start, length: generated.body(number, start, length))
         path = self._object_path(self._bucket_dir(bucket), key)
         try:
             st = os.stat(path)
@@ -179,11 +170,13 @@ class ObjectWrites:
             raise no_such_key from exc
         if not stat.S_ISREG(st.st_mode):
             raise no_such_key
-        _check_copy_size(st.st_size)  # before the ETag, which may need a read of the whole file
+        _check_copy_size(st.st_size, max_size)  # before the ETag, which may need a read of the whole file
 
-        def chunks() -> Iterator[bytes]:
+        def chunks(start: int, length: int) -> Iterator[bytes]:
             with open(path, "rb") as fh:
-                while chunk := fh.read(_CHUNK):
+                fh.seek(start)
+                while length > 0 and (chunk := fh.read(min(_CHUNK, length))):
+                    length -= len(chunk)
                     yield chunk
 
         return st.st_size, etag_of(path, st), st.st_mtime, object_class(path), chunks
@@ -229,10 +222,26 @@ class ObjectWrites:
                            CalculatedDigest=actual, ExpectedDigest=expected)
 
 
-def _check_copy_size(size: int) -> None:
-    if size > MAX_COPY_BYTES:
+def parse_copy_source(source: str) -> tuple[str, str]:
+    """``(bucket, key)`` of an ``x-oss-copy-source`` header (``/bucket/url-encoded-key``)."""
+    src_path, _, query = source.partition("?")
+    if query:
+        raise invalid_argument("Versioned copies (versionId) are not supported: the bucket is not versioned.",
+                               "x-oss-copy-source", source)
+    src_bucket, _, src_key_raw = src_path.lstrip("/").partition("/")
+    try:
+        src_key = unquote(src_key_raw, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise invalid_argument("x-oss-copy-source is not valid percent-encoded UTF-8.", "x-oss-copy-source", source) from exc
+    if not src_path.startswith("/") or not src_bucket or not src_key:
+        raise invalid_argument("x-oss-copy-source must be /<bucket>/<key>.", "x-oss-copy-source", source)
+    return src_bucket, src_key
+
+
+def _check_copy_size(size: int, max_size: int) -> None:
+    if size > max_size:
         raise OssError(400, "EntityTooLarge", "CopyObject copies at most 1 GB; use UploadPartCopy.",
-                       MaxSizeAllowed=str(MAX_COPY_BYTES), ProposedSize=str(size))
+                       MaxSizeAllowed=str(max_size), ProposedSize=str(size))
 
 
 def _copy_conditions_hold(headers: Mapping[str, str], etag: str, mtime: float) -> bool:
