@@ -11,9 +11,10 @@ from pipeline.oss.inventory.runs import (
     list_runs,
     verify_run,
 )
-from pipeline.oss.inventory.staging import MAX_COPY_BYTES, stage_inventory_files
+from pipeline.oss.inventory.staging import COPY_PART_BYTES, MAX_COPY_BYTES, stage_inventory_files
 
 __all__ = [
+    "COPY_PART_BYTES",
     "MAX_COPY_BYTES",
     "InventoryFile",
     "InventoryRun",

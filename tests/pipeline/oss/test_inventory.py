@@ -14,17 +14,17 @@ import yaml
 
 from localcloud.oss.server import Credential, LocalOssServer
 from pipeline.config import IndexConfig, load_index_config
-from pipeline.errors import InventoryError, InventoryIncompleteError, InventoryStaleError
+from pipeline.errors import InventoryError, InventoryIncompleteError, InventoryStaleError, SourceError
 from pipeline.oss.client import OssConnection
 from pipeline.oss.inventory import (
+    COPY_PART_BYTES,
     InventoryFile,
     InventoryRun,
-    MAX_COPY_BYTES,
     find_inventory,
     list_runs,
     stage_inventory_files,
 )
-from pipeline.oss.inventory import cli, runs
+from pipeline.oss.inventory import cli, runs, staging
 from pipeline.retry import RetryPolicy
 
 CREDENTIAL = Credential("LTAItestkey", "test-secret-123")
@@ -221,7 +221,7 @@ def test_staging_copies_exactly_the_runs_files_and_removes_a_previous_attempts(s
     assert all(dest.object_exists(f.key) for f in run.files + newest.files)
 
 
-def test_staging_refuses_an_overlapping_folder_and_large_files_before_changing_anything(server, conn, config) -> None:
+def test_staging_refuses_an_overlapping_folder_and_huge_files_before_changing_anything(server, conn, config) -> None:
     server.run_inventory("imgs", "nightly", NOT_AFTER - timedelta(hours=3))
     run = find(conn, config)
     dest = conn.bucket("inv-dest")
@@ -229,11 +229,64 @@ def test_staging_refuses_an_overlapping_folder_and_large_files_before_changing_a
         with pytest.raises(InventoryError, match="outside the inventory's 'inventories/imgs/nightly/'"):
             stage_inventory_files(dest, run, folder, conn=conn, retry=NO_SLEEP)
     dest.put_object("work/old.csv.gz", b"old")
-    huge = InventoryRun(run.source_bucket, run.destination_bucket, run.manifest_key, run.created, run.file_schema,
-                        [*run.files, InventoryFile(BASE + "data/huge.csv.gz", MAX_COPY_BYTES + 1, "0" * 32)])
-    with pytest.raises(InventoryError, match="more than CopyObject copies.*multipart copy .UploadPartCopy. is not implemented"):
+    size = COPY_PART_BYTES * staging.MAX_PARTS + 1
+    huge = with_file(run, InventoryFile(BASE + "data/huge.csv.gz", size, "0" * 32))
+    with pytest.raises(InventoryError, match="more than a multipart copy copies .10000 parts"):
         stage_inventory_files(dest, huge, "work/", conn=conn, retry=NO_SLEEP)
     assert dest.object_exists("work/old.csv.gz")
+
+
+def with_file(run: InventoryRun, file: InventoryFile) -> InventoryRun:
+    return InventoryRun(run.source_bucket, run.destination_bucket, run.manifest_key, run.created, run.file_schema,
+                        [*run.files, file])
+
+
+PART = 100 * 1024  # the smallest part OSS takes
+
+
+def test_files_over_the_copy_limit_are_copied_in_parts_and_checked_by_size(server, conn, config, monkeypatch) -> None:
+    monkeypatch.setattr(staging, "MAX_COPY_BYTES", PART)
+    monkeypatch.setattr(staging, "COPY_PART_BYTES", PART)
+    server.run_inventory("imgs", "nightly", NOT_AFTER - timedelta(hours=3))
+    dest = conn.bucket("inv-dest")
+    body = hashlib.sha256(b"seed").digest() * (2 * PART // 32 + 10)  # 2 full parts and a short last one
+    dest.put_object(BASE + "data/big.csv.gz", body)
+    run = with_file(find(conn, config), InventoryFile(BASE + "data/big.csv.gz", len(body), hashlib.md5(body).hexdigest()))
+
+    staged = stage_inventory_files(dest, run, "work/", conn=conn, retry=NO_SLEEP)
+
+    assert staged[-1] == "work/big.csv.gz"
+    assert dest.get_object("work/big.csv.gz").read() == body
+    assert dest.head_object("work/big.csv.gz").etag.endswith("-3")  # a multipart ETag: not an MD5
+    assert all(hashlib.md5(dest.get_object(k).read()).hexdigest() == f.md5 for k, f in zip(staged, run.files))
+    assert not any((Path(server.root) / ".oss-multipart").glob("*"))  # the upload completed: no parts kept
+    assert stage_inventory_files(dest, run, "work/", conn=conn, retry=NO_SLEEP) == staged  # a rerun converges
+
+
+def test_a_failed_multipart_copy_is_aborted_and_a_changed_file_is_named(server, conn, config, monkeypatch) -> None:
+    monkeypatch.setattr(staging, "MAX_COPY_BYTES", PART)
+    monkeypatch.setattr(staging, "COPY_PART_BYTES", PART)
+    server.run_inventory("imgs", "nightly", NOT_AFTER - timedelta(hours=3))
+    dest = conn.bucket("inv-dest")
+    body = b"z" * (PART + 1)
+    dest.put_object(BASE + "data/big.csv.gz", body)
+    run = find(conn, config)
+    changed = with_file(run, InventoryFile(BASE + "data/big.csv.gz", len(body) + 1, "0" * 32))
+    with pytest.raises(InventoryIncompleteError, match="the file changed since it was checked"):
+        stage_inventory_files(dest, changed, "work/", conn=conn, retry=NO_SLEEP)
+
+    class FailingComplete(oss2.Bucket):
+        def complete_multipart_upload(self, *args, **kwargs):
+            raise oss2.exceptions.ServerError(400, {}, b"", {"Code": "InvalidPart", "Message": "no"})
+
+    failing = FailingComplete(dest.auth, dest.endpoint, dest.bucket_name, region="cn-hangzhou")
+    good = with_file(run, InventoryFile(BASE + "data/big.csv.gz", len(body), hashlib.md5(body).hexdigest()))
+    with pytest.raises(SourceError, match="InvalidPart"):
+        stage_inventory_files(failing, good, "work/", conn=conn, retry=NO_SLEEP)
+    assert not any((Path(server.root) / ".oss-multipart").glob("*"))  # aborted: no parts kept
+    assert not dest.object_exists("work/big.csv.gz")
+    stage_inventory_files(dest, good, "work/", conn=conn, retry=NO_SLEEP)  # a rerun starts the file over
+    assert dest.get_object("work/big.csv.gz").read() == body
 
 
 def test_show_prints_runs_and_whether_the_partitions_run_is_usable(server, conn, config, tmp_path, capsys) -> None:
