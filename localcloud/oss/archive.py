@@ -36,12 +36,11 @@ Restore state, as OSS shows it
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Mapping
 
-from localcloud.oss.protocol import OssError, invalid_argument
+from localcloud.oss.protocol import OssError, invalid_argument, parse_request_xml
 
 STORAGE_CLASSES = ("Standard", "IA", "Archive", "ColdArchive", "DeepColdArchive")
 ARCHIVE_CLASSES = frozenset({"Archive", "ColdArchive", "DeepColdArchive"})
@@ -148,12 +147,7 @@ def restore(state: ObjectClass, body: bytes, now: float, delay_s: float) -> tupl
 def _restore_days(storage_class: str, body: bytes) -> int:
     if not body.strip():
         return 1
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
-        raise OssError(400, "MalformedXML", "The XML you provided was not well-formed.") from exc
-    if root.tag != "RestoreRequest":
-        raise OssError(400, "MalformedXML", "The root element must be RestoreRequest.")
+    root = parse_request_xml(body, "RestoreRequest")
     days_text = (root.findtext("Days") or "1").strip()
     if not days_text.isdigit() or not 1 <= int(days_text) <= _MAX_DAYS[storage_class]:
         raise invalid_argument(

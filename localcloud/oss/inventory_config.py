@@ -45,7 +45,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 
 from localcloud.oss.archive import STORAGE_CLASSES
-from localcloud.oss.protocol import OssError, continuation_token, invalid_argument, resume_point, xml_text
+from localcloud.oss.protocol import (
+    OssError, continuation_token, invalid_argument, parse_request_xml, resume_point, xml_text,
+)
 
 CONFIG_DIR = ".oss-bucket-config"
 MAX_RULES = 1000
@@ -148,12 +150,7 @@ def _bound(node: ET.Element, path: str, name: str) -> int | None:
 
 def parse_rule(body: bytes, url_id: str, account_id: str | None) -> InventoryRule:
     """Check a PutBucketInventory body (see the module docstring for what is refused and how)."""
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
-        raise OssError(400, "MalformedXML", "The XML you provided was not well-formed.") from exc
-    if root.tag != "InventoryConfiguration":
-        raise OssError(400, "MalformedXML", "The root element must be InventoryConfiguration.")
+    root = parse_request_xml(body, "InventoryConfiguration")
     rule_id = _text(root, "Id") or ""
     if rule_id != url_id:
         raise invalid_argument("The inventoryId in the URL differs from the Id in the body.", "Id", rule_id)
