@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 def choose_load_route(config: IndexConfig, ds: str, params: Mapping[str, Any], now: datetime | None = None) -> dict:
     """``{"route", "task_id", "reason"}`` for partition ``ds``: the task that loads it and why."""
     mode = params.get("source_mode") or config.source.mode
-    if mode == "list":
-        why = "source.mode is list" if not params.get("source_mode") else "the source_mode Param asked to list"
+    if mode == "list":  # the configured route needs no reason; a Param's choice is worth saying
+        why = "the source_mode Param asked to list" if params.get("source_mode") else None
         return {"route": "list", "task_id": "load_partition", "reason": why}
     if params.get("dry_run"):
         return {"route": "list", "task_id": "load_partition",
