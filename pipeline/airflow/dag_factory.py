@@ -108,6 +108,8 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             dag_run = context["dag_run"]
             return resolve_run_partition(config, context["params"], dag_run.logical_date, dag_run.run_after)
 
+        routes = config.source.inventory is not None  # a graph with both routes and a branch between them
+
         @task(pool=config.load_pool or "default_pool")
         def load_partition(partition: str) -> dict:
             from pipeline.stages import load_partition as load
@@ -116,8 +118,6 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             result = load(config, partition, prefixes=params.get("prefixes"), dry_run=bool(params.get("dry_run")))
             route = get_current_context()["ti"].xcom_pull(task_ids="choose_route", key="route") if routes else None
             return {**result.as_dict(), "route_reason": (route or {}).get("reason")}
-
-        routes = config.source.inventory is not None  # a graph with both routes and a branch between them
 
         @task.branch
         def choose_route(partition: str) -> str:
@@ -183,14 +183,15 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
         # Named `partition`, not `ds`: Airflow reserves `ds` for its own (UTC) context value.
         partition = resolve_partition()
-        # Created in the graph's order (the report lists tasks in it); check_partition after the loads.
-        loads = [choose_route(partition), load_partition(partition), load_from_inventory(partition)] if routes \
-            else [load_partition(partition)]
-        checked = check_partition(partition)
+        # Created in the graph's order (the report lists tasks in it): the branch, the loads, the check.
         if routes:
-            loads[0] >> loads[1:] >> checked
+            route = choose_route(partition)
+            loaded = [load_partition(partition), load_from_inventory(partition)]
+            route >> loaded
         else:
-            loads[0] >> checked
+            loaded = [load_partition(partition)]
+        checked = check_partition(partition)
+        loaded >> checked
         published = publish_partition(partition, checked)
 
         upstream: Any = published
