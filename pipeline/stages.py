@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from pipeline import guards
 from pipeline.config import GuardsConfig, IndexConfig
-from pipeline.errors import ConfigError, PartitionCheckError
+from pipeline.errors import ConfigError, PartitionCheckError, PipelineError
 from pipeline.guards import GuardResult
 from pipeline.oss.catalog import CatalogBuilder, gather_pages
 from pipeline.oss.client import OssConnection, object_etag, read_object
@@ -160,7 +160,7 @@ def load_partition_from_inventory(
     OVERWRITE of the staged partition computes the rows with the config's rules compiled to SQL. The
     worker sends O(inventory files) requests, whatever the bucket's size. Raises InventoryError (stale,
     incomplete) for the caller to fail or fall back on."""
-    from pipeline.oss.inventory import find_inventory, stage_inventory_files
+    from pipeline.oss.inventory import check_inventory_rule, find_inventory, remove_staged_files, stage_inventory_files
 
     validate_ds(ds)
     inventory = config.source.inventory
@@ -170,6 +170,7 @@ def load_partition_from_inventory(
     started = time.monotonic()
     now = now or datetime.now(UTC)
     conn = OssConnection.from_airflow(config.source.oss_conn_id)
+    check_inventory_rule(conn, config.source.bucket, inventory, prefixes)  # else rows could be missing unseen
     bucket = conn.bucket(inventory.bucket)
     day_end = inventory_day_end(config, ds)
     run = find_inventory(bucket, config.source.bucket, inventory, day_end, now, conn=conn)
@@ -179,8 +180,15 @@ def load_partition_from_inventory(
     location = f"oss://{endpoint}/{inventory.bucket}/{folder}"
     warehouse = warehouse or open_index_warehouse(config)
     staging = prepare_staging(warehouse, ds)
-    counts = warehouse.load_inventory(ds, location, ", ".join(run.file_schema), config.source, config.id_rule,
-                                      config.category_rule, inventory.role_arn, prefixes)
+    try:
+        counts = warehouse.load_inventory(ds, location, ", ".join(run.file_schema), config.source, config.id_rule,
+                                          config.category_rule, inventory.role_arn, prefixes)
+    finally:  # read (or failed): a night's copy of the whole inventory must not stay behind
+        try:
+            remove_staged_files(bucket, folder, conn=conn)
+        except PipelineError as exc:
+            log.warning("could not remove the staged inventory files under %s (the next run of ds=%s does): %s",
+                        location, ds, exc)
     log.info("staged %d rows in partition ds=%s of %s from inventory %s", counts["kept"], ds, staging.location,
              run.manifest_key)
     if publish:

@@ -132,8 +132,10 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
         def load_from_inventory(partition: str) -> dict:
             from pipeline.stages import load_partition_from_inventory
 
-            params = get_current_context()["params"]
-            return load_partition_from_inventory(config, partition, prefixes=params.get("prefixes")).as_dict()
+            context = get_current_context()
+            result = load_partition_from_inventory(config, partition, prefixes=context["params"].get("prefixes"))
+            route = context["ti"].xcom_pull(task_ids="choose_route", key="route")
+            return {**result.as_dict(), "route_reason": (route or {}).get("reason")}
 
         # With both routes, one of the loads is skipped: check_partition runs after whichever ran.
         @task(trigger_rule="none_failed_min_one_success" if routes else "all_success")
@@ -265,9 +267,9 @@ LOAD_TASKS = ("load_partition", "load_from_inventory")
 
 
 def pulled_load(ti: Any) -> dict | None:
-    """The load's result, from whichever route ran (the other is skipped, or absent from the graph)."""
-    for task_id in LOAD_TASKS:
-        value = ti.xcom_pull(task_ids=task_id)
-        if value:
-            return value
-    return None
+    """The load's result, from the route ``choose_route`` chose (without routes, ``load_partition``). Never
+    "whichever has an XCom": a skipped task keeps an earlier try's XCom when a run is cleared, and the
+    guards would judge the other route's counts."""
+    route = ti.xcom_pull(task_ids="choose_route", key="route")
+    task_id = route["task_id"] if route else LOAD_TASKS[0]
+    return ti.xcom_pull(task_ids=task_id)

@@ -136,6 +136,9 @@ def resolve_run_partition(
     index's time zone; only the Param is bounded by today (the scheduler never runs a future date).
     """
     check_prefixes_param(config.source, params.get("prefixes"))
+    if params.get("source_mode") == "inventory" and config.source.inventory is None:
+        raise ParamError(f"source_mode 'inventory': index {config.name!r} has no source.inventory section, so its "
+                         "DAG has no inventory route; leave source_mode empty (the run lists the bucket)")
     value = params.get("partition_date")
     if value:
         return check_partition_param(

@@ -32,11 +32,16 @@ def choose_load_route(config: IndexConfig, ds: str, params: Mapping[str, Any], n
     if inventory is None:
         raise ParamError(f"source_mode 'inventory': index {config.name!r} has no source.inventory section")
     from pipeline.oss.client import OssConnection
-    from pipeline.oss.inventory import find_inventory
+    from pipeline.oss.inventory import check_inventory_rule, find_inventory
     from pipeline.stages import inventory_day_end
 
+    if config.id_rule.kind == "hash":  # the config refuses it with mode inventory; a Param may not either
+        raise ParamError("source_mode 'inventory': id_rule.kind 'hash' (BLAKE2b) cannot be computed in MaxCompute "
+                         "SQL; the index must use kind 'md5' for the inventory route")
     conn = OssConnection.from_airflow(config.source.oss_conn_id)
+    prefixes = list(params.get("prefixes") or config.source.prefixes)
     try:
+        check_inventory_rule(conn, config.source.bucket, inventory, prefixes)
         run = find_inventory(conn.bucket(inventory.bucket), config.source.bucket, inventory,
                              inventory_day_end(config, ds), now or datetime.now(UTC), conn=conn)
     except InventoryError as exc:

@@ -183,7 +183,7 @@ FROM (
       CASE WHEN SUBSTR(object_key, LENGTH(object_key), 1) = '/' THEN 'folder_marker'
            WHEN COALESCE(LOWER(REGEXP_EXTRACT(object_key, '\\\\.([0-9A-Za-z]+)\\\\z', 1)), '')
                 NOT IN ({extensions}) THEN 'not_image'
-           WHEN object_size = 0 THEN 'zero_bytes'
+           WHEN object_size IS NULL OR object_size = 0 THEN 'zero_bytes'
            WHEN object_size < {_bigint(source.min_size_bytes)} THEN 'too_small'
            WHEN object_size > {_bigint(source.max_size_bytes)} THEN 'too_large'
            WHEN storage_class IN ({archive}) THEN 'archived' END AS filtered

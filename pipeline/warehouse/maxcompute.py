@@ -7,6 +7,7 @@ is committed if the batches (or an upload) fail, so the old partition keeps serv
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -326,7 +327,10 @@ class MaxComputeWarehouse:
         """
         ds = validate_ds(ds)
         staging = self.staging()
-        external = f"{self.table}__inventory_{ds}"[:128]
+        # <table>__inventory_<ds> would pass MaxCompute's 128 characters for long table names (and a cut
+        # would drop the ds): a short digest of the table keeps names distinct per table and day.
+        digest = hashlib.sha1(self.table.encode(), usedforsecurity=False).hexdigest()[:12]
+        external = f"{self.table[:64]}__inv_{digest}_{ds}"
         statements = compile_inventory(source, id_rule, category_rule, file_schema=file_schema, location=location,
                                        role_arn=role_arn, external_table=external, staging_table=staging.table,
                                        ds=ds, prefixes=prefixes)
@@ -342,9 +346,13 @@ class MaxComputeWarehouse:
                 counts = inventory_counts(*(self._rows(sql) for sql in (
                     statements.counts, statements.unmapped_examples, statements.archived_examples)))
                 (staged,) = self._rows(statements.staged_rows)
-            finally:
-                self._odps.execute_sql(statements.drop_objects)
-                self._odps.execute_sql(statements.drop_external)
+            finally:  # each drop on its own: one failing must neither skip the other nor hide the error
+                for drop in (statements.drop_objects, statements.drop_external):
+                    try:
+                        self._odps.execute_sql(drop)
+                    except _SERVICE_ERRORS as exc:
+                        log.warning("could not drop a table of the inventory load (the next load of this day drops "
+                                    "it first): %s: %s", drop, exc)
         except PipelineError:
             raise
         except _SERVICE_ERRORS as exc:

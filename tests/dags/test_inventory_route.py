@@ -40,6 +40,15 @@ def test_both_routes_write_the_same_partition(demo_dag, demo_stack) -> None:
     for field in ("listed", "kept", "skipped", "unmapped_category_examples", "archived_by_class"):
         assert by_inventory["load"][field] == by_listing["load"][field], field
     assert by_inventory["load"]["pages"] == 0  # the worker listed nothing
+    # The run's copy of the inventory is removed once MaxCompute has read it.
+    import oss2
+
+    from pipeline.oss.client import OssConnection
+
+    _, stack, config = demo_stack
+    oss = OssConnection.from_extras("oss_local", stack.connections("AK")["oss_local"]["extra"])
+    work = f"{config.source.inventory.work_prefix}demo/{DS}/"
+    assert list(oss2.ObjectIteratorV2(oss.bucket(config.source.inventory.bucket), prefix=work)) == []
 
 
 def test_a_stale_inventory_fails_the_run_at_once_or_falls_back_to_listing(demo_dag, demo_stack, airflow_db) -> None:

@@ -11,7 +11,8 @@ from pipeline.oss.inventory.runs import (
     list_runs,
     verify_run,
 )
-from pipeline.oss.inventory.staging import COPY_PART_BYTES, MAX_COPY_BYTES, stage_inventory_files
+from pipeline.oss.inventory.rule import check_inventory_rule
+from pipeline.oss.inventory.staging import COPY_PART_BYTES, MAX_COPY_BYTES, remove_staged_files, stage_inventory_files
 
 __all__ = [
     "COPY_PART_BYTES",
@@ -19,9 +20,11 @@ __all__ = [
     "InventoryFile",
     "InventoryRun",
     "RunFolder",
+    "check_inventory_rule",
     "find_inventory",
     "inventory_base",
     "list_runs",
+    "remove_staged_files",
     "stage_inventory_files",
     "verify_run",
 ]

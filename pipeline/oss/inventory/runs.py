@@ -47,6 +47,7 @@ MANIFEST = "manifest.json"
 CHECKSUM = "manifest.checksum"
 #: The columns the catalog rules need (size and storage class); ETag and LastModifiedDate are optional.
 REQUIRED_FIELDS = ("Bucket", "Key", "Size", "StorageClass")
+VERSION_FIELDS = ("VersionId", "IsLatest", "IsDeleteMarker")  # only in inventories of every version
 _RUN_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}Z)/$")
 _RUN_FORMAT = "%Y-%m-%dT%H-%MZ"
 _MD5_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
@@ -250,6 +251,13 @@ def verify_run(
         raise InventoryError(f"{what}: sourceBucket is {manifest.get('sourceBucket')!r}, not {source_bucket!r}: "
                              "check source.bucket and source.inventory (bucket, prefix, id) of the index config")
     schema = [name.strip() for name in str(manifest.get("fileSchema", "")).split(",") if name.strip()]
+    versioned = [name for name in VERSION_FIELDS if name in schema]
+    if versioned:  # an all-versions inventory lists old versions and versions of deleted objects
+        raise InventoryError(
+            f"{what}: fileSchema has {', '.join(versioned)}: the rule lists every version, and old versions "
+            "or deleted objects would become rows; the rule must list current versions only (recreate it "
+            "with `python -m pipeline.oss.inventory setup --replace`)"
+        )
     missing = [name for name in REQUIRED_FIELDS if name not in schema]
     if missing:
         raise InventoryError(

@@ -75,12 +75,9 @@ def stage_inventory_files(
                 "or raise the issue"
             )
         names[name] = file
-    lister = OssLister(conn, bucket, retry=policy)
-    stale = [obj.key for page in lister.iter_pages(KeyRange(folder)) for obj in page]
-    for key in stale:
-        _call(conn, bucket, policy, f"deleting {key!r}", lambda key=key: bucket.delete_object(key))
+    stale = _empty_folder(conn, bucket, policy, folder)
     if stale:
-        log.info("deleted %d object(s) of a previous attempt under oss://%s/%s", len(stale), bucket.bucket_name, folder)
+        log.info("deleted %d object(s) of a previous attempt under oss://%s/%s", stale, bucket.bucket_name, folder)
     staged = []
     for name, file in names.items():
         target = folder + name
@@ -99,6 +96,22 @@ def stage_inventory_files(
         staged.append(target)
     log.info("staged %d file(s) of inventory run %s under oss://%s/%s", len(staged), run.name, bucket.bucket_name, folder)
     return staged
+
+
+def remove_staged_files(bucket: oss2.Bucket, folder: str, *, conn: OssConnection | None = None,
+                        retry: RetryPolicy | None = None) -> int:
+    """Delete what :func:`stage_inventory_files` put under ``folder`` once MaxCompute has read it (a copy of
+    the whole inventory per night would otherwise stay); returns how many objects were deleted."""
+    conn = message_connection(bucket, conn)
+    return _empty_folder(conn, bucket, retry or RetryPolicy(), folder)
+
+
+def _empty_folder(conn: OssConnection, bucket: oss2.Bucket, policy: RetryPolicy, folder: str) -> int:
+    lister = OssLister(conn, bucket, retry=policy)
+    keys = [obj.key for page in lister.iter_pages(KeyRange(folder)) for obj in page]
+    for key in keys:
+        _call(conn, bucket, policy, f"deleting {key!r}", lambda key=key: bucket.delete_object(key))
+    return len(keys)
 
 
 def _multipart_copy(conn: OssConnection, bucket: oss2.Bucket, policy: RetryPolicy, run: InventoryRun,
