@@ -114,6 +114,13 @@ class InventoryStaleError(InventoryError):
     ``max_age_hours`` old: there is none, or the newest complete one is older (says how old)."""
 
 
+class InventoryNotReadyError(InventoryStaleError):
+    """The newest run is still being written (no manifest yet, started under a day ago) and no earlier
+    run is fresh: OSS delivers within hours, so a later retry of the task may find it complete."""
+
+    transient = True
+
+
 class InventoryIncompleteError(InventoryError):
     """The chosen run disagrees with its manifest: manifest.checksum is not manifest.json's MD5, or a
     listed data file is missing, or has another size or MD5 (the message names the file)."""

@@ -36,7 +36,7 @@ import requests
 
 from pipeline.config import InventoryConfig
 from pipeline.credentials import CredentialSettings
-from pipeline.errors import InventoryError, InventoryIncompleteError, InventoryStaleError
+from pipeline.errors import InventoryError, InventoryIncompleteError, InventoryNotReadyError, InventoryStaleError
 from pipeline.oss.client import OssConnection, read_object, translate_error
 from pipeline.oss.pages import KeyRange, OssLister
 from pipeline.retry import RetryPolicy
@@ -191,7 +191,10 @@ def find_inventory(
                             ", ".join(s.name for s in skipped))
             return verify_run(bucket, source_bucket, run, conn=conn, retry=retry)
         skipped.append(run)
-    raise InventoryStaleError(_stale_message(where, runs, skipped, inventory, not_after, now))
+    message = _stale_message(where, runs, skipped, inventory, not_after, now)
+    if skipped and now - skipped[0].created < timedelta(hours=24):  # OSS is likely still writing it
+        raise InventoryNotReadyError(message)
+    raise InventoryStaleError(message)
 
 
 def _stale_message(where: str, runs: list[RunFolder], skipped: list[RunFolder], inventory: InventoryConfig,

@@ -136,6 +136,11 @@ def test_a_run_without_manifest_is_skipped_while_the_previous_one_is_fresh(serve
     assert "is not complete (manifest.json and manifest.checksum, written last, are not both there)" in message
     assert "OSS may still be writing it (it started 12 h ago)" in message
     assert "the run before it, 2026-11-30T10-00Z, is 50 h old" in message and "fallback: list" in message
+    # Still being written, started under a day ago: a later try may find it complete, so it is retried
+    # (transient), unlike a run that is simply too old.
+    from pipeline.errors import InventoryNotReadyError
+
+    assert isinstance(info.value, InventoryNotReadyError) and info.value.transient is True
 
 
 def test_a_stale_run_is_refused_saying_how_old_and_what_to_do(server, conn, config) -> None:
@@ -146,6 +151,7 @@ def test_a_stale_run_is_refused_saying_how_old_and_what_to_do(server, conn, conf
     assert "the newest inventory 2026-11-29T08-00Z of inventory rule 'nightly' of bucket 'imgs'" in message
     assert "is 56 h old at 2026-12-01T16:00Z" in message and "(max_age_hours 48)" in message
     assert "python -m pipeline.oss.inventory show" in message and "fallback: list" in message
+    assert info.value.transient is False  # too old stays too old: the run fails at once
     assert find(conn, config.model_copy(update={"source": config.source.model_copy(update={
         "inventory": config.source.inventory.model_copy(update={"max_age_hours": 60})})})).name == "2026-11-29T08-00Z"
 
