@@ -22,6 +22,7 @@ from pipeline.connections import extras, get_connection
 from pipeline.credentials import CredentialSettings, CredentialSource, credential_source
 from pipeline.errors import (
     CatalogError,
+    ConfigError,
     ConnectionConfigError,
     PipelineError,
     SchemaMismatchError,
@@ -331,9 +332,12 @@ class MaxComputeWarehouse:
         # would drop the ds): a short digest of the table keeps names distinct per table and day.
         digest = hashlib.sha1(self.table.encode(), usedforsecurity=False).hexdigest()[:12]
         external = f"{self.table[:64]}__inv_{digest}_{ds}"
-        statements = compile_inventory(source, id_rule, category_rule, file_schema=file_schema, location=location,
-                                       role_arn=role_arn, external_table=external, staging_table=staging.table,
-                                       ds=ds, prefixes=prefixes)
+        try:
+            statements = compile_inventory(source, id_rule, category_rule, file_schema=file_schema, location=location,
+                                           role_arn=role_arn, external_table=external, staging_table=staging.table,
+                                           ds=ds, prefixes=prefixes)
+        except ValueError as exc:  # what SQL cannot express from this config: a retry cannot help
+            raise ConfigError(f"the inventory route cannot load {staging.table} ds={ds}: {exc}") from exc
         where = staging._where(ds)
         try:
             staging.ensure_table()

@@ -330,3 +330,15 @@ def test_the_fs_warehouse_refuses_inventories(tmp_path) -> None:
     with pytest.raises(WarehouseError, match="maxcompute connection"):
         LocalWarehouse(tmp_path, "t", 1).load_inventory(DS, f"oss://{INTERNAL}/b/f/", "Bucket, Key, Size, StorageClass",
                                                         config.source, config.id_rule, config.category_rule, ODPS_ROLE)
+
+
+def test_what_sql_cannot_express_is_a_terminal_config_error_before_any_statement(odps) -> None:
+    from pipeline.errors import ConfigError
+
+    config = demo_config()
+    wh = MaxComputeWarehouse(odps, f"catalog_{uuid.uuid4().hex[:8]}", 30)
+    with pytest.raises(ConfigError, match="cannot load .* kind 'hash'|md5") as refused:
+        wh.load_inventory(DS, f"oss://{INTERNAL}/b/f/", "Bucket, Key, Size, StorageClass", config.source,
+                          config.id_rule.model_copy(update={"kind": "hash"}), config.category_rule, ODPS_ROLE)
+    assert refused.value.transient is False
+    assert wh.table not in [t.name for t in odps.list_tables()]  # nothing was created
