@@ -50,15 +50,12 @@ import secrets
 import shutil
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 from localcloud.oss import archive
 from localcloud.oss.protocol import OssError, invalid_argument, iso8601, not_implemented, xml_text
 from localcloud.oss.store import TEMP_PREFIX
-from localcloud.oss.writes import _copy_conditions_hold, parse_copy_source
-
-if TYPE_CHECKING:
-    from localcloud.oss.server import OssHttpServer
+from localcloud.oss.writes import HandlerSide, _copy_conditions_hold, parse_copy_source
 
 UPLOADS_DIR = ".oss-multipart"
 MAX_PART_NUMBER = 10_000
@@ -70,18 +67,9 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d+)")
 _META = "upload.json"
 
 
-class MultipartWrites:
+class MultipartWrites(HandlerSide):
     """InitiateMultipartUpload, UploadPart(Copy), CompleteMultipartUpload, AbortMultipartUpload."""
 
-    server: OssHttpServer
-    command: str
-    headers: Mapping[str, str]
-    _body_pending: bool
-    _send: Callable[..., None]
-    _body_chunks: Callable[[], Iterator[bytes]]
-    _drain_body: Callable[[], None]
-    _bucket_dir: Callable[..., str]
-    _object_path: Callable[[str, str], str]
     _copy_source: Callable[..., tuple]
     _store_object: Callable[..., bytes]
 

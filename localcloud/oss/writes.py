@@ -42,8 +42,8 @@ MAX_COPY_BYTES = 1024**3
 _CHUNK = 256 * 1024
 
 
-class ObjectWrites:
-    """PutObject, CopyObject and Put/Get/List/DeleteBucketInventory, for the request handler."""
+class HandlerSide:
+    """What the write mixins use of the request handler (OssRequestHandler provides it)."""
 
     server: OssHttpServer
     command: str
@@ -54,6 +54,10 @@ class ObjectWrites:
     _drain_body: Callable[[], None]
     _bucket_dir: Callable[..., str]
     _object_path: Callable[[str, str], str]
+
+
+class ObjectWrites(HandlerSide):
+    """PutObject, CopyObject and Put/Get/List/DeleteBucketInventory, for the request handler."""
 
     # -- PutObject and CopyObject -------------------------------------------------------------------
 
