@@ -152,6 +152,7 @@ def load_partition_from_inventory(
     warehouse: Warehouse | None = None,
     publish: bool = False,
     now: datetime | None = None,
+    run_name: str | None = None,
 ) -> LoadResult:
     """Stage partition ``ds`` from the bucket's OSS inventory inside MaxCompute (``source.mode:
     inventory``): find the newest complete, fresh inventory run at or before the end of ``ds``'s day,
@@ -159,8 +160,18 @@ def load_partition_from_inventory(
     under its folder, and the inventory's data/ folder holds every run's files), then one INSERT
     OVERWRITE of the staged partition computes the rows with the config's rules compiled to SQL. The
     worker sends O(inventory files) requests, whatever the bucket's size. Raises InventoryError (stale,
-    incomplete) for the caller to fail or fall back on."""
-    from pipeline.oss.inventory import check_inventory_rule, find_inventory, remove_staged_files, stage_inventory_files
+    incomplete) for the caller to fail or fall back on. ``run_name``: the run an earlier step chose
+    (``choose_route``), verified again here, so the route's choice and the load read one run."""
+    from pipeline.oss.inventory import (
+        RunFolder,
+        check_inventory_rule,
+        find_inventory,
+        inventory_base,
+        remove_staged_files,
+        run_created,
+        stage_inventory_files,
+        verify_run,
+    )
 
     validate_ds(ds)
     inventory = config.source.inventory
@@ -173,7 +184,12 @@ def load_partition_from_inventory(
     check_inventory_rule(conn, config.source.bucket, inventory, prefixes)  # else rows could be missing unseen
     bucket = conn.bucket(inventory.bucket)
     day_end = inventory_day_end(config, ds)
-    run = find_inventory(bucket, config.source.bucket, inventory, day_end, now, conn=conn)
+    created = run_created(run_name) if run_name else None
+    if created is not None:
+        chosen = RunFolder(run_name, f"{inventory_base(config.source.bucket, inventory)}{run_name}/", created)
+        run = verify_run(bucket, config.source.bucket, chosen, conn=conn)
+    else:
+        run = find_inventory(bucket, config.source.bucket, inventory, day_end, now, conn=conn)
     folder = f"{inventory.work_prefix}{config.name}/{ds}/"
     stage_inventory_files(bucket, run, folder, conn=conn)
     endpoint = inventory.oss_endpoint or urlsplit(conn.endpoint).netloc

@@ -133,9 +133,10 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             from pipeline.stages import load_partition_from_inventory
 
             context = get_current_context()
-            result = load_partition_from_inventory(config, partition, prefixes=context["params"].get("prefixes"))
-            route = context["ti"].xcom_pull(task_ids="choose_route", key="route")
-            return {**result.as_dict(), "route_reason": (route or {}).get("reason")}
+            route = context["ti"].xcom_pull(task_ids="choose_route", key="route") or {}
+            result = load_partition_from_inventory(config, partition, prefixes=context["params"].get("prefixes"),
+                                                   run_name=route.get("run"))  # the run the route was chosen on
+            return {**result.as_dict(), "route_reason": route.get("reason")}
 
         # With both routes, one of the loads is skipped: check_partition runs after whichever ran.
         @task(trigger_rule="none_failed_min_one_success" if routes else "all_success")

@@ -49,5 +49,5 @@ def choose_load_route(config: IndexConfig, ds: str, params: Mapping[str, Any], n
             raise
         log.warning("listing the bucket instead of reading its inventory (source.inventory.fallback: list): %s", exc)
         return {"route": "list", "task_id": "load_partition", "reason": f"inventory unusable, fell back to listing: {exc}"}
-    return {"route": "inventory", "task_id": "load_from_inventory",
+    return {"route": "inventory", "task_id": "load_from_inventory", "run": run.name,
             "reason": f"inventory run {run.name} ({len(run.files)} files) is complete and fresh"}

@@ -74,3 +74,17 @@ def test_a_stale_inventory_fails_the_run_at_once_or_falls_back_to_listing(demo_d
     assert task_states(listed)["load_from_inventory"] == "skipped"
     load = run_report(listed, "20270321")["load"]
     assert load["route"] == "list" and load["route_reason"].startswith("inventory unusable, fell back to listing")
+
+
+def test_the_load_reads_the_run_the_route_was_chosen_on(demo_stack) -> None:
+    """A newer run delivered between choose_route and the load does not change what is loaded: the
+    load verifies the run choose_route chose (its name travels in the route's XCom)."""
+    from pipeline.stages import load_partition_from_inventory
+
+    _, _, config = demo_stack
+    inventory(demo_stack, datetime(2027, 3, 22, 1, 0, tzinfo=UTC))
+    inventory(demo_stack, datetime(2027, 3, 22, 9, 0, tzinfo=UTC))  # newer, delivered meanwhile
+    chosen = load_partition_from_inventory(config, "20270322", run_name="2027-03-22T01-00Z")
+    assert chosen.inventory["run"] == "2027-03-22T01-00Z" and chosen.counts["kept"] == 320
+    newest = load_partition_from_inventory(config, "20270322")
+    assert newest.inventory["run"] == "2027-03-22T09-00Z"

@@ -9,6 +9,7 @@ from pipeline.oss.inventory.runs import (
     find_inventory,
     inventory_base,
     list_runs,
+    run_created,
     verify_run,
 )
 from pipeline.oss.inventory.rule import check_inventory_rule
@@ -25,6 +26,7 @@ __all__ = [
     "inventory_base",
     "list_runs",
     "remove_staged_files",
+    "run_created",
     "stage_inventory_files",
     "verify_run",
 ]
