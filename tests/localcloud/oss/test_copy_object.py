@@ -15,8 +15,8 @@ import oss2
 import pytest
 
 from localcloud.oss.server import Credential, GeneratedBucket, LocalOssServer
+from tests.localcloud.oss.clients import AK, SK, bucket_of
 
-AK, SK, REGION = "test-ak", "test-secret", "cn-hangzhou"
 
 
 @pytest.fixture()
@@ -28,10 +28,6 @@ def server(tmp_path: Path):
     with LocalOssServer(root, [Credential(AK, SK)], generated=[gen]) as srv:
         yield srv
 
-
-def bucket_of(server: LocalOssServer, name: str) -> oss2.Bucket:
-    auth = oss2.ProviderAuthV4(oss2.credentials.StaticCredentialsProvider(AK, SK))
-    return oss2.Bucket(auth, server.endpoint, name, region=REGION)
 
 
 def md5_etag(data: bytes) -> str:

@@ -30,15 +30,11 @@ from oss2.models import (
 
 from localcloud.oss.inventory_config import InventoryRules, parse_rule
 from localcloud.oss.server import Credential, GeneratedBucket, LocalOssServer
+from tests.localcloud.oss.clients import AK, SK, bucket_of
 
-AK, SK, REGION = "test-ak", "test-secret", "cn-hangzhou"
 ACCOUNT = "1000000000000000"
 ROLE = f"acs:ram::{ACCOUNT}:role/AliyunOSSRole"
 
-
-def bucket_of(server: LocalOssServer, name: str) -> oss2.Bucket:
-    auth = oss2.ProviderAuthV4(oss2.credentials.StaticCredentialsProvider(AK, SK))
-    return oss2.Bucket(auth, server.endpoint, name, region=REGION)
 
 
 def make_server(root: Path) -> LocalOssServer:

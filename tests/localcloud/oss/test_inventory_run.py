@@ -31,8 +31,8 @@ from oss2.models import (
 
 from localcloud.oss.inventory import encode_key
 from localcloud.oss.server import Credential, GeneratedBucket, LocalOssServer
+from tests.localcloud.oss.clients import AK, SK, bucket_of
 
-AK, SK, REGION = "test-ak", "test-secret", "cn-hangzhou"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ALL_FIELDS = ["Size", "LastModifiedDate", "ETag", "StorageClass", "IsMultipartUploaded", "EncryptionStatus"]
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -43,10 +43,6 @@ TRICKY_KEYS = [
 ]
 GEN = GeneratedBucket("gen-bucket", prefixes=3, keys_per_prefix=7, flat_keys=5, archive_every=4)
 
-
-def bucket_of(server: LocalOssServer, name: str) -> oss2.Bucket:
-    auth = oss2.ProviderAuthV4(oss2.credentials.StaticCredentialsProvider(AK, SK))
-    return oss2.Bucket(auth, server.endpoint, name, region=REGION)
 
 
 @pytest.fixture()

@@ -18,8 +18,8 @@ from oss2.models import PartInfo
 
 from localcloud.oss.multipart import MIN_PART_BYTES, UPLOADS_DIR
 from localcloud.oss.server import Credential, GeneratedBucket, LocalOssServer
+from tests.localcloud.oss.clients import AK, SK, bucket_of
 
-AK, SK, REGION = "test-ak", "test-secret", "cn-hangzhou"
 PART = MIN_PART_BYTES
 
 
@@ -32,10 +32,6 @@ def server(tmp_path: Path):
     with LocalOssServer(root, [Credential(AK, SK)], generated=[gen]) as srv:
         yield srv
 
-
-def bucket_of(server: LocalOssServer, name: str) -> oss2.Bucket:
-    auth = oss2.ProviderAuthV4(oss2.credentials.StaticCredentialsProvider(AK, SK))
-    return oss2.Bucket(auth, server.endpoint, name, region=REGION)
 
 
 def uploads_on_disk(server: LocalOssServer) -> list[str]:
