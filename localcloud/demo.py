@@ -41,7 +41,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -105,11 +105,11 @@ def demo_date(timezone: str, now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(ZoneInfo(timezone)).date().isoformat()
 
 
-def dags_test_args(index: str, day: str, source: str | None = None) -> list[str]:
+def dags_test_args(index: str, day: str, source: str | None = None, **params: Any) -> list[str]:
     """``airflow dags test`` for ``day``'s partition, named by the ``partition_date`` Param as a manual
     run names it. No logical date: `dags test` starts the run's clock at the logical date, so a run
     for midnight showed in the UI as hours long; without one, the run starts now."""
-    conf = {"partition_date": day, **({"source_mode": source} if source else {})}
+    conf = {"partition_date": day, **({"source_mode": source} if source else {}), **params}
     return ["dags", "test", f"image_index_{index}", "--conf", json.dumps(conf)]
 
 
@@ -239,7 +239,7 @@ def show_outcome(console: TextIO, found: tuple[dict, Path] | None, log_path: Pat
 
 
 def run_demo(day: str | None = None, faults: list[str] | None = None, auth_type: str = "AK",
-             warehouse: str = "maxcompute", source: str = "list") -> int:
+             warehouse: str = "maxcompute", source: str = "list", change: float | None = None) -> int:
     """Run the demo DAG for ``day`` (YYYY-MM-DD; default: today in the index's time zone). The console
     gets one progress line and the run summary; everything else goes to ``.local/logs/demo-<ds>.log``."""
     from pipeline.config import load_index_config
@@ -256,7 +256,7 @@ def run_demo(day: str | None = None, faults: list[str] | None = None, auth_type:
     with output_to_log(log_path) as console:
         progress = Progress(console, f"demo image_index_{config.name} ds={ds} (log: {log_path}):")
         try:
-            status = _run_in_stack(paths, config, day, faults or [], auth_type, warehouse, progress, source)
+            status = _run_in_stack(paths, config, day, faults or [], auth_type, warehouse, progress, source, change)
         except BaseException:
             progress.end("stopped: see the log")
             raise
@@ -268,9 +268,11 @@ def run_demo(day: str | None = None, faults: list[str] | None = None, auth_type:
 
 
 def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], auth_type: str,
-                  warehouse: str, progress: Progress, source: str = "list") -> int:
-    """Stack up, bucket, Airflow DB and pool, then ``airflow dags test``; its exit status."""
-    from localcloud.demo_data import upload_demo_bucket
+                  warehouse: str, progress: Progress, source: str = "list", change: float | None = None) -> int:
+    """Stack up, bucket, Airflow DB and pool, then ``airflow dags test``; its exit status. With ``change``
+    (a fraction of the images): a full run of the day before, then that share of the bucket changed, then
+    a delta run of ``day``."""
+    from localcloud.demo_data import change_demo_bucket, reset_demo_bucket
     from pipeline.oss.client import OssConnection
 
     with demo_stack(paths, auth_type=auth_type, warehouse=warehouse) as stack:
@@ -285,8 +287,8 @@ def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], a
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         oss = OssConnection.from_extras("oss_local", stack.connections("AK")["oss_local"]["extra"])
-        written = upload_demo_bucket(oss.bucket(config.source.bucket))
-        log.info("demo bucket %s at %s: %d objects uploaded", config.source.bucket, oss.endpoint, written)
+        written = reset_demo_bucket(oss.bucket(config.source.bucket))
+        log.info("demo bucket %s at %s: %s", config.source.bucket, oss.endpoint, written)
         if source == "inventory":
             prepare_demo_inventory(stack, oss, config)
         apply_faults(stack, faults)
@@ -296,7 +298,21 @@ def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], a
             return 1
         subprocess.run([sys.executable, "-m", "pipeline.airflow.pools"], env=env, check=True)
         progress.step("airflow db")
-        return _airflow(dags_test_args(config.name, day, source if source != "list" else None), env, progress)
+        route = source if source != "list" else None
+        if change is None:
+            return _airflow(dags_test_args(config.name, day, route), env, progress)
+        before = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
+        progress.step(f"full run of {before}")
+        status = _airflow(dags_test_args(config.name, before, route, rebuild_mode="full", force_rebuild=True), env, progress)
+        if status != 0:
+            return status
+        changed = change_demo_bucket(oss.bucket(config.source.bucket), change)
+        log.info("demo bucket changed: %s", changed)
+        if source == "inventory":
+            prepare_demo_inventory(stack, oss, config)
+        progress.step(f"{change:.0%} changed ({len(changed['added'])} added, {len(changed['replaced'])} replaced, "
+                      f"{len(changed['deleted'])} deleted); delta run of {day}")
+        return _airflow(dags_test_args(config.name, day, route, rebuild_mode="delta"), env, progress)
 
 
 def _day(text: str) -> str:
@@ -304,6 +320,16 @@ def _day(text: str) -> str:
         return date.fromisoformat(text).isoformat()
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / 100
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"expected a share of the images from 0% to 50%, e.g. 5%, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,11 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("list", "inventory"), default="list",
                         help="how the run reads the bucket: list it, or have the local OSS write an inventory "
                              "that MaxCompute reads (needs --warehouse maxcompute)")
+    parser.add_argument("--change", default=None, type=_percent, metavar="PERCENT",
+                        help="show a delta run: a full run of the day before, then change this share of the demo "
+                             "images (a third added, replaced, deleted), then the day's run in delta mode, e.g. 5%%")
     args = parser.parse_args(argv)
     if args.source == "inventory" and args.warehouse != "maxcompute":
         parser.error("--source inventory needs --warehouse maxcompute: MaxCompute reads the inventory")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_demo(args.date, args.fault, args.auth, args.warehouse, args.source)
+    return run_demo(args.date, args.fault, args.auth, args.warehouse, args.source, args.change)
 
 
 if __name__ == "__main__":

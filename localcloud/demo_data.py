@@ -103,3 +103,50 @@ def upload_demo_bucket(bucket: oss2.Bucket, per_category: int = 80) -> int:
             bucket.put_object(obj.key, obj.data, headers=headers)
             written += 1
     return written
+
+
+def reset_demo_bucket(bucket: oss2.Bucket, per_category: int = 80) -> dict[str, int]:
+    """Put the demo bucket's ``catalog/`` back exactly as :func:`demo_objects` makes it: objects whose
+    bytes differ (ETag: the MD5 of a simple upload) are put again, objects the demo does not make are
+    deleted (what an earlier ``--change`` added). Returns how many were put and deleted."""
+    import hashlib
+
+    upload_demo_bucket(bucket, per_category)
+    listed = {obj.key: obj.etag.strip('"').lower() for obj in oss2.ObjectIteratorV2(bucket, prefix="catalog/")}
+    put = deleted = 0
+    wanted = set()
+    for obj in demo_objects(per_category):
+        wanted.add(obj.key)
+        if listed.get(obj.key) != hashlib.md5(obj.data, usedforsecurity=False).hexdigest():
+            headers = {"x-oss-storage-class": obj.storage_class} if obj.storage_class != "Standard" else None
+            bucket.put_object(obj.key, obj.data, headers=headers)
+            put += 1
+    for key in sorted(set(listed) - wanted):
+        bucket.delete_object(key)
+        deleted += 1
+    return {"put": put, "deleted": deleted}
+
+
+def change_demo_bucket(bucket: oss2.Bucket, fraction: float, per_category: int = 80, seed: int = 14) -> dict[str, list[str]]:
+    """Change ``fraction`` of the demo's images, as a day of catalog work does: a third are new images
+    (new ids, 5xxxx in each category), a third are replaced under the same key (new bytes, same id), a
+    third are deleted. Deterministic for a seed. Returns the keys by kind."""
+    images = [obj.key for obj in demo_objects(per_category)
+              if obj.key.rsplit("/", 1)[-1][:1].isdigit() and obj.data and obj.storage_class == "Standard"
+              and "/misc/" not in obj.key and len(obj.data) < 256 * 1024]
+    count = max(3, round(len(images) * fraction))
+    rng = random.Random(seed)
+    chosen = rng.sample(images, min(len(images), 2 * (count // 3) + count % 3))
+    replaced, deleted = chosen[: len(chosen) // 2], chosen[len(chosen) // 2:]
+    added = []
+    for n in range(count - len(chosen)):
+        category, cate_id = list(CATEGORIES.items())[n % len(CATEGORIES)]
+        image_id = cate_id * 10000 + 5000 + n
+        key = f"catalog/{category}/{image_id}.jpg"
+        bucket.put_object(key, _image(seed * 100000 + image_id, "JPEG"))
+        added.append(key)
+    for key in replaced:
+        bucket.put_object(key, _image(seed * 100000 + int(key.rsplit("/", 1)[-1].split(".")[0]), "JPEG"))
+    for key in deleted:
+        bucket.delete_object(key)
+    return {"added": added, "replaced": replaced, "deleted": deleted}

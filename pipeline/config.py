@@ -277,6 +277,34 @@ class SmokeConfig(_Strict):
     text_min_hits: int = Field(default=1, ge=0, le=100)
 
 
+class PushConfig(_Strict):
+    """How a delta run pushes documents (the data plane push API) and how long it waits to see them.
+
+    The service's documented limits: a request body of at most 2 MB, about 10 MB/s per instance, and
+    pushed increments kept 3 days (a full rebuild can replay them from at most that far back)."""
+
+    data_source: _Short | None = None  # default "<instance_id>_<table>", the push API's documented form
+    max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=2 * 1024 * 1024)
+    max_bytes_per_second: int = Field(default=8 * 1024 * 1024, ge=1024, le=10 * 1024 * 1024)
+    verify_timeout_minutes: float = Field(default=15, gt=0, le=MAX_MINUTES)
+    verify_poll_s: float = Field(default=10, ge=0.1, le=600)
+    retention_hours: float = Field(default=72, gt=0, le=72)  # how far back the service replays increments
+
+
+class RebuildConfig(_Strict):
+    """Full rebuild, or push only what changed (README: "Cost proportional to change").
+
+    ``full``: every run rebuilds the index from its partition. ``delta``: push the rows that changed
+    against the partition that is live (falls back to full, saying why, when there is nothing to compare
+    with). ``auto``: delta when at most ``max_change_fraction`` of the live rows changed and a full
+    rebuild went live within ``full_every_days``; else full."""
+
+    mode: Literal["full", "delta", "auto"] = "full"
+    max_change_fraction: float = Field(default=0.05, ge=0, le=1)
+    full_every_days: float = Field(default=7, gt=0, le=365)
+    push: PushConfig = Field(default_factory=PushConfig)
+
+
 class OpenSearchConfig(_Strict):
     """The OpenSearch table the catalog feeds, and how long a rebuild may take."""
 
@@ -291,6 +319,7 @@ class OpenSearchConfig(_Strict):
     deadline_hours: float = Field(default=12, gt=0, le=72)
     new_generation_timeout_minutes: float = Field(default=10, gt=0, le=MAX_MINUTES)
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+    rebuild: RebuildConfig = Field(default_factory=RebuildConfig)
 
     @property
     def pool_name(self) -> str:

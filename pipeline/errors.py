@@ -31,8 +31,12 @@
     │   ├── RebuildStalledError    no progress for too long (names the fsmId and the remedy)
     │   │   └── RebuildNotSwitchedError  built (``ready``) but never switched in: the old index serves
     │   ├── RebuildDeadlineError   the absolute deadline passed
-    │   └── RebuildIncompleteError live, but lacking more of the partition's rows than
-    │                              guards.max_unindexed_fraction allows (already serving: see the message)
+    │   ├── RebuildIncompleteError live, but lacking more of the partition's rows than
+    │   │                          guards.max_unindexed_fraction allows (already serving: see the message)
+    │   └── ReplayWindowError      a full rebuild would have to replay pushes older than the service keeps
+    ├── DeltaError                 pushing the changes (rebuild.mode delta/auto) failed
+    │   └── DeltaNotAppliedError   pushes were answered OK but, within the bound, not every pushed id
+    │                              answers or a deleted one still does (names the ids)
     └── SmokeQueryError            the live index did not answer a query as expected
 
 ``transient`` marks errors that a bounded retry may cure; everything else is terminal.
@@ -184,6 +188,20 @@ class RebuildDeadlineError(RebuildError):
 class RebuildIncompleteError(RebuildError):
     """The new generation went live lacking more of the partition's rows than ``max_unindexed_fraction``
     allows. It is already switched in: the message says so, with the numbers, examples and what to do."""
+
+
+class ReplayWindowError(RebuildError):
+    """A full rebuild from a partition captured longer ago than the service keeps pushed increments
+    (3 days), while documents were pushed since then: the rebuild would silently drop them."""
+
+
+class DeltaError(PipelineError):
+    """Pushing the changed documents to the index failed for a reason no retry cures."""
+
+
+class DeltaNotAppliedError(DeltaError):
+    """The service answered every push OK (received), but within the bound not every pushed document
+    answers by primary key, or a deleted one still does: pushes were lost or applied late."""
 
 
 class SmokeQueryError(PipelineError):

@@ -61,6 +61,8 @@ def decide_outcome(report: dict) -> tuple[str, str | None]:
     if (report.get("load") or {}).get("dry_run"):
         return "dry_run", "listed and counted only: nothing written, nothing rebuilt"
     rebuild = report.get("rebuild")
+    if (report.get("mode") or {}).get("mode") == "delta":
+        return "success", None
     if rebuild is not None and not rebuild.get("started"):
         return "rebuild_skipped", rebuild.get("reason")
     return "success", None
@@ -80,6 +82,11 @@ def build_report(index: str, ds: str | None, stages: dict, facts: dict | None = 
         timings["start_rebuild"] = rebuild.get("seconds")
     if waited and handle:
         timings["wait_until_searchable"] = round(waited["at"] - handle["started_at"], 3)
+    pushed, verified = stages.get("push_changes"), stages.get("verify_pushes")
+    if pushed:
+        timings["push_changes"] = pushed.get("seconds")
+    if verified:
+        timings["verify_pushes"] = verified.get("seconds")
     if smoke:
         timings["smoke_query"] = round(sum(s.get("seconds", 0) for s in smoke), 3)
     report = {
@@ -104,6 +111,11 @@ def build_report(index: str, ds: str | None, stages: dict, facts: dict | None = 
             "message": (waited or {}).get("message"),
             "fsm_id": (waited or {}).get("fsm_id"),
             "figures": (waited or {}).get("figures"),  # what the generation holds against the partition
+        },
+        "mode": stages.get("choose_rebuild"),  # full or delta, and why
+        "delta": None if not (pushed or verified) else {
+            "pushed": pushed,  # requests, adds, deletes, bytes, retried requests, seconds; resumable
+            "verified": {k: v for k, v in (verified or {}).items() if k != "samples"} or None,
         },
         "smoke_queries": smoke,
         "seconds": {k: v for k, v in timings.items() if v is not None},
@@ -271,8 +283,22 @@ def summarize(report: dict) -> str:
     changes = report.get("id_changes")
     if changes:
         lines.append(f"  against ds={changes['previous_ds']}: +{changes['added']} ids, -{changes['removed']} ids")
+    mode = report.get("mode")
+    if mode:
+        lines.append(f"  mode: {mode.get('mode')}: {mode.get('reason')}")
+    delta = report.get("delta")
+    if delta:
+        pushed, verified = delta.get("pushed") or {}, delta.get("verified") or {}
+        if pushed:
+            lines.append(f"  pushed: {pushed.get('adds')} adds, {pushed.get('deletes')} deletes in {pushed.get('requests')} "
+                         f"requests ({pushed.get('bytes')} bytes, {pushed.get('retried_requests')} retried) to "
+                         f"{pushed.get('data_source')} in {pushed.get('seconds')} s")
+        if verified:
+            lines.append(f"  verified: {verified.get('verified_adds')} pushed documents answer, {verified.get('verified_deletes')} "
+                         f"deleted ones are gone ({verified.get('added')} added, {verified.get('changed')} replaced, "
+                         f"{verified.get('deleted')} deleted) in {verified.get('seconds')} s")
     rebuild = report.get("rebuild")
-    if rebuild:
+    if rebuild and (mode or {}).get("mode") != "delta":
         if rebuild.get("started"):
             followed = " (followed: an earlier attempt of this run started it)" if rebuild.get("followed_earlier_attempt") else ""
             lines.append(f"  rebuild: generation {rebuild.get('generation_id')} {rebuild.get('outcome') or 'not finished'}{followed}")
@@ -290,6 +316,8 @@ def summarize(report: dict) -> str:
         if smoke["kind"] == "image":
             via = f" via {smoke.get('matched_image')} (same bytes)" if smoke.get("match") == "same_bytes" else ""
             lines.append(f"  image query with {smoke['source_image']} (id {smoke['id']}): rank {smoke['rank']}{via}; top: {top}")
+        elif smoke["kind"] == "deleted":
+            lines.append(f"  deleted ids looked up: {len(smoke['ids'])}, found none")
         else:
             lines.append(f"  text query {smoke['text']!r}: top: {top}")
     if report.get("seconds"):

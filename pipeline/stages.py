@@ -50,10 +50,14 @@ class LoadResult:
     route: str = "list"  # list: the worker listed the bucket; inventory: MaxCompute read its inventory
     inventory: dict | None = None  # the inventory run read (manifest, created, files, age) on that route
     route_reason: str | None = None  # why this route ran, when it is not the configured one
+    # Epoch seconds when the rows were captured (the listing's start; the inventory run's creation):
+    # a full rebuild from this partition replays documents pushed since then (rebuild.py, replay_from).
+    snapshot_at: float | None = None
 
     def as_dict(self) -> dict:
         return {
             "route": self.route,
+            "snapshot_at": self.snapshot_at,
             "inventory": self.inventory,
             "route_reason": self.route_reason,
             "index": self.index,
@@ -104,7 +108,7 @@ def load_partition(
     DAG checks the staged partition first and publishes with :func:`publish_partition`)."""
     validate_ds(ds)
     prefixes = list(prefixes or config.source.prefixes)
-    started = time.monotonic()
+    started, snapshot_at = time.monotonic(), time.time()
     lister = lister or open_lister(config)
     builder = CatalogBuilder(config.source, config.id_rule, config.category_rule)
     progress = ListingProgress(f"{config.name} ds={ds}", builder.counts)  # a line every 30 s
@@ -132,6 +136,7 @@ def load_partition(
         pages=lister.pages_listed,
         seconds=time.monotonic() - started,
         warehouse=None if dry_run else (warehouse.location if publish else staging.location),
+        snapshot_at=snapshot_at,
     )
     log.info("skipped by reason: %s", result.counts["skipped"])
     return result
@@ -213,6 +218,7 @@ def load_partition_from_inventory(
         index=config.name, ds=ds, prefixes=prefixes, dry_run=False, counts=counts, rows_written=counts["kept"],
         pages=0, seconds=time.monotonic() - started,
         warehouse=warehouse.location if publish else staging.location, route="inventory",
+        snapshot_at=run.created.timestamp(),
         inventory={"manifest": f"oss://{inventory.bucket}/{run.manifest_key}", "run": run.name,
                    "created": run.created.isoformat(), "files": len(run.files),
                    "bytes": sum(f.size for f in run.files), "age_hours": round((min(now, day_end) - run.created).total_seconds() / 3600, 1),
@@ -294,11 +300,14 @@ def start_index_rebuild(
     force: bool = False,
     earlier_attempt: dict | None = None,
     remember: Callable[[dict], None] = lambda _attempt: None,
+    last_push_at: float | None = None,
 ) -> dict:
     """Decide whether to rebuild from ``ds``; if so, follow the build an earlier attempt of this DAG run
     started (``earlier_attempt``, what ``remember`` stored), or preflight and start one. Returns a
     JSON-able summary whose ``handle`` (None when not started) the wait consumes; the handle carries the
-    partition's distinct ids and the live partition before this run, to judge the build's figures."""
+    partition's distinct ids and the live partition before this run, to judge the build's figures. The
+    build replays documents pushed since the partition's rows were captured (``last_push_at``: when
+    documents were last pushed to the index; see ``replay_from``)."""
     from dataclasses import replace
 
     from pipeline.opensearch.connection import OpenSearchConnection
@@ -307,6 +316,7 @@ def start_index_rebuild(
         RebuildAttempt,
         preflight,
         rebuild_decision,
+        replay_from,
         resume_rebuild,
         settings_for,
         start_rebuild,
@@ -337,11 +347,15 @@ def start_index_rebuild(
                 "handle": replace(followed, **judged).as_dict(),
                 "seconds": round(time.monotonic() - started, 3),
             }
+    retention_s = config.opensearch.rebuild.push.retention_hours * 3600
+    data_time_sec = replay_from(checked.get("snapshot_at"), last_push_at, retention_s)
     seen = preflight(mgmt, table)
-    handle = start_rebuild(mgmt, table, ds, settings, remember=lambda attempt: remember(attempt.as_dict()))
+    handle = start_rebuild(mgmt, table, ds, settings, remember=lambda attempt: remember(attempt.as_dict()),
+                           data_time_sec=data_time_sec)
     return {
         "started": True,
         "reason": reason,
+        "data_time_sec": data_time_sec,
         "preflight": seen,
         "handle": replace(handle, **judged).as_dict(),
         "seconds": round(time.monotonic() - started, 3),

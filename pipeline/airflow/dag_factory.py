@@ -1,8 +1,9 @@
 """Builds one Airflow DAG per index config. Wiring only: the work happens in ``pipeline.*`` modules.
 
     resolve_partition → load_partition (staged) → check_partition (guards on the staged rows)
-        → publish_partition (atomic) ─┬─ (no opensearch section) ─────────────────────────────► report
-                                      └► start_rebuild → wait_until_searchable → smoke_query ──► report
+        → publish_partition (atomic) ─┬─ (no opensearch section) ───────────────────────────────► report
+                                      └► choose_rebuild ─┬► start_rebuild → wait_until_searchable ─┬► smoke_query ► report
+                                                         └► push_changes → verify_pushes ──────────┘
 
 Heavy imports (pyarrow, oss2, pyodps, duckdb, the SDKs) happen inside the tasks, so parsing the DAG
 file costs only the YAML and pydantic validation.
@@ -161,8 +162,13 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 id_rule=config.id_rule.kind,
             )
             changes = staging.id_changes(partition, baseline_ds, previous=warehouse) if baseline_ds else None
+            # What a delta would push: only against the live partition, intact, and not this ds itself.
+            row_changes = (staging.row_changes(partition, live, previous=warehouse).as_dict()
+                           if os_cfg is not None and live and live != partition and live in partitions else None)
             return {
                 "dry_run": False,
+                "snapshot_at": load_result.get("snapshot_at"),
+                "row_changes": row_changes,
                 "stats": stats.as_dict(),
                 "guards": [g.as_dict() for g in guards],
                 "baseline_ds": baseline_ds,
@@ -204,9 +210,19 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             # Retries (and reruns) are safe: reindex is not idempotent, so each attempt records what it
             # started in a Variable keyed by the run, and the next attempt follows that build instead of
             # starting a second one (pipeline/opensearch/rebuild.py, resume_rebuild).
+            @task.branch
+            def choose_rebuild(partition: str, checked: dict) -> str:
+                from pipeline.airflow.state import get_live_record
+                from pipeline.delta import choose_rebuild as choose
+
+                context = get_current_context()
+                decision = choose(config, partition, checked, get_live_record(config.name), context["params"])
+                context["ti"].xcom_push(key="decision", value=decision)
+                return decision["task_id"]
+
             @task(pool=os_cfg.pool_name)
             def start_rebuild(partition: str, checked: dict) -> dict:
-                from pipeline.airflow.state import get_rebuild_attempt, set_rebuild_attempt
+                from pipeline.airflow.state import get_last_push_at, get_rebuild_attempt, set_rebuild_attempt
                 from pipeline.stages import start_index_rebuild
 
                 context = get_current_context()
@@ -216,23 +232,69 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                     skip=bool(params.get("skip_rebuild")), force=bool(params.get("force_rebuild")),
                     earlier_attempt=get_rebuild_attempt(config.name, run_id),
                     remember=lambda attempt: set_rebuild_attempt(config.name, run_id, attempt),
+                    last_push_at=get_last_push_at(config.name),
+                )
+
+            # Pushes are idempotent (add replaces, delete of a missing id succeeds): a retry resumes after
+            # the last request answered OK, which each attempt records in a Variable keyed by the run.
+            @task(pool=os_cfg.pool_name)
+            def push_changes(partition: str, checked: dict) -> dict:
+                from pipeline.airflow.state import get_push_progress, set_push_progress
+                from pipeline.delta import push_index_changes
+
+                run_id = get_current_context()["dag_run"].run_id
+                return push_index_changes(
+                    config, partition, checked, earlier=get_push_progress(config.name, run_id),
+                    remember=lambda progress: set_push_progress(config.name, run_id, progress),
                 )
 
             @task
+            def verify_pushes(partition: str, checked: dict) -> dict:
+                from pipeline.delta import verify_index_changes
+
+                return verify_index_changes(config, partition, checked)
+
+            # After whichever path ran (the other is skipped by the branch).
+            @task(trigger_rule="none_failed_min_one_success")
             def smoke_query(partition: str, checked: dict) -> list[dict]:
-                from pipeline.airflow.state import forget_rebuild_attempt, set_live_partition
+                from pipeline.airflow.state import (
+                    forget_push_progress,
+                    forget_rebuild_attempt,
+                    get_live_record,
+                    set_live_partition,
+                )
+                from pipeline.delta import run_delta_smoke_queries
                 from pipeline.stages import run_smoke_queries
 
-                results = run_smoke_queries(config, partition, live_ds=checked.get("live_ds"))
-                set_live_partition(config.name, partition, checked.get("stats"))  # proven live: the next baseline
-                forget_rebuild_attempt(config.name, get_current_context()["dag_run"].run_id)  # nothing to follow
+                ti = get_current_context()["ti"]
+                decision = ti.xcom_pull(task_ids="choose_rebuild", key="decision") or {"mode": "full"}
+                verified = ti.xcom_pull(task_ids="verify_pushes") if decision["mode"] == "delta" else None
+                if verified and verified.get("samples") and any(verified["samples"].values()):
+                    results = run_delta_smoke_queries(config, partition, verified)
+                else:  # a full rebuild, or a delta that pushed nothing: the index answers for this partition
+                    results = run_smoke_queries(config, partition, live_ds=checked.get("live_ds"))
+                previous = get_live_record(config.name) or {}
+                rebuilt = decision["mode"] == "full" and (ti.xcom_pull(task_ids="start_rebuild") or {}).get("started")
+                if rebuilt:
+                    how = {"mode": "full", "last_full_at": time.time(), "last_full_ds": partition}
+                else:  # pushed, or nothing started: the last full rebuild is still the one on record
+                    how = {"mode": decision["mode"], **{k: previous.get(k) for k in ("last_full_at", "last_full_ds")}}
+                set_live_partition(config.name, partition, checked.get("stats"), how)  # proven live: the next baseline
+                run_id = get_current_context()["dag_run"].run_id
+                forget_rebuild_attempt(config.name, run_id)  # nothing to follow
+                forget_push_progress(config.name, run_id)
                 return results
 
+            decided = choose_rebuild(partition, checked)
+            published >> decided
             started = start_rebuild(partition, checked)
-            published >> started
             waited = RebuildSensor(task_id="wait_until_searchable", handle=started["handle"], settings=settings)
+            pushed = push_changes(partition, checked)
+            verified = verify_pushes(partition, checked)
             smoked = smoke_query(partition, checked)
+            decided >> [started, pushed]
             started >> waited >> smoked
+            pushed >> verified >> smoked
             upstream = smoked
 
         # The report runs whatever happened upstream, and a failed run still fails: as a teardown
@@ -251,8 +313,9 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             pulled = {
                 name: ti.xcom_pull(task_ids=name)
                 for name in ("check_partition", "publish_partition", "start_rebuild",
-                             "wait_until_searchable", "smoke_query")
+                             "wait_until_searchable", "push_changes", "verify_pushes", "smoke_query")
             }
+            pulled["choose_rebuild"] = ti.xcom_pull(task_ids="choose_rebuild", key="decision")
             pulled["load_partition"] = pulled_load(ti)  # whichever route loaded
             # Pulled, not passed as an argument: a failed resolve_partition must not stop the report.
             partition = ti.xcom_pull(task_ids="resolve_partition")

@@ -71,6 +71,14 @@ def index_params(config: IndexConfig) -> dict[str, Param]:
                 f"(needs source.inventory). Empty: the config's ({source.mode})."
             ),
         ),
+        "rebuild_mode": Param(
+            None, type=["null", "string"], enum=[None, "full", "delta", "auto"],
+            description=(
+                "full: rebuild the index from the partition; delta: push only what changed against the live "
+                "partition; auto: delta when little changed. Empty: the config's ("
+                + (config.opensearch.rebuild.mode if config.opensearch else "no index") + ")."
+            ),
+        ),
         "skip_rebuild": Param(False, type="boolean", description="Write the partition but do not rebuild the index."),
         "force_rebuild": Param(
             False, type="boolean", description="Rebuild even from a partition older than the newest one."

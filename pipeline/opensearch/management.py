@@ -115,15 +115,17 @@ class OpenSearchManagement:
 
     # -- the one write ----------------------------------------------------------------------------
 
-    def reindex(self, table: str, partition_spec: str) -> None:
-        """Start a full rebuild from ``partition_spec`` (``ds=YYYYMMDD``). Never retried here: a failed
+    def reindex(self, table: str, partition_spec: str, data_time_sec: int | None = None) -> None:
+        """Start a full rebuild from ``partition_spec`` (``ds=YYYYMMDD``); with ``data_time_sec`` the build
+        then replays the documents pushed since that time (epoch seconds). Never retried here: a failed
         call may still have started a build. Raises :class:`ReindexNotStartedError` only when it certainly
         did not (the request never left: refused connection, unknown host, connect timeout; or the service
         throttled it), the one case a caller may simply repeat."""
         from alibabacloud_searchengine20211025 import models
 
         try:
-            self._client.reindex(self.conn.instance_id, table, models.ReindexRequest(partition=partition_spec))
+            self._client.reindex(self.conn.instance_id, table, models.ReindexRequest(partition=partition_spec,
+                                                                                data_time_sec=data_time_sec))
         except Exception as exc:
             error = translate_error(exc, self.conn, "Reindex")
             if isinstance(error, TransientOpenSearchError) and _certainly_not_started(exc):

@@ -37,6 +37,7 @@ from pipeline.errors import (
     RebuildNotSwitchedError,
     RebuildStalledError,
     ReindexNotStartedError,
+    ReplayWindowError,
     TransientOpenSearchError,
 )
 from pipeline.opensearch.figures import incomplete_message, over_limit, read_figures
@@ -319,6 +320,34 @@ def resume_rebuild(
     return _handle(mgmt, attempt, new[-1], clock() + settings.deadline_s)
 
 
+REPLAY_MARGIN_S = 600  # start a replay at least this far inside the service's window: the call takes time
+
+
+def replay_from(snapshot_at: float | None, last_push_at: float | None, retention_s: float,
+                now: float | None = None) -> int | None:
+    """The ``data_time_sec`` of a full rebuild from a partition whose rows were captured at ``snapshot_at``.
+
+    The partition holds every change made before its snapshot; documents pushed after it (by delta runs,
+    or anyone) are in the index but not in the partition, so the rebuild must replay them: from the
+    snapshot on. The service keeps pushed increments ``retention_s`` (3 days): a snapshot older than that
+    cannot be replayed from; if documents were pushed since it, the rebuild would lose them and is
+    refused (:class:`ReplayWindowError`); if none were, there is nothing to replay (None)."""
+    now = time.time() if now is None else now
+    oldest = now - retention_s + REPLAY_MARGIN_S
+    if snapshot_at is None:  # not known (a run of an older version): replay as far back as allowed
+        return int(oldest) if last_push_at is not None else None
+    if snapshot_at >= oldest:
+        return int(snapshot_at)
+    if last_push_at is not None and last_push_at >= snapshot_at:
+        raise ReplayWindowError(
+            f"this partition's rows were captured {(now - snapshot_at) / 3600:.1f} h ago, and documents were pushed "
+            f"to the index since then (last at {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(last_push_at))}); "
+            f"the service replays pushes from at most {retention_s / 3600:.0f} h back, so a full rebuild from it "
+            "would drop them. Rebuild from a fresh partition instead (rerun with today's partition_date)"
+        )
+    return None
+
+
 def start_rebuild(
     mgmt: OpenSearchManagement,
     table: str,
@@ -328,8 +357,10 @@ def start_rebuild(
     remember: Callable[[RebuildAttempt], None] = lambda _attempt: None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    data_time_sec: int | None = None,
 ) -> RebuildHandle:
-    """Snapshot generations, call reindex from partition ``ds``, and find the generation it created.
+    """Snapshot generations, call reindex from partition ``ds`` (replaying pushes since ``data_time_sec``,
+    see :func:`replay_from`), and find the generation it created.
 
     ``remember`` stores the attempt (snapshot, and when a reindex may have been sent) before each call,
     for :func:`resume_rebuild`. A reindex is repeated only when it certainly started nothing
@@ -343,7 +374,7 @@ def start_rebuild(
     for try_number in range(1, settings.reindex_attempts + 1):
         remember(replace(attempt, reindex_sent_at=clock()))
         try:
-            mgmt.reindex(table, spec)
+            mgmt.reindex(table, spec, data_time_sec)
             break
         except ReindexNotStartedError as exc:
             remember(attempt)

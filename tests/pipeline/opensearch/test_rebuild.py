@@ -264,9 +264,9 @@ def test_a_reindex_that_certainly_started_nothing_is_repeated(conn, engine) -> N
     refused = OpenSearchManagement(closed, no_sleep())
     calls: list[str] = []
 
-    def reindex(table: str, spec: str) -> None:
+    def reindex(table: str, spec: str, data_time_sec: int | None = None) -> None:
         calls.append(spec)
-        (refused if len(calls) == 1 else OpenSearchManagement(conn)).reindex(table, spec)
+        (refused if len(calls) == 1 else OpenSearchManagement(conn)).reindex(table, spec, data_time_sec)
 
     mgmt.reindex = reindex  # type: ignore[method-assign]
     before = set(mgmt.generation_ids(TABLE))
