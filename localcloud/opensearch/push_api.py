@@ -106,8 +106,16 @@ class PushApi:
             raise PushRefused(411, CODE_LENGTH_REQUIRED, "chunked bodies are not supported; send Content-Length")
         declared = int(self.body.declared or 0)
         if declared > MAX_PUSH_BODY:
-            self.close_connection = True  # the body is not read
-            raise PushRefused(413, CODE_BODY_TOO_LARGE, f"the body is {declared} bytes; at most 2 MB "
-                              f"({MAX_PUSH_BODY} bytes) per request: split the documents over several requests")
+            raise _too_large(declared)
         engine.admit_push(table, declared)
         return table
+
+    def _push_too_large(self, declared: int) -> None:
+        """The answer to a body over the whole server's cap, refused before any handler runs."""
+        self.close_connection = True
+        self._send_json(413, _too_large(declared).body(str(uuid.uuid4())))
+
+
+def _too_large(declared: int) -> PushRefused:
+    return PushRefused(413, CODE_BODY_TOO_LARGE, f"the body is {declared} bytes; at most 2 MB ({MAX_PUSH_BODY} "
+                       "bytes) per request: split the documents over several requests")

@@ -60,7 +60,8 @@ each before anything of the request is kept:
     404 3012  the data source is not ``{instance_id}_{table}`` (the message names that form)
     405 3017  not POST                   400 3011  the PK header is missing or not the table's primary key
     411 3016  chunked, no Content-Length
-    413 3015  the body is over 2 MB (2 * 1024 * 1024 bytes; from Content-Length, before reading it)
+    413 3015  the body is over 2 MB (2 * 1024 * 1024 bytes; from Content-Length, before reading it;
+              over the server's 64 MiB cap, even before auth)
     429 3013  "push rate exceeds app quota": over ``push_max_bytes_per_s`` (default 10 MiB) of request
               bodies per data source in any sliding 1-second window, or the ``throttle_next_pushes``
               knob; nothing applied: back off and retry
@@ -231,6 +232,9 @@ class _Handler(PushApi, StrictRequestHandler):
             self.wfile.write(data)
 
     def refuse_body(self, declared: int, limit: int) -> None:
+        if self.path.startswith(PUSH_PATH_PREFIX):  # over the server's cap: the push API's own 413 (no auth yet)
+            self._push_too_large(declared)
+            return
         self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body must be 0..{limit} bytes")
 
     def _read_body(self) -> bytes | None:

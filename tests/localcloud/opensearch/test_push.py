@@ -12,6 +12,10 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from types import SimpleNamespace
@@ -32,6 +36,7 @@ from tests.localcloud.opensearch.test_server import (  # noqa: F401 - oss and st
     OSS_SK,
     QUERY_PASSWORD,
     QUERY_USER,
+    REPO,
     TABLE,
     WAREHOUSE_TABLE,
     Image_,
@@ -299,8 +304,11 @@ def test_the_2_mb_limit_is_exact_and_checked_before_the_body_is_read(stack: Stac
     assert stack.engine.push_status(TABLE)["received"] == 2  # only the first request's two documents
 
     started = time.monotonic()
-    status, body = _declare_only(stack, 50 * MB)  # no body is ever sent: the answer cannot wait for it
-    assert (status, body["errors"][0]["code"]) == (413, 3015) and time.monotonic() - started < 2
+    for declared in (50 * MB, 100 * MB):  # under and over the whole server's 64 MiB cap: the same answer
+        status, body = _declare_only(stack, declared)  # no body is ever sent: the answer cannot wait for it
+        assert (status, body["status"], body["errors"][0]["code"]) == (413, "FAIL", 3015), body
+        assert f"the body is {declared} bytes" in body["errors"][0]["message"]
+    assert time.monotonic() - started < 2
     status, body = _declare_only(stack, 10, password="wrong")  # unauthenticated: refused before the body too
     assert (status, body["errors"][0]["code"]) == (401, 4003)
 
@@ -423,3 +431,34 @@ def test_limits_and_knobs_reach_the_server_from_config_and_the_demo_flag(oss, tm
             engine.configure_pushes(retention_s=-1)
     finally:
         server.stop()
+
+
+def test_the_cli_flags_reach_the_running_server(oss, tmp_path) -> None:  # noqa: F811 - the fixture
+    config = {
+        "instance_id": IID, "state_dir": "state", "query_user": QUERY_USER, "query_password": QUERY_PASSWORD,
+        "credentials": [{"access_key_id": "ak", "access_key_secret": "sk"}],
+        "tables": {TABLE: {"warehouse": {"root": "warehouse", "table": WAREHOUSE_TABLE},
+                           "oss": {"endpoint": oss[0].endpoint, "access_key_id": OSS_AK, "access_key_secret": OSS_SK}}},
+    }
+    (tmp_path / "server.json").write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localcloud.opensearch", "--config", str(tmp_path / "server.json"),
+         "--throttle-next-pushes", "1", "--push-max-bytes-per-s", "200"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = ""
+        while "listening on" not in line:
+            line = process.stderr.readline()
+            assert line, "the server exited before listening"
+        running = SimpleNamespace(server=SimpleNamespace(endpoint=line.split("listening on ", 1)[1].split()[0]))
+        small = [{"cmd": "delete", "fields": {"id": 1}}]
+        assert _refusal(lambda: _push(running, small))[:2] == (429, 3013)  # --throttle-next-pushes 1
+        assert _push(running, small)["status"] == "OK"
+        big = [{"cmd": "delete", "fields": {"id": 1, "source_image": "x" * 300}}]
+        status, code, message, _ = _refusal(lambda: _push(running, big))  # over --push-max-bytes-per-s 200
+        assert (status, code) == (429, 3013) and "at most 200 bytes" in message
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=10)[1]
+    assert process.returncode == 0, output
