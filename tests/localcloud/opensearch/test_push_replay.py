@@ -147,24 +147,32 @@ def test_a_restart_keeps_the_realtime_layer(stack: Stack, tmp_path) -> None:
     assert stack.engine.push_status(TABLE)["lastSeq"] == 4 and added.id not in _lookup(stack, added.id)
 
 
+def _prune_with_retention(stack: Stack, seconds: float, pk: int) -> dict:
+    """Make everything logged so far older than a ``seconds`` retention, push once (pruning runs on a
+    push), and restore a retention long enough for the rest of the test; the push status after it."""
+    stack.engine.configure_pushes(retention_s=seconds)
+    time.sleep(seconds + 0.1)
+    _push(stack, [{"cmd": "delete", "fields": {"id": pk}}])
+    status = stack.engine.push_status(TABLE)
+    stack.engine.configure_pushes(retention_s=3600)
+    return status
+
+
 def test_old_increments_are_pruned_unless_the_live_layer_needs_them(stack: Stack, tmp_path) -> None:
     base, kept, dropped = stack.images[:3], stack.images[3], stack.images[4]
-    stack.engine.configure_pushes(retention_s=0.6)
     _build(stack, "20261123", base)
     _push(stack, [_add(kept)])
     _applied(stack)
-    time.sleep(0.8)
-    _push(stack, [{"cmd": "delete", "fields": {"id": 1}}])  # pruning runs on a push
-    assert stack.engine.push_status(TABLE)["logEntries"] == 2  # older than the retention, but the live layer needs it
+    status = _prune_with_retention(stack, 0.3, pk=1)
+    assert status["logEntries"] == 2  # older than the retention, but the live layer needs it
 
-    _rebuild(stack, "20261123", _after_this_second())  # the new generation's layer starts after it
+    _rebuild(stack, "20261123", _after_this_second())  # the new generation's layer starts after both
     _push(stack, [_add(dropped)])
     _applied(stack)
-    time.sleep(0.8)
-    _push(stack, [{"cmd": "delete", "fields": {"id": 2}}])
-    status = stack.engine.push_status(TABLE)
-    assert status["logEntries"] == 2 and status["lastSeq"] == 4  # seq 3 (still live) and 4 stay
-    with pytest.raises(ClientException, match="keeps pushed increments for 0.6 s"):
+    status = _prune_with_retention(stack, 0.3, pk=2)
+    assert status["logEntries"] == 2 and status["lastSeq"] == 4  # seq 3 (in the live layer) and 4 stay
+    stack.engine.configure_pushes(retention_s=0.3)
+    with pytest.raises(ClientException, match="keeps pushed increments for 0.3 s"):
         stack.client().reindex(IID, TABLE, se_models.ReindexRequest(partition="ds=20261123",
                                                                     data_time_sec=int(time.time()) - 5))
     stack.server.stop()
