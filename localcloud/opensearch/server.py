@@ -73,6 +73,7 @@ each before anything of the request is kept:
     400 3004  an unknown field, the vector field (the service fills it), an add lacking a stored
               field, a null, or a value not of its field's type
     400 3005  a field value over 1 MB
+    500 10017 an internal error of this server (the documents may or may not have been received)
 
 One invalid document refuses the whole request. Accepted documents are logged (fsync) per table and
 applied by one thread per table: an ``add`` reads the image with oss2 as a build does and replaces the
@@ -88,8 +89,8 @@ Verified against the SDK source: the path, method, the two headers and the JSON 
 raise ``TeaException`` with the parsed body. Documented by the vendor, not checked: 2 MB per request,
 1 MB per field, about 10 MB/s, OK meaning received, 3 days of replay. Unverified against the cloud
 (our choices, for the pipeline's client to be written against): the ``{instance_id}_{table}`` data
-source name (the Vector Search Edition's documented form), the answer bodies and every code except
-4003, the exact rate window, the refusal rules beyond size, how ``X-Opensearch-Validate-Data``
+source name (the Vector Search Edition's documented form), the answer bodies and every code (4003 is
+what this server's query API answers for bad Basic auth), the exact rate window, the refusal rules beyond size, how ``X-Opensearch-Validate-Data``
 changes checking (here: always checked), and the answers to primary-key term queries.
 
 Hostile input (:mod:`localcloud.http_service`): a request is authenticated (Basic or ACS3, the latter
