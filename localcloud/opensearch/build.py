@@ -45,6 +45,8 @@ __all__ = [
     "BuildInterrupted",
     "TableSource",
     "fetch_and_vectorize",
+    "fetch_image_vector",
+    "image_bucket",
     "open_generation",
     "read_partition_rows",
     "write_generation",
@@ -136,6 +138,32 @@ def read_partition_rows(source: TableSource, partition: str) -> tuple[Rows, int]
     return {n: [raw[n][i] for i in order] for n in names}, len(raw[schema.primary_key]) - len(order)
 
 
+def image_bucket(source: TableSource, workers: int) -> oss2.Bucket:
+    """The table's image bucket, read with oss2 and V4 signatures, as the service's role reads it."""
+    return oss2.Bucket(oss2.AuthV4(source.oss_access_key_id, source.oss_access_key_secret), source.oss_endpoint,
+                       source.schema.oss_bucket, session=oss2.Session(pool_size=workers), connect_timeout=30,
+                       region=source.oss_region)
+
+
+def fetch_image_vector(bucket: oss2.Bucket, path: object, vectorizer: Vectorizer) -> np.ndarray | str:
+    """One image field's vector, or why there is none (a missing object, a fetch error, undecodable bytes)."""
+    key = str(path or "").lstrip("/")
+    if not key:
+        return "empty image path"
+    try:
+        data = bucket.get_object(key).read()
+    except oss2.exceptions.NoSuchKey:
+        return f"NoSuchKey: oss://{bucket.bucket_name}/{key} does not exist"
+    except oss2.exceptions.OssError as exc:
+        return f"fetch failed: {exc.code or exc.status}: {(exc.message or '')[:120]}"
+    except Exception as exc:  # connection errors and the like
+        return f"fetch failed: {type(exc).__name__}: {str(exc)[:120]}"
+    try:
+        return vectorizer.embed_image(data)
+    except ImageDecodeError as exc:  # its messages say "not a decodable image: ..." already
+        return _BYTESIO_RE.sub("", f"decode failed: {exc}")[:200]
+
+
 def fetch_and_vectorize(
     source: TableSource,
     rows: Mapping[str, list[Any]],
@@ -148,28 +176,12 @@ def fetch_and_vectorize(
     """Embed every row's image: (vectors of the kept rows, kept row indices, failures with reasons)."""
     schema = source.schema
     paths, pks = rows[schema.image_field], rows[schema.primary_key]
-    bucket = oss2.Bucket(oss2.AuthV4(source.oss_access_key_id, source.oss_access_key_secret), source.oss_endpoint,
-                         schema.oss_bucket, session=oss2.Session(pool_size=workers), connect_timeout=30,
-                         region=source.oss_region)
+    bucket = image_bucket(source, workers)
 
     def one(path: object) -> np.ndarray | str:
         if closing.is_set():
             return "interrupted"
-        key = str(path or "").lstrip("/")
-        if not key:
-            return "empty image path"
-        try:
-            data = bucket.get_object(key).read()
-        except oss2.exceptions.NoSuchKey:
-            return f"NoSuchKey: oss://{schema.oss_bucket}/{key} does not exist"
-        except oss2.exceptions.OssError as exc:
-            return f"fetch failed: {exc.code or exc.status}: {(exc.message or '')[:120]}"
-        except Exception as exc:  # connection errors and the like
-            return f"fetch failed: {type(exc).__name__}: {str(exc)[:120]}"
-        try:
-            return vectorizer.embed_image(data)
-        except ImageDecodeError as exc:  # its messages say "not a decodable image: ..." already
-            return _BYTESIO_RE.sub("", f"decode failed: {exc}")[:200]
+        return fetch_image_vector(bucket, path, vectorizer)
 
     total = len(paths)
     step = max(1, total // 10)

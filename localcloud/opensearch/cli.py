@@ -34,6 +34,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="fault: the next build reaches ready but is never switched in (until ForceSwitch)")
     parser.add_argument("--register-delay-s", type=float,
                         help="fault: a reindex's generation and task are listed only this long after the call")
+    parser.add_argument("--drop-next-pushes", type=int, metavar="N",
+                        help="fault: the next N push requests answer OK but are never logged nor applied")
+    parser.add_argument("--push-apply-delay-s", type=float, metavar="S",
+                        help="fault: each pushed document is applied only S seconds after it was received")
+    parser.add_argument("--throttle-next-pushes", type=int, metavar="N",
+                        help="fault: the next N push requests answer 429 (3013) before their body is read")
+    parser.add_argument("--push-max-bytes-per-s", type=int, metavar="BYTES",
+                        help="push rate limit per data source (default: the config's, else 10 MiB)")
+    parser.add_argument("--push-retention-s", type=float, metavar="S",
+                        help="how long pushed increments are kept for a reindex to replay (default 3 days)")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -51,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     faults.hold_switch_next_build = args.hold_switch_next_build or faults.hold_switch_next_build
     if args.register_delay_s is not None:
         faults.register_delay_s = args.register_delay_s
+    for knob in ("drop_next_pushes", "push_apply_delay_s", "throttle_next_pushes"):
+        if getattr(args, knob) is not None:
+            setattr(faults, knob, getattr(args, knob))
+    server.engine.configure_pushes(max_bytes_per_s=args.push_max_bytes_per_s, retention_s=args.push_retention_s)
 
     stop = threading.Event()
 

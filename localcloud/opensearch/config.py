@@ -5,7 +5,9 @@ project under ``warehouse.maxcompute`` {endpoint, project, access_key_id, access
 local warehouse ``warehouse.root``; the OSS
 endpoint images are read from, and ``auto_build_index``: whether GetTable reports Automatic Index
 Rebuild on), the keys the management API accepts, the query user, fault knobs and ``report_build_figures``
-(false: GetTableGeneration answers only its documented fields);
+(false: GetTableGeneration answers only its documented fields), and the push API's limits
+``push_max_bytes_per_s`` (request bodies per data source per second, default 10 MiB) and
+``push_retention_s`` (how long pushed increments are kept for a reindex to replay, default 3 days);
 a secret may be given as ``<key>_env`` naming an environment variable instead of the value.
 """
 
@@ -20,6 +22,7 @@ from localcloud.acs3 import AcsCredential
 from localcloud.opensearch.build import MaxComputeSource
 from localcloud.opensearch.engine import LocalEngine, TableSource
 from localcloud.opensearch.faults import ENGINE_FAULT_KNOBS, EngineFaults
+from localcloud.opensearch.pushing import DEFAULT_PUSH_MAX_BYTES_PER_S, DEFAULT_PUSH_RETENTION_S
 from localcloud.opensearch.schema import DEMO_SCHEMA, load_table_schema, load_table_schema_file
 from localcloud.opensearch.server import HttpFaults, LocalOpenSearchServer
 from localcloud.ram import TokenAuthority
@@ -96,6 +99,8 @@ def server_from_config(config: Mapping[str, Any], base_dir: str | Path = ".") ->
         path(_setting(config, "state_dir", where)), _setting(config, "instance_id", where), tables,
         max_decode_failure_fraction=float(config.get("max_decode_failure_fraction", 0.05)),
         fetch_workers=int(config.get("fetch_workers", 8)), faults=faults, default_table=config.get("default_table"),
+        push_max_bytes_per_s=int(config.get("push_max_bytes_per_s", DEFAULT_PUSH_MAX_BYTES_PER_S)),
+        push_retention_s=float(config.get("push_retention_s", DEFAULT_PUSH_RETENTION_S)),
     )
     engine.auto_build_index.update(auto_build)
     credentials = [

@@ -30,7 +30,9 @@ State (generations, tasks, pause policy, the live pointer) is JSON written atomi
 server serves the same generation; builds that were running when the process stopped are marked
 ``failed`` with "interrupted by a server restart" (as are switches that had not happened). Fault knobs
 are :class:`~localcloud.opensearch.faults.EngineFaults`. The build's data steps are in
-:mod:`localcloud.opensearch.build`; query answering is in :mod:`localcloud.opensearch.search`.
+:mod:`localcloud.opensearch.build`; query answering is in :mod:`localcloud.opensearch.search`; pushed
+documents (the realtime layer over the live generation, their log, and their replay into a build with
+``dataTimeSec`` before it switches in) are the base class :class:`~localcloud.opensearch.pushing.EnginePushes`.
 """
 
 from __future__ import annotations
@@ -56,9 +58,17 @@ from localcloud.opensearch.build import (
     read_partition_rows,
     write_generation,
 )
+from localcloud.opensearch.errors import EngineError
 from localcloud.opensearch.faults import EngineFaults
+from localcloud.opensearch.pushing import DEFAULT_PUSH_MAX_BYTES_PER_S, DEFAULT_PUSH_RETENTION_S, EnginePushes
 from localcloud.opensearch.records import finish_task, now_iso, public, read_json, visible, write_json
-from localcloud.opensearch.search import ERROR_CLUSTER_NAME_NOT_EXIST, HaSearchError, LiveGeneration, search_generation
+from localcloud.opensearch.search import (
+    ERROR_CLUSTER_NAME_NOT_EXIST,
+    Generation,
+    HaSearchError,
+    LiveGeneration,
+    search_generation,
+)
 from localcloud.opensearch.vectorizer import ImageDescriptorVectorizer, Vectorizer
 from pipeline.opensearch.ha.grammar import HaQuery
 
@@ -76,18 +86,8 @@ _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _MAX_TASKS_KEPT = 500
 
 
-class EngineError(Exception):
-    """A management request the engine refuses: a POP-style ``code``, a message and an HTTP status."""
-
-    def __init__(self, code: str, message: str, http_status: int = 400) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.http_status = http_status
-
-
-class LocalEngine:
-    """Generations, builds, pause policy and search for one instance. Thread-safe."""
+class LocalEngine(EnginePushes):
+    """Generations, builds, pause policy, pushes and search for one instance. Thread-safe."""
 
     def __init__(
         self,
@@ -101,6 +101,8 @@ class LocalEngine:
         keep_generations: int = 3,
         faults: EngineFaults | None = None,
         default_table: str | None = None,
+        push_max_bytes_per_s: int = DEFAULT_PUSH_MAX_BYTES_PER_S,
+        push_retention_s: float = DEFAULT_PUSH_RETENTION_S,
     ) -> None:
         if not tables:
             raise ValueError("at least one table is required")
@@ -131,8 +133,9 @@ class LocalEngine:
         self._closing = threading.Event()
         self._threads: set[threading.Thread] = set()
         self._forced: set[str] = set()
-        self._live: dict[str, LiveGeneration | None] = {}
+        self._live: dict[str, Generation | None] = {}
         self._load_state()
+        self._init_pushes(push_max_bytes_per_s, push_retention_s)  # rebuilds the live realtime layers
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -300,6 +303,7 @@ class LocalEngine:
         if not isinstance(partition, str) or not _PARTITION_RE.match(partition.strip()):
             raise EngineError("InvalidParameter", f"partition must look like ds=20261123, got {partition!r}")
         partition = partition.strip()
+        replay_from_ms = self._check_replay_start(data_time_sec)  # within the increments kept, or refused
         with self._lock:
             if self._closing.is_set():
                 raise EngineError("ServiceUnavailable", "the engine is shutting down", 503)
@@ -324,6 +328,7 @@ class LocalEngine:
             self._gens[table][gen_id] = {
                 "generationId": gen_id, "status": "starting", "table": table, "partition": partition,
                 "fsmId": fsm_id, "message": "", "createTime": stamp, "updateTime": stamp, "visibleAt": visible_at,
+                "replayFromMs": replay_from_ms,
             }
             self._tasks[fsm_id] = {
                 "fsmId": fsm_id, "name": table, "type": "full", "groupType": "reindex", "status": "running",
@@ -352,6 +357,7 @@ class LocalEngine:
             self._closing.set()
             self._changed.notify_all()
             threads = list(self._threads)
+        self._wake_pushes()
         for thread in threads:
             thread.join(timeout)
 
@@ -452,6 +458,7 @@ class LocalEngine:
                 on_progress=lambda done, total: self._update(
                     table, gen_id, fsm_id, progress=f"fetch_and_vectorize: {done}/{total} images"),
             )
+            self._count_build_vectorized(table, len(keep))
             total = len(rows[source.schema.primary_key])
             examples = failures[:MAX_EXAMPLES]
             shown = "; ".join(f"{e['pk']} {e['image']} ({e['reason']})" for e in examples)
@@ -518,6 +525,7 @@ class LocalEngine:
 
     def _switch_when_allowed(self, table: str, gen_id: int, fsm_id: str) -> None:
         live = self._open_generation(table, gen_id)  # load before taking the lock: queries keep flowing
+        replay = self._replay_pushes(table, gen_id, live)  # its realtime layer: the pushes since dataTimeSec
         held = self.faults.take("hold_switch_next_build")
         with self._changed:
             if held:
@@ -542,9 +550,10 @@ class LocalEngine:
                 if self._closing.is_set():
                     raise BuildInterrupted()
             forced = fsm_id in self._forced
+            view = replay.finish(self._gens[table][gen_id])  # + what the applier applied meanwhile; saved next
             self._update(table, gen_id, fsm_id, node=("switch", "running"), task_status="running")
             write_json(self._table_dir(table) / "live.json", {"generationId": gen_id, "switchTime": now_iso()})
-            self._live[table] = live  # queries see the new generation from here on, never a mix
+            self._live[table] = view  # queries see the new generation from here on, never a mix
             self._update(table, gen_id, fsm_id, node=("switch", "success"), task_status="success",
                          tag=("info", f"switch: generation {gen_id} is live" + (" (forced)" if forced else "")))
         log.info("table %s: generation %s is live%s", table, gen_id, " (forced)" if forced else "")

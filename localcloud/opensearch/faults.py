@@ -31,6 +31,14 @@ class EngineFaults:
     then the build waiting to switch goes live, and the second phase (summaries) reads the new one,
     as a query racing a switch does. Summaries fetched by docid then find nothing; by pk they do.
     ``phase_delay_s``: a sleep before each phase, so every status can be observed.
+
+    Push API (:mod:`localcloud.opensearch.pushing`):
+    ``drop_next_pushes``: the next N push requests that pass every check answer OK but are neither
+    logged nor applied ("accepted but dropped": OK means received, and these were lost).
+    ``push_apply_delay_s``: every pushed document is applied only this long after it was received
+    ("applied late"); read when the applier looks, so changing it affects what is pending.
+    ``throttle_next_pushes``: the next N push requests answer 429 (code 3013, "push rate exceeds app
+    quota") before their body is read, whatever the rate.
     """
 
     fail_next_build: str | None = None
@@ -40,6 +48,9 @@ class EngineFaults:
     switch_during_next_query: bool = False
     register_delay_s: float = 0.0
     phase_delay_s: float = 0.0
+    drop_next_pushes: int = 0
+    push_apply_delay_s: float = 0.0
+    throttle_next_pushes: int = 0
     stall_release: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -50,8 +61,18 @@ class EngineFaults:
             setattr(self, name, None if name == "fail_next_build" else False)
             return value
 
+    def take_one(self, name: str) -> bool:
+        """Consume one unit of a counting knob (``drop_next_pushes``, ``throttle_next_pushes``): was one left?"""
+        with self._lock:
+            left = int(getattr(self, name) or 0)
+            if left <= 0:
+                return False
+            setattr(self, name, left - 1)
+            return True
+
 
 ENGINE_FAULT_KNOBS = (
     "fail_next_build", "stall_next_build", "stop_next_generation", "hold_switch_next_build",
-    "switch_during_next_query", "register_delay_s", "phase_delay_s",
+    "switch_during_next_query", "register_delay_s", "phase_delay_s", "drop_next_pushes", "push_apply_delay_s",
+    "throttle_next_pushes",
 )

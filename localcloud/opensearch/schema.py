@@ -133,6 +133,15 @@ class TableSchema:
         """Every field a document carries apart from the vector: pk, image path, attributes."""
         return tuple(f for f in self.fields if f.name != self.vector_field)
 
+    @property
+    def primary_key_index(self) -> str:
+        """The primary-key index's name (its ``PRIMARYKEY64`` entry in ``indexes``; without ``indexes``, the
+        primary key field's name): the index a primary-key term query names."""
+        for item in self.raw.get("indexes") or ():
+            if isinstance(item, Mapping) and item.get("index_type") in PRIMARY_KEY_INDEX_TYPES:
+                return str(item["index_name"])
+        return self.primary_key
+
     def to_dict(self) -> dict[str, Any]:
         """The schema as loaded (a deep copy), e.g. for GetTable's rawSchema."""
         return copy.deepcopy(dict(self.raw))

@@ -10,6 +10,14 @@ this is the read path, small enough to check against the vendor's documented beh
   scores ``2 - 2*cos`` (a distance, lower is better: ``sort=+RANK`` is best first, as in the vendor's
   image examples); ``InnerProduct`` scores ``cos`` (higher is better: ``sort=-RANK``). The sign is
   honoured literally; without a sort clause the best match comes first.
+* ``query=<pk index>:'<value>' OR <pk index>:'<value>' ...`` (primary-key terms): the documents with
+  those keys, in the order the terms name them (each once; keys not in the index are simply not
+  there), then ``filter``, ``sort``, ``start``/``hit`` as above. Every term must name the
+  primary-key index (its ``PRIMARYKEY64`` name), else error 1013; an INT64 key must be an integer
+  (else 1051). Without a sort clause the items carry no ``sortExprValues`` (there is no score).
+  Whether the cloud answers such term queries exactly like this is unverified.
+* The generation may be the live one with its realtime layer over it (pushed documents,
+  :mod:`localcloud.opensearch.realtime`): the read path sees only :class:`Generation`'s methods.
 * ``modal=text`` asks the vectorizer for a text vector; the offline descriptor has none, so the
   answer is an HA error carrying its explanation. Never invented results.
 * Items carry ``fields`` (the summary: every stored field as a string, the primary key among them)
@@ -32,9 +40,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -43,8 +51,10 @@ from localcloud.opensearch.vectorizer import ImageDecodeError, TextVectorization
 from pipeline.opensearch.ha.errors import ERROR_QUERY_CLAUSE
 from pipeline.opensearch.ha.filter import And, Comparison, FilterExpr, Or, compile_filter
 from pipeline.opensearch.ha.grammar import HaQuery, HaQueryError
+from pipeline.opensearch.ha.pk import PkLookup
 
 __all__ = [
+    "Generation",
     "HaSearchError",
     "LiveGeneration",
     "search_generation",
@@ -99,6 +109,30 @@ class HaSearchError(HaQueryError):
         return _NAMES.get(self.code) or super().name
 
 
+class Generation(Protocol):
+    """What the read path needs of a generation: rows (docids) with vectors and stored fields."""
+
+    @property
+    def generation_id(self) -> int | None: ...
+
+    @property
+    def size(self) -> int:
+        """How many documents a query can find."""
+        ...
+
+    def top_k(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of the ``k`` documents most cosine-similar to ``query``, best first, and the cosines."""
+        ...
+
+    def fields(self, row: int) -> dict[str, Any]:
+        """The stored fields of the document at ``row``."""
+        ...
+
+    def row_of(self, primary_key: str, value: Any) -> int | None:
+        """The row of the document whose ``primary_key`` field is ``value`` (None: there is none)."""
+        ...
+
+
 @dataclass(frozen=True)
 class LiveGeneration:
     """One switched-in generation, in memory: vectors (N, 512) and the stored fields, row-aligned."""
@@ -106,10 +140,24 @@ class LiveGeneration:
     generation_id: int
     vectors: np.ndarray
     columns: Mapping[str, list[Any]]
+    _pk_rows: dict[str, dict[Any, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
         return int(self.vectors.shape[0])
+
+    def top_k(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return cosine_top_k(self.vectors, query, k)
+
+    def fields(self, row: int) -> dict[str, Any]:
+        return {name: values[row] for name, values in self.columns.items()}
+
+    def row_of(self, primary_key: str, value: Any) -> int | None:
+        rows = self._pk_rows.get(primary_key)
+        if rows is None:  # built once, on first use (two threads may both build it: same result)
+            rows = {pk: i for i, pk in enumerate(self.columns[primary_key])}
+            self._pk_rows[primary_key] = rows
+        return rows.get(value)
 
 
 def empty_result(searchtime: float = 0.0, covered: float = 100.0) -> dict[str, Any]:
@@ -170,19 +218,39 @@ def _query_vector(query: HaQuery, vectorizer: Vectorizer) -> np.ndarray:
         raise HaSearchError(ERROR_QUERY_CLAUSE, f"modal=image content is not a decodable image: {exc}") from None
 
 
-def search_generation(
-    schema: TableSchema, live: LiveGeneration | None, query: HaQuery, vectorizer: Vectorizer,
-    summary_from: LiveGeneration | None = None,
-) -> dict[str, Any]:
-    """The HA JSON result of ``query`` over ``live`` (None: nothing built yet, 0 hits); summaries are
-    fetched from ``summary_from`` (default ``live``: the generation did not switch between the phases)."""
-    started = time.perf_counter()
-    index = schema.vector_index
-    vq = query.vector
-    chain = query.config.extra.get("qrs_chain")
-    if chain is not None and chain not in QRS_CHAINS:
-        raise HaSearchError(ERROR_QRS_NOT_FOUND_CHAIN, f"Not found chain: qrs_chain {chain[:40]!r}; this instance "
-                            f"has {list(QRS_CHAINS)}")
+def _pk_rows(schema: TableSchema, live: Generation | None, lookup: PkLookup) -> list[int]:
+    """The rows of the documents the primary-key terms name, in term order, each once."""
+    pk_index, pk_type = schema.primary_key_index, schema.field(schema.primary_key).type  # type: ignore[union-attr]
+    keys: list[Any] = []
+    for term in lookup.terms:
+        if term.index != pk_index:
+            why = (f"{term.index!r} is the vector index: a vector term needs <content>&modal=..&n=.."
+                   if term.index in (schema.vector_index.index_name, schema.vector_field) else
+                   f"index {term.index!r} does not exist")
+            raise HaSearchError(ERROR_INDEX_NOT_EXIST, f"{why}; a term query here names the primary-key index "
+                                f"{pk_index!r}, e.g. {pk_index}:'10031' OR {pk_index}:'10032'")
+        if pk_type in INTEGER_TYPES:
+            if not re.fullmatch(r"-?[0-9]{1,19}", term.value) or not -2**63 <= int(term.value) < 2**63:
+                raise HaSearchError(ERROR_QUERY_CLAUSE, f"primary-key value {term.value[:40]!r} is not an integer: "
+                                    f"{schema.primary_key!r} is {pk_type}")
+            keys.append(int(term.value))
+        else:
+            keys.append(term.value)
+    if live is None:
+        return []
+    rows: dict[int, None] = {}
+    for key in keys:
+        row = live.row_of(schema.primary_key, key)
+        if row is not None:
+            rows.setdefault(row)
+    return list(rows)
+
+
+def _vector_candidates(schema: TableSchema, live: Generation | None, query: HaQuery,
+                       vectorizer: Vectorizer) -> Iterable[tuple[int, float]]:
+    """The ``n`` nearest rows to the query's vector with their scores (RANK), best first."""
+    index, vq = schema.vector_index, query.vector
+    assert vq is not None
     if vq.index not in (index.index_name, schema.vector_field):
         raise HaSearchError(ERROR_INDEX_NOT_EXIST,
                             f"index {vq.index!r} does not exist; the vector index is {index.index_name!r}")
@@ -192,25 +260,45 @@ def search_generation(
         if match is None or match.group(1) not in (index.index_name, schema.vector_field):
             raise HaSearchError(ERROR_FUNCTION_NOT_DEFINED, f"formula {formula[:80]!r} is not supported; "
                                 f"use formula:proxima_score({schema.vector_field})")
+    qvec = _query_vector(query, vectorizer)
+    if live is None or live.size == 0:
+        return []
+    rows, cosines = live.top_k(qvec, vq.n)
+    if index.higher_is_better:
+        scores = cosines.astype(np.float64)
+    else:
+        scores = np.maximum(0.0, 2.0 - 2.0 * cosines.astype(np.float64))
+    return zip(rows.tolist(), scores.tolist())
+
+
+def search_generation(
+    schema: TableSchema, live: Generation | None, query: HaQuery, vectorizer: Vectorizer,
+    summary_from: Generation | None = None,
+) -> dict[str, Any]:
+    """The HA JSON result of ``query`` over ``live`` (None: nothing built yet, 0 hits); summaries are
+    fetched from ``summary_from`` (default ``live``: the generation did not switch between the phases)."""
+    started = time.perf_counter()
+    chain = query.config.extra.get("qrs_chain")
+    if chain is not None and chain not in QRS_CHAINS:
+        raise HaSearchError(ERROR_QRS_NOT_FOUND_CHAIN, f"Not found chain: qrs_chain {chain[:40]!r}; this instance "
+                            f"has {list(QRS_CHAINS)}")
     attrs = {f.name: f for f in schema.stored_fields}
     for key in query.sort:
         if key.field != "RANK" and key.field not in attrs:
             raise HaSearchError(ERROR_ATTRIBUTE_NOT_EXIST,
                                 f"sort field {key.field!r} is neither RANK nor an attribute ({sorted(attrs)})")
     _check_filter(query.filter, attrs)
-    qvec = _query_vector(query, vectorizer)
-
+    if query.pk_lookup is not None:
+        candidates: Iterable[tuple[int, float]] = [(row, 0.0) for row in _pk_rows(schema, live, query.pk_lookup)]
+    else:
+        candidates = _vector_candidates(schema, live, query, vectorizer)
     if live is None or live.size == 0:
         return {"result": empty_result(round(time.perf_counter() - started, 6)), "errors": []}
-    rows, cosines = cosine_top_k(live.vectors, qvec, vq.n)
-    if index.higher_is_better:
-        scores = cosines.astype(np.float64)
-    else:
-        scores = np.maximum(0.0, 2.0 - 2.0 * cosines.astype(np.float64))
     accept = compile_filter(query.filter)
     hits: list[tuple[dict[str, Any], float, int]] = []
-    for row, score in zip(rows.tolist(), scores.tolist()):
-        doc = {name: live.columns[name][row] for name in attrs}
+    for row, score in candidates:
+        stored = live.fields(row)
+        doc = {name: stored.get(name) for name in attrs}
         if accept(doc):
             hits.append((doc, score, row))
     # cosine_top_k gives best first; stable sorts by the keys, last key first, keep that for ties.
@@ -227,7 +315,7 @@ def search_generation(
         if query.sort:
             sort_values = [_format(score if k.field == "RANK" else doc[k.field]) for k in query.sort]
         else:
-            sort_values = [_format(score)]
+            sort_values = [_format(score)] if query.pk_lookup is None else []
         items.append({"fields": fields or {}, "sortExprValues": sort_values})
     lacking = sum(1 for fields in summaries if fields is None)
     errors = [{"code": ERROR_QRS_SUMMARY_LACK, "message": f"ERROR_QRS_SUMMARY_LACK: Lack of summary: {lacking} of "
@@ -245,7 +333,7 @@ def search_generation(
 
 
 def _summaries(
-    schema: TableSchema, live: LiveGeneration, summary_from: LiveGeneration,
+    schema: TableSchema, live: Generation, summary_from: Generation,
     page: list[tuple[dict[str, Any], float, int]], query: HaQuery,
 ) -> list[dict[str, str] | None]:
     """Phase two: each hit's summary fields (None: lacking), from the generation live at that moment."""
@@ -255,8 +343,11 @@ def _summaries(
     if summary_from is live:
         rows: list[int | None] = [row for _doc, _score, row in page]
     elif query.config.extra.get("fetch_summary_type") in _BY_PRIMARY_KEY:
-        position = {value: i for i, value in enumerate(summary_from.columns[schema.primary_key])}
-        rows = [position.get(doc[schema.primary_key]) for doc, _score, _row in page]
+        rows = [summary_from.row_of(schema.primary_key, doc[schema.primary_key]) for doc, _score, _row in page]
     else:  # a docid of one generation names nothing in another
         rows = [None for _ in page]
-    return [None if row is None else {n: _format(summary_from.columns[n][row]) for n in names} for row in rows]
+    summaries: list[dict[str, str] | None] = []
+    for row in rows:
+        stored = None if row is None else summary_from.fields(row)
+        summaries.append(None if stored is None else {n: _format(stored.get(n)) for n in names})
+    return summaries

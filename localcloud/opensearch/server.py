@@ -41,6 +41,58 @@ statuses (the SDK raises ``TeaException`` with ``code`` = status and ``data["err
 ``/query?type=sql`` answers error 8000: the vendor supports no SQL for image retrieval. Request lines
 may be up to 16 MiB, since the SDK sends a Base64 image in the URL of a GET.
 
+Push API, the data plane (alibabacloud-ha3engine ``Client.push_documents(data_source_name, key_field,
+PushDocumentsRequestModel(headers, body=[...]))``; :mod:`localcloud.opensearch.push_api`)::
+
+    POST /update/{instance_id}_{table}/actions/bulk
+    Authorization: Basic <query user:password>        X-Opensearch-Swift-PK-Field: <primary key field>
+    X-Opensearch-Validate-Data: true                  Content-Type: application/json; charset=utf-8
+    [{"cmd": "add", "fields": {"id": 10031, "source_image": "/catalog/a.jpg", "cate_id": 1}},
+     {"cmd": "delete", "fields": {"id": 10032}}]
+
+Success: 200 ``{"status": "OK", "errors": [], "request_id": "<uuid>"}``; OK means *received* (logged
+durably), not applied: documents become searchable asynchronously, in order. Refusals: ``{"status":
+"FAIL", "errors": [{"code", "message"}], "request_id"}`` with a 4xx status (the SDK raises
+``TeaException``, ``code`` = the status, ``data["errors"]`` = this body), checked in this order and
+each before anything of the request is kept:
+
+    401 4003  wrong or missing Basic auth (checked before the body is read, as for queries)
+    404 3012  the data source is not ``{instance_id}_{table}`` (the message names that form)
+    405 3017  not POST                   400 3011  the PK header is missing or not the table's primary key
+    411 3016  chunked, no Content-Length
+    413 3015  the body is over 2 MB (2 * 1024 * 1024 bytes; from Content-Length, before reading it;
+              over the server's 64 MiB cap, even before auth)
+    429 3013  "push rate exceeds app quota": over ``push_max_bytes_per_s`` (default 10 MiB) of request
+              bodies per data source in any sliding 1-second window, or the ``throttle_next_pushes``
+              knob; nothing applied: back off and retry
+    400 4007  not UTF-8 JSON (also NaN/Infinity, a key twice in one object)
+    400 3001  empty body, not a JSON array, or an empty array (no documents; no other count limit)
+    400 3006  a document that is not ``{"cmd", "fields"[, "timestamp" (number, ignored)]}``
+    400 3002  cmd not ``add``/``delete``; ``update`` (partial update) is not supported here
+    400 3003  primary key missing, null, or not its type (INT64: a JSON integer; STRING: a string)
+    400 3004  an unknown field, the vector field (the service fills it), an add lacking a stored
+              field, a null, or a value not of its field's type
+    400 3005  a field value over 1 MB
+    500 10017 an internal error of this server (the documents may or may not have been received)
+
+One invalid document refuses the whole request. Accepted documents are logged (fsync) per table and
+applied by one thread per table: an ``add`` reads the image with oss2 as a build does and replaces the
+document with its primary key, a ``delete`` hides it; an image that cannot be read leaves that push
+out, counted (:meth:`LocalEngine.push_status`). Queries answer from the live generation with this
+realtime layer over it, including primary-key lookups ``query=id:'10031' OR id:'10032'`` (terms on the
+``PRIMARYKEY64`` index, at most 1000; :func:`pipeline.opensearch.ha.grammar.build_pk_lookup_query`).
+``Reindex`` with ``dataTimeSec`` replays the log from that second into the new generation before it
+switches in (without: its layer starts empty); ``dataTimeSec`` older than ``push_retention_s``
+(default 3 days) or in the future is ``InvalidParameter``. See :mod:`localcloud.opensearch.pushing`.
+
+Verified against the SDK source: the path, method, the two headers and the JSON body; that 4xx/5xx
+raise ``TeaException`` with the parsed body. Documented by the vendor, not checked: 2 MB per request,
+1 MB per field, about 10 MB/s, OK meaning received, 3 days of replay. Unverified against the cloud
+(our choices, for the pipeline's client to be written against): the ``{instance_id}_{table}`` data
+source name (the Vector Search Edition's documented form), the answer bodies and every code (4003 is
+what this server's query API answers for bad Basic auth), the exact rate window, the refusal rules beyond size, how ``X-Opensearch-Validate-Data``
+changes checking (here: always checked), and the answers to primary-key term queries.
+
 Hostile input (:mod:`localcloud.http_service`): a request is authenticated (Basic or ACS3, the latter
 over the signed ``x-acs-content-sha256``) before its body is read; bodies are at most 64 MiB (413 before
 reading); long request lines are buffered for at most 48 MiB of connections together (503 beyond); a
@@ -65,7 +117,6 @@ import binascii
 import hmac
 import json
 import logging
-import os
 import re
 import threading
 import uuid
@@ -78,7 +129,9 @@ from urllib.parse import parse_qsl, unquote
 
 from localcloud.acs3 import Acs3SignatureError, AcsCredential, verify_acs3_request, verify_body_sha256
 from localcloud.http_service import BadFraming, BoundedHttpServer, Limits, StrictRequestHandler
+from localcloud.opensearch.answers import describe_generation, describe_instance, describe_table
 from localcloud.opensearch.engine import EngineError, LocalEngine
+from localcloud.opensearch.push_api import PUSH_PATH_PREFIX, PushApi
 from localcloud.opensearch.search import ERROR_INTERNAL, ERROR_SQL_NOT_SUPPORTED, error_result
 from localcloud.ram import TokenAuthority
 from pipeline.opensearch.ha.errors import ERROR_EMPTY_QUERY_STRING, ERROR_PARSE_SYNTAX
@@ -143,80 +196,13 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
-def describe_table(engine: LocalEngine, table: str) -> dict[str, Any]:
-    """GetTable's result, camelCase as GetTableResponseBodyResult.from_map reads it (no secrets)."""
-    source = engine.source(table)
-    schema = source.schema
-    last = engine.latest_ready(table)
-    image = schema.field(schema.image_field)
-    return {
-        "name": table,
-        "status": "IN_USE",
-        "primaryKey": schema.primary_key,
-        "partitionCount": 1,
-        "dataProcessorCount": 2,
-        "fieldSchema": {f.name: f.type for f in schema.fields},
-        "rawSchema": json.dumps(schema.to_dict(), sort_keys=True),
-        "vectorIndex": [{
-            "indexName": schema.vector_index.index_name, "vectorField": schema.vector_field,
-            "dimension": str(schema.vector_index.dimension), "distanceType": schema.vector_index.distance_type,
-            "vectorIndexType": schema.vector_index.index_type,
-        }],
-        "dataSource": {
-            "type": "odps", "autoBuildIndex": table in engine.auto_build_index,
-            "config": {"project": source.project, "table": source.warehouse_table,
-                       "partition": last["partition"] if last else ""},
-        },
-        "dataProcessConfig": [{
-            "srcField": schema.image_field, "dstField": schema.vector_field, "operator": "vectorize",
-            "params": {"vectorModal": "image", "vectorModel": schema.vector_model, "srcFieldConfig": {
-                "ossBucket": schema.oss_bucket, "ossEndpoint": schema.oss_endpoint,
-                "uid": str(image.user_defined_param.get("uid", "")) if image else "",
-            }},
-        }],
-    }
-
-
-# What a build counted, beyond GetTableGeneration's documented result (generationId, status). The cloud
-# documents no such figures (nor do the SDK's models carry them): these names are the local server's.
-BUILD_FIGURES = ("rows", "docCount", "failures", "failureExamples")
-
-
-def describe_generation(engine: LocalEngine, table: str, generation_id: str, figures: bool = True) -> dict[str, Any]:
-    """GetTableGeneration's result: the documented ``generationId`` and ``status`` and, with ``figures``,
-    what the build counted once it has (``rows`` read from the partition, ``docCount`` indexed,
-    ``failures`` left out and up to 5 ``failureExamples`` {pk, image, reason}). Without ``figures`` the
-    answer is exactly the documented one. The engine's own bookkeeping (partition, fsmId, message,
-    times) is not in the answer: the documented result does not carry it."""
-    record = engine.get_generation(table, generation_id)
-    answer = {"generationId": record["generationId"], "status": record["status"]}
-    if figures:
-        answer.update({k: record[k] for k in BUILD_FIGURES if k in record})
-    return answer
-
-
-def describe_instance(engine: LocalEngine, endpoint: str, user_name: str) -> dict[str, Any]:
-    """GetInstance's result."""
-    resource = {"category": "local", "cpu": os.cpu_count() or 1, "disk": 0, "mem": 0, "nodeCount": 1}
-    return {
-        "instanceId": engine.instance_id, "status": "READY", "edition": "engine",
-        "description": "local stand-in for OpenSearch Retrieval Engine Edition (localcloud)",
-        "createTime": engine.created, "updateTime": engine.created, "expiredTime": "",
-        "chargeType": "POSTPAY", "commodityCode": "opensearch_local", "inDebt": False, "lockMode": "Unlock",
-        "resourceGroupId": "", "userName": user_name, "version": "local-1", "bsVersion": "local-1",
-        "zoneCount": 1, "noQrs": False, "newMode": True, "tags": [],
-        "network": {"endpoint": endpoint, "publicEndpoint": "", "vpcId": "", "vSwitchId": "", "allow": ""},
-        "spec": {"qrsResource": dict(resource), "searchResource": dict(resource)},
-    }
-
-
 class _HttpServer(BoundedHttpServer):
     def __init__(self, address: tuple[str, int], app: LocalOpenSearchServer, limits: Limits) -> None:
         self.app = app
         super().__init__(address, _Handler, limits)
 
 
-class _Handler(StrictRequestHandler):
+class _Handler(PushApi, StrictRequestHandler):
     server: _HttpServer  # type: ignore[assignment]
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -247,6 +233,9 @@ class _Handler(StrictRequestHandler):
             self.wfile.write(data)
 
     def refuse_body(self, declared: int, limit: int) -> None:
+        if self.path.startswith(PUSH_PATH_PREFIX):  # over the server's cap: the push API's own 413 (no auth yet)
+            self._push_too_large(declared)
+            return
         self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body must be 0..{limit} bytes")
 
     def _read_body(self) -> bytes | None:
@@ -269,6 +258,8 @@ class _Handler(StrictRequestHandler):
                 self._management(path)
             elif path in ("/query", "/network/active"):
                 self._query(path)
+            elif path.startswith(PUSH_PATH_PREFIX):
+                self._push(path)
             else:
                 self.send_error(HTTPStatus.NOT_FOUND, f"no such path {_short(path, 80)!r}")
         except Exception:  # never crash on input: log and answer
@@ -276,6 +267,10 @@ class _Handler(StrictRequestHandler):
             if path.startswith("/openapi/"):
                 self._send_json(500, {"requestId": str(uuid.uuid4()).upper(), "code": "InternalError",
                                       "message": "The request processing has failed due to some unknown error."})
+            elif path.startswith(PUSH_PATH_PREFIX):
+                self._send_json(500, {"status": "FAIL", "request_id": str(uuid.uuid4()),
+                                      "errors": [{"code": ERROR_INTERNAL, "message": "internal error: the documents may or may "
+                                                                 "not have been received"}]})
             else:
                 self._send_json(500, error_result([{"code": ERROR_INTERNAL,
                                                     "message": "ERROR_QRS_PROCESSOR_EXCEPTION: internal error"}]))
@@ -478,6 +473,8 @@ class LocalOpenSearchServer:
         authority: TokenAuthority | None = None,
         report_build_figures: bool = True,
         limits: Limits = OPENSEARCH_LIMITS,
+        push_max_bytes_per_s: int | None = None,
+        push_retention_s: float | None = None,
     ) -> None:
         if host == "localhost":
             host = "127.0.0.1"
@@ -488,6 +485,7 @@ class LocalOpenSearchServer:
         if not query_user or not query_password:
             raise ValueError("query_user and query_password are required (HTTP Basic auth of the query API)")
         self.engine = engine
+        engine.configure_pushes(max_bytes_per_s=push_max_bytes_per_s, retention_s=push_retention_s)  # None: kept
         self.credentials: dict[str, AcsCredential] = {}
         for cred in credentials:
             known = self.credentials.setdefault(cred.access_key_id, cred)

@@ -29,6 +29,9 @@ Grammar (what we accept; stricter than Havenask where that catches client bugs):
     length a multiple of 4, no whitespace at all, not even a trailing newline) of the image bytes.
   - ``modal=text``: plain text, or Base64 of UTF-8 text when it holds special characters; see
     :func:`text_content_is_base64` for the (conservative) rule.
+  Or instead primary-key terms ``<pk index>:'<value>' OR <pk index>:'<value>' ...`` (at most
+  :data:`~pipeline.opensearch.ha.pk.MAX_PK_TERMS`): ``HaQuery.pk_lookup`` is set and ``vector`` is
+  None; see :mod:`pipeline.opensearch.ha.pk` (built by :func:`build_pk_lookup_query`).
 * ``filter``: comparisons, ``in``/``notin`` lists, ``AND``/``OR`` and parentheses; see
   :mod:`pipeline.opensearch.ha.filter`.
 * ``kvpairs``: comma-separated ``key:value`` (split at the first ``:``); a repeated key: last wins.
@@ -81,6 +84,14 @@ from pipeline.opensearch.ha.errors import (
     excerpt,
 )
 from pipeline.opensearch.ha.filter import FilterExpr, format_filter, parse_filter
+from pipeline.opensearch.ha.pk import (
+    MAX_PK_TERMS,
+    VECTOR_INDEX_DEFAULT,
+    PkLookup,
+    PkTerm,
+    format_pk_lookup,
+    parse_pk_lookup,
+)
 
 # --- Limits (ours) --------------------------------------------------------------------------------
 MAX_N = 10_000
@@ -138,11 +149,12 @@ class SortKey:
 @dataclass(frozen=True)
 class HaQuery:
     config: HaConfig
-    vector: VectorQuery
+    vector: VectorQuery | None  # None: a primary-key lookup (``pk_lookup``)
     filter: FilterExpr | None
     kvpairs: dict[str, str]
     sort: list[SortKey]
     cluster: str | None
+    pk_lookup: PkLookup | None = None
 
 
 # --- Clause parsers -------------------------------------------------------------------------------
@@ -212,7 +224,8 @@ def _parse_query(value: str) -> VectorQuery:
             )
         raise HaQueryError(
             ERROR_QUERY_CLAUSE,
-            f"query {excerpt(value)} is not a single vector term <index>:'<content>&modal=..&n=..'",
+            f"query {excerpt(value)} is not a single vector term <index>:'<content>&modal=..&n=..' "
+            "(nor primary-key terms <pk index>:'<value>' joined by ' OR ')",
         )
     index, inner = m.group(1), m.group(2)
     if "'" in inner:
@@ -377,13 +390,15 @@ def _parse_ha_query(s: str) -> HaQuery:
     clauses = _split_clauses(s)
     if "query" not in clauses:
         raise HaQueryError(ERROR_NO_QUERY_CLAUSE, "no query clause: expected query=<index>:'<content>&modal=..&n=..'")
+    pk_lookup = parse_pk_lookup(clauses["query"])
     return HaQuery(
         config=_parse_config(clauses["config"]) if "config" in clauses else HaConfig(),
-        vector=_parse_query(clauses["query"]),
+        vector=_parse_query(clauses["query"]) if pk_lookup is None else None,
         filter=parse_filter(clauses["filter"]) if "filter" in clauses else None,
         kvpairs=_parse_kvpairs(clauses["kvpairs"]) if "kvpairs" in clauses else {},
         sort=_parse_sort(clauses["sort"]) if "sort" in clauses else [],
         cluster=_parse_cluster(clauses["cluster"]) if "cluster" in clauses else None,
+        pk_lookup=pk_lookup,
     )
 
 
@@ -404,10 +419,15 @@ def format_ha_query(q: HaQuery) -> str:
     """Render a parsed query back to HA text (config, query, filter, sort, kvpairs, cluster)."""
     cfg = [f"start:{q.config.start}", f"hit:{q.config.hit}", f"format:{q.config.format}"]
     cfg += [f"{k}:{v}" for k, v in q.config.extra.items()]
+    parts = [f"config={','.join(cfg)}"]
     v = q.vector
-    params = [f"modal={v.modal}", f"n={v.n}", f"search_params={_json_for_query(v.search_params)}"]
-    params += [f"{k}={val}" for k, val in v.extra_params.items()]
-    parts = [f"config={','.join(cfg)}", f"query={v.index}:'{v.content}&{'&'.join(params)}'"]
+    if v is None:
+        assert q.pk_lookup is not None, "a query is a vector term or a primary-key lookup"
+        parts.append(f"query={format_pk_lookup(q.pk_lookup)}")
+    else:
+        params = [f"modal={v.modal}", f"n={v.n}", f"search_params={_json_for_query(v.search_params)}"]
+        params += [f"{k}={val}" for k, val in v.extra_params.items()]
+        parts.append(f"query={v.index}:'{v.content}&{'&'.join(params)}'")
     if q.filter is not None:
         parts.append(f"filter={format_filter(q.filter)}")
     if q.sort:
@@ -503,4 +523,49 @@ def build_ha_query(
             f"cannot express these values in HA syntax ({', '.join(diffs)} would not round-trip); "
             "avoid ',', ':', ';', '&&' and quotes in names and kvpairs values",
         )
+    return text
+
+
+def build_pk_lookup_query(
+    index: str,
+    values: Sequence[int | str],
+    cluster: str | None = None,
+    *,
+    config_extra: Mapping[str, str] | None = None,
+) -> str:
+    """The HA string that asks for the documents with these primary keys, e.g.
+    ``config=start:0,hit:2,format:json,fetch_summary_type:pk&&query=id:'1' OR id:'2'&&cluster=general``.
+
+    ``index`` is the table's primary-key index name (its ``PRIMARYKEY64`` index); ``values`` 1..
+    :data:`~pipeline.opensearch.ha.pk.MAX_PK_TERMS` keys, ints (not bools) or strings without quotes,
+    ``&`` or surrounding whitespace. ``hit`` is the number of values, so every match comes back on
+    one page; summaries are fetched by primary key. ``config_extra`` adds config items (e.g.
+    ``qrs_chain``). Raises :class:`HaQueryError` for values the syntax cannot carry.
+    """
+    if not _IDENT_RE.match(index) or index == VECTOR_INDEX_DEFAULT:
+        raise HaQueryError(ERROR_QUERY_CLAUSE, f"index {excerpt(index)} must be the primary-key index's name (an "
+                           "identifier; 'vector' is always read as the vector index)")
+    if isinstance(values, (str, bytes)):
+        raise HaQueryError(ERROR_QUERY_CLAUSE, "values must be a sequence of keys, not one string")
+    if not 1 <= len(values) <= MAX_PK_TERMS:
+        raise HaQueryError(ERROR_QUERY_CLAUSE, f"give 1..{MAX_PK_TERMS} primary-key values, got {len(values)}")
+    texts = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise HaQueryError(ERROR_QUERY_CLAUSE, f"a primary-key value must be an int or a str, got {value!r}")
+        text = str(value)
+        if not text or text != text.strip() or "'" in text or "&" in text or not text.isprintable():
+            raise HaQueryError(ERROR_QUERY_CLAUSE, f"primary-key value {excerpt(text)} cannot be sent in a term: "
+                               "it must be non-empty and printable, without quotes, '&' or surrounding whitespace")
+        texts.append(text)
+    wanted = HaQuery(
+        config=HaConfig(start=0, hit=len(texts), format="json",
+                        extra={"fetch_summary_type": "pk", **dict(config_extra or {})}),
+        vector=None, filter=None, kvpairs={}, sort=[], cluster=cluster,
+        pk_lookup=PkLookup(tuple(PkTerm(index, t) for t in texts)),
+    )
+    text = format_ha_query(wanted)
+    if parse_ha_query(text) != wanted:  # self-check, as build_ha_query does
+        raise HaQueryError(ERROR_PARSE_SYNTAX, f"cannot express this lookup on index {excerpt(index)} in HA "
+                           "syntax (avoid ',', ':' and '&&' in config_extra)")
     return text

@@ -152,7 +152,8 @@ def _generation_ids(client: Client) -> list[int]:
 def _reindex(client: Client, ds: str) -> int:
     """Reindex and return the new generation id (the API returns none: diff the generation list)."""
     before = set(_generation_ids(client))
-    response = client.reindex(IID, TABLE, se_models.ReindexRequest(partition=f"ds={ds}", data_time_sec=1))
+    # dataTimeSec: now (the service replays pushed increments from there; it refuses one over 3 days old)
+    response = client.reindex(IID, TABLE, se_models.ReindexRequest(partition=f"ds={ds}", data_time_sec=int(time.time())))
     assert response.status_code == 200 and response.body.result == {} and response.body.request_id
     new = _poll("a new generation", lambda: set(_generation_ids(client)) - before)
     (gen_id,) = new
