@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.errors import PartitionCheckError
+
 log = logging.getLogger(__name__)
 
 FAILURE_XCOM_KEY = "pipeline_failure"
@@ -31,18 +33,27 @@ FAILURE_GRACE_S = 10.0
 FAILED_STATES = ("failed", "upstream_failed")
 
 
-def failure_record(error: BaseException | str | None, try_number: int | None = None) -> dict:
-    """The JSON pushed for a failed task: exception type and text (secrets masked, bounded)."""
+def _bounded(text: str) -> str:
     from pipeline.redact import redact_text
 
+    text = redact_text(text)
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT] + f"... ({len(text) - MESSAGE_LIMIT} more characters in the task's log)"
+    return text
+
+
+def failure_record(error: BaseException | str | None, try_number: int | None = None) -> dict:
+    """The JSON pushed for a failed task: exception type and text (secrets masked, bounded); for a guard's
+    refusal also ``refused_guards``, each guard's name and message (the alerts list them)."""
     if isinstance(error, BaseException):
         error_type, text = type(error).__name__, str(error) or repr(error)
     else:
         error_type, text = None, str(error or "")
-    text = redact_text(text)
-    if len(text) > MESSAGE_LIMIT:
-        text = text[:MESSAGE_LIMIT] + f"... ({len(text) - MESSAGE_LIMIT} more characters in the task's log)"
-    return {"error_type": error_type, "message": text, "try_number": try_number}
+    record = {"error_type": error_type, "message": _bounded(text), "try_number": try_number}
+    refused = getattr(error, "refused", None) if isinstance(error, PartitionCheckError) else None
+    if refused:
+        record["refused_guards"] = [{"name": str(name), "message": _bounded(str(message))} for name, message in refused]
+    return record
 
 
 def record_failure(context: Any) -> None:

@@ -61,6 +61,22 @@ def test_messages_are_masked_and_bounded() -> None:
     assert failure_record(KeyError())["message"] == "KeyError()"  # an empty str() still says something
 
 
+def test_a_guards_refusal_records_each_refusing_guard_masked() -> None:
+    from airflow.sdk.log import mask_secret
+
+    from pipeline.errors import PartitionCheckError
+
+    mask_secret("guard-secret-abc")
+    error = PartitionCheckError("[empty] ...; [skipped] .... Nothing was rebuilt",
+                                refused=(("empty", "no rows"), ("skipped", "9 of 10 skipped guard-secret-abc")))
+    got = failure_record(error, 1)
+    assert got["error_type"] == "PartitionCheckError"
+    assert got["refused_guards"] == [{"name": "empty", "message": "no rows"},
+                                     {"name": "skipped", "message": "9 of 10 skipped ***"}]
+    assert "refused_guards" not in failure_record(PartitionCheckError("override_guards names unknown guards"))
+    assert "refused_guards" not in failure_record(RuntimeError("x"))
+
+
 def test_the_recorder_is_added_once_beside_existing_callbacks() -> None:
     def mine(context) -> None:
         pass
