@@ -132,6 +132,8 @@ def test_shipped_configs_are_valid() -> None:
     assert [c.name for _, c in configs] == ["demo"]
     example = yaml.safe_load((REPO / "dags" / "indexes" / "products.yaml.example").read_text())
     assert parse_index_config(example, "products.yaml.example").id_rule.kind == "hash"
+    notifications = parse_index_config(example, "products.yaml.example").notifications
+    assert [(n.kind, n.on) for n in notifications] == [("slack", ["failure"]), ("dingtalk", ["refused_guard"])]
 
 
 INVENTORY = {"bucket": "demo-inventory", "id": "nightly", "role_arn": "acs:ram::1000000000000001:role/aliyunodpsdefaultrole"}
