@@ -57,7 +57,17 @@ def failure_record(error: BaseException | str | None, try_number: int | None = N
 
 
 def record_failure(context: Any) -> None:
-    """``on_failure_callback``: keep the exception's text where the report can read it (an XCom)."""
+    """``on_failure_callback``: keep the exception's text where the report can read it (an XCom).
+
+    Only in the failing task's own process, where the context holds the exception. A task that never
+    got that far (killed, or failed by the executor before it ran) has its failure callbacks run by the
+    DAG processor instead, with no exception and no way to store an XCom: Airflow 3.3's processor
+    cannot decode the request and never answers, so the push hung the processor until it was killed
+    (50 s), losing the run's own failure callback (the alerts) with it. There is nothing to record."""
+    if context.get("exception") is None:
+        log.info("no exception in this failure callback (the task failed outside its own process): "
+                 "nothing to record; the run report says so and points at the task's log")
+        return
     try:
         ti = context["ti"]
         ti.xcom_push(FAILURE_XCOM_KEY, failure_record(context.get("exception"), getattr(ti, "try_number", None)))

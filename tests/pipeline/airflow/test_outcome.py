@@ -51,6 +51,17 @@ def test_the_failure_callback_never_raises() -> None:
     record_failure({})
 
 
+def test_without_an_exception_nothing_is_pushed() -> None:
+    """The DAG processor runs the failure callbacks of a task killed before it ran, with no exception; it
+    cannot store an XCom (Airflow 3.3 leaves the request unanswered: the push hung it until killed)."""
+
+    class Unanswered(FakeTI):
+        def xcom_push(self, key, value):
+            raise AssertionError("pushed from the DAG processor")
+
+    record_failure({"ti": Unanswered(task_id="load_partition"), "reason": "task_failure"})
+
+
 def test_messages_are_masked_and_bounded() -> None:
     from airflow.sdk.log import mask_secret
 
