@@ -19,8 +19,10 @@ run's XComs and task states through that instance (the DAG processor serves thos
 ``resolve_partition``'s XCom is the partition ``ds``; the failing task is the first failed one in the
 DAG's order (the ``report`` teardown only if nothing else failed); its one-line reason is the first
 line of the error its own failure callback recorded (``pipeline_failure``, secrets masked:
-pipeline/airflow/outcome.py), read for up to ``FAILURE_GRACE_S`` since the task's callback may still
-be running. ``check_partition`` failing with a guard's refusal is the ``refused_guard`` event: the
+pipeline/airflow/outcome.py), read for up to ``ALERT_GRACE_S`` since the task's callback may still
+be running. The facts are gathered once per callback context and shared by the index's notifiers:
+the DAG processor runs every callback of a DAG file in one process bounded by
+``[dag_processor] dag_file_processor_timeout`` (50 s by default), so waits and posts are kept short. ``check_partition`` failing with a guard's refusal is the ``refused_guard`` event: the
 message lists each refusing guard and the conf that passes them (``override_guards``).
 
 A notifier that cannot post (connection missing, chat down, a refused token) logs one error naming
@@ -38,7 +40,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseNotifier
 
 from pipeline.airflow.alert_text import Alert, dingtalk_markdown, one_line_reason, plain_text, slack_blocks
-from pipeline.airflow.outcome import FAILURE_GRACE_S, FAILURE_XCOM_KEY
+from pipeline.airflow.outcome import FAILURE_XCOM_KEY
 
 if TYPE_CHECKING:
     from pipeline.config import IndexConfig, NotificationConfig
@@ -48,8 +50,16 @@ log = logging.getLogger(__name__)
 PARTITION_TASK = "resolve_partition"
 CHECK_TASK = "check_partition"
 REPORT_TASK = "report"
-#: Seconds a post may take (connect and answer): a chat that hangs must not hold the DAG processor.
-POST_TIMEOUT_S = 10
+#: Seconds a post may take (connect and answer; Slack's client tries a broken connection twice): a chat
+#: that hangs must not hold the DAG processor past its timeout.
+POST_TIMEOUT_S = 5
+#: Seconds to wait for the failing task's own record. By the time the DAG processor runs the run's
+#: callback (the scheduler's next loop, then a parse of the DAG file) it is there; when it never comes
+#: (a task killed before it ran) this is what the alert costs.
+ALERT_GRACE_S = 5.0
+#: Where the facts of one callback are kept for the index's other notifiers (Airflow hands every DAG
+#: callback of one run decision the same context).
+_FACTS_KEY = "pipeline_alert_facts"
 #: Airflow's own fallback when ``[api] base_url`` is unset (RuntimeTaskInstance.log_url).
 DEFAULT_BASE_URL = "http://localhost:8080/"
 
@@ -140,7 +150,7 @@ def rerun_conf(conf: Any, ds: str | None, refused: tuple[tuple[str, str], ...],
     return conf
 
 
-def gather_alert(index: str, context: Any, *, success: bool, grace_s: float = FAILURE_GRACE_S) -> Alert:
+def gather_alert(index: str, context: Any, *, success: bool, grace_s: float = ALERT_GRACE_S) -> Alert:
     """The facts of the run a DAG callback's ``context`` describes."""
     from pipeline.redact import redact_text
 
@@ -178,6 +188,20 @@ def gather_alert(index: str, context: Any, *, success: bool, grace_s: float = FA
     return Alert(event="failure", task_id=task_id, reason=reason, **base)
 
 
+def shared_alert(index: str, context: Any, *, success: bool, grace_s: float = ALERT_GRACE_S) -> Alert:
+    """:func:`gather_alert`, once per callback context: the index's next notifier reuses the facts
+    (and never waits for a missing record twice)."""
+    kept = context.get(_FACTS_KEY) if hasattr(context, "get") else None
+    if isinstance(kept, Alert) and kept.index == index and (kept.event == "success") == success:
+        return kept
+    alert = gather_alert(index, context, success=success, grace_s=grace_s)
+    try:
+        context[_FACTS_KEY] = alert
+    except TypeError:  # a read-only mapping: the next notifier gathers again
+        pass
+    return alert
+
+
 def wants(on: frozenset[str], event: str) -> bool:
     """``failure`` covers every failed run, a guard's refusal included; ``refused_guard`` only those."""
     return event in on or (event == "refused_guard" and "failure" in on)
@@ -190,7 +214,7 @@ class IndexNotifier(BaseNotifier):
     template_fields = ()  # the text is built from the run's facts, never rendered as a Jinja template
 
     def __init__(self, index: str, notification: NotificationConfig, *, success: bool,
-                 grace_s: float = FAILURE_GRACE_S) -> None:
+                 grace_s: float = ALERT_GRACE_S) -> None:
         super().__init__()
         self.index = index
         self.conn_id = notification.conn_id
@@ -209,7 +233,7 @@ class IndexNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         run_id = context.get("run_id") or getattr(context.get("dag_run"), "run_id", "?")
         try:
-            alert = gather_alert(self.index, context, success=self.success, grace_s=self.grace_s)
+            alert = shared_alert(self.index, context, success=self.success, grace_s=self.grace_s)
         except Exception:  # never let an alert hide or change the run's own outcome
             log.exception("%s alert of index %s, run %s: could not gather the run's facts; nothing posted",
                           self.kind, self.index, run_id)
@@ -276,7 +300,7 @@ class DingTalkIndexNotifier(IndexNotifier):
 NOTIFIERS: dict[str, type[IndexNotifier]] = {"slack": SlackIndexNotifier, "dingtalk": DingTalkIndexNotifier}
 
 
-def build_notifiers(config: IndexConfig, *, grace_s: float = FAILURE_GRACE_S) -> tuple[list, list]:
+def build_notifiers(config: IndexConfig, *, grace_s: float = ALERT_GRACE_S) -> tuple[list, list]:
     """``(on_failure, on_success)``: the notifiers of ``config.notifications`` for the DAG's two callbacks."""
     on_failure, on_success = [], []
     for notification in config.notifications:

@@ -172,6 +172,23 @@ def test_a_success_reads_the_partition_and_the_report() -> None:
     assert (got.event, got.ds, got.outcome, got.rows) == ("success", "20261201", "rebuild_skipped", 320)
 
 
+def test_the_index_notifiers_of_one_run_gather_its_facts_once(receiver) -> None:
+    """Airflow hands every DAG callback of one run the same context: the second chat reuses the facts,
+    so a missing record is waited for once, not once per chat."""
+    ti = StandInTI({("resolve_partition", "return_value"): "20261201"}, {"load_partition": "failed"})
+    shared = context(ti)
+    started = time.monotonic()
+    for notifier in notifiers():
+        notifier.grace_s = 1.0
+        notifier(shared)
+    assert 1.0 <= time.monotonic() - started < 2.5 and ti.reads >= 2  # one wait of 1 s, read every 0.5 s
+    reads = ti.reads
+    (slack,), (dingtalk,) = receiver.received("slack"), receiver.received("dingtalk")
+    assert "did not reach its failure callback" in slack.json["text"] and "ds=20261201" in dingtalk.json["markdown"]["text"]
+    SlackIndexNotifier("other", NotificationConfig(kind="slack", conn_id="slack_t"), success=False, grace_s=0)(shared)
+    assert ti.reads == reads + 1  # another index's notifier gathers its own
+
+
 def test_failure_covers_a_refusal_and_refused_guard_only_that() -> None:
     assert wants(frozenset({"failure"}), "failure") and wants(frozenset({"failure"}), "refused_guard")
     assert wants(frozenset({"refused_guard"}), "refused_guard") and not wants(frozenset({"refused_guard"}), "failure")
