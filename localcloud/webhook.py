@@ -137,17 +137,16 @@ class _WebhookHandler(StrictRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         """Quiet: the receiver records requests instead."""
 
-    def _answer(self, status: int, body: bytes, content_type: str) -> int:
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        return status
 
-    def _slack(self, payload: Any) -> int:
-        def say(status: int, text: str) -> int:
-            return self._answer(status, text.encode(), "text/html")
+    def _slack(self, payload: Any) -> tuple[int, bytes, str]:
+        def say(status: int, text: str) -> tuple[int, bytes, str]:
+            return status, text.encode(), "text/html"
 
         if self.service.take_fault():
             return say(500, "rollup_error")
@@ -157,10 +156,9 @@ class _WebhookHandler(StrictRequestHandler):
             return say(400, "no_text")
         return say(200, "ok")
 
-    def _dingtalk(self, payload: Any, token: str | None) -> int:
-        def say(errcode: int, errmsg: str) -> int:
-            body = json.dumps({"errcode": errcode, "errmsg": errmsg}).encode()
-            return self._answer(200, body, "application/json;charset=utf-8")
+    def _dingtalk(self, payload: Any, token: str | None) -> tuple[int, bytes, str]:
+        def say(errcode: int, errmsg: str) -> tuple[int, bytes, str]:
+            return 200, json.dumps({"errcode": errcode, "errmsg": errmsg}).encode(), "application/json;charset=utf-8"
 
         if not token or (self.service.tokens is not None and token not in self.service.tokens):
             return say(300001, "token is not exist")
@@ -179,24 +177,24 @@ class _WebhookHandler(StrictRequestHandler):
             payload = json.loads(body) if body else None
         except ValueError:
             payload = None
+        kind: str | None
         if parts.path.startswith(SLACK_PREFIX) and len(parts.path) > len(SLACK_PREFIX):
-            kind = "slack"
-            status = self._slack(payload)
+            kind, answer = "slack", self._slack(payload)
         elif parts.path == DINGTALK_PATH:
-            kind = "dingtalk"
-            status = self._dingtalk(payload, (query.get("access_token") or [None])[0])
+            kind, answer = "dingtalk", self._dingtalk(payload, (query.get("access_token") or [None])[0])
         else:
-            kind = None
-            status = self._answer(404, b"no_service", "text/html")
+            kind, answer = None, (404, b"no_service", "text/html")
+        # Recorded before the answer goes out: a client that got its answer finds its request recorded.
         self.service.record(WebhookRequest(
             method="POST", path=parts.path, query=query, headers={k: v for k, v in self.headers.items()},
-            body=body, json=payload, kind=kind, status=status,
+            body=body, json=payload, kind=kind, status=answer[0],
         ))
+        self._answer(*answer)
 
     def do_GET(self) -> None:
-        self._answer(405, b"method_not_allowed", "text/html")
         self.service.record(WebhookRequest(method="GET", path=urlsplit(self.path).path, query={},
                                            headers={k: v for k, v in self.headers.items()}, body=b"", status=405))
+        self._answer(405, b"method_not_allowed", "text/html")
 
 
 def main(argv: list[str] | None = None) -> int:
