@@ -339,6 +339,57 @@ class OpenSearchConfig(_Strict):
         return self
 
 
+#: What a notifier posts about. ``failure``: every failed run (a guard's refusal included: the message
+#: then names the guard, its numbers and how to pass it); ``refused_guard``: only runs a guard refused
+#: (for a chat that should hear of nothing else, e.g. the data owners'); ``success``: every successful run.
+NOTIFY_EVENTS = ("failure", "refused_guard", "success")
+#: A DingTalk @-mention: a mobile number as the robot API takes it (digits, an optional +country- prefix).
+_MOBILE_RE = r"^(\+\d{1,4}-)?\d{5,15}$"
+
+
+class NotificationConfig(_Strict):
+    """One chat an index's runs are reported to, through an Airflow connection (pipeline/airflow/notify.py).
+
+    ``slack``: an incoming webhook, connection type ``slackwebhook`` (the Slack provider's
+    SlackWebhookNotifier). ``dingtalk``: a custom robot, connection type ``dingding`` (the DingTalk
+    provider's DingdingHook), ``at_mobiles`` mentioned in the message."""
+
+    kind: Literal["slack", "dingtalk"]
+    conn_id: _AirflowId
+    on: list[Literal["failure", "refused_guard", "success"]] = Field(
+        default_factory=lambda: ["failure"], min_length=1, max_length=len(NOTIFY_EVENTS)
+    )
+    at_mobiles: list[Annotated[str, Field(pattern=_MOBILE_RE)]] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 reads an unquoted `on:` key as the boolean true: take it back as the field it names.
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
+    @field_validator("on")
+    @classmethod
+    def _on(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"on {value} names an event twice")
+        return value
+
+    @field_validator("at_mobiles")
+    @classmethod
+    def _mobiles(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"at_mobiles {value} names a number twice")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> NotificationConfig:
+        if self.at_mobiles and self.kind != "dingtalk":
+            raise ValueError(f"at_mobiles is for kind 'dingtalk' (a DingTalk robot's @-mentions), not {self.kind!r}")
+        return self
+
+
 class IndexConfig(_Strict):
     """One OpenSearch image index fed from OSS through a partitioned catalog table."""
 
@@ -358,6 +409,20 @@ class IndexConfig(_Strict):
     warehouse: WarehouseConfig
     opensearch: OpenSearchConfig | None = None  # without it the DAG stops after the partition check
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
+    # Chats told about runs (failure by default; see NotificationConfig). At most 10: each posts once per run.
+    notifications: list[NotificationConfig] = Field(default_factory=list, max_length=10)
+
+    @field_validator("notifications")
+    @classmethod
+    def _one_notifier_per_chat(cls, value: list[NotificationConfig]) -> list[NotificationConfig]:
+        seen: set[tuple[str, str]] = set()
+        for notification in value:
+            key = (notification.kind, notification.conn_id)
+            if key in seen:
+                raise ValueError(f"{notification.kind} connection {notification.conn_id!r} is listed twice (every "
+                                 "run would post to it twice): merge the two entries' 'on' lists")
+            seen.add(key)
+        return value
 
     @model_validator(mode="after")
     def _inventory_rules(self) -> IndexConfig:

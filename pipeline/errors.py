@@ -135,7 +135,13 @@ class CatalogError(PipelineError):
 
 
 class PartitionCheckError(PipelineError):
-    """The partition that was written is not fit to index (empty, duplicate ids, ...)."""
+    """The partition that was written is not fit to index (empty, duplicate ids, ...). ``refused`` holds
+    the refusing guards as ``(name, message)`` pairs (empty when the check itself was misused, e.g. an
+    unknown guard name), for the alerts to list them one by one."""
+
+    def __init__(self, message: str, refused: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.refused = tuple(refused)
 
 
 class OpenSearchError(PipelineError):

@@ -125,6 +125,7 @@ def enforce(results: list[GuardResult], overrides: set[str]) -> list[GuardResult
         names = ", ".join(repr(r.name) for r in failed)
         raise PartitionCheckError(
             f"{lines}. Nothing was rebuilt. If this is intended, rerun with the override_guards Param "
-            f"including {names}"
+            f"including {names}",
+            refused=tuple((r.name, r.message) for r in failed),
         )
     return marked

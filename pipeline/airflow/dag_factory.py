@@ -21,6 +21,7 @@ import pendulum
 from airflow.sdk import DAG, get_current_context, task, teardown
 
 from pipeline.airflow.failures import FailFastPolicy
+from pipeline.airflow.notify import dag_callbacks
 from pipeline.airflow.outcome import attach_failure_recorder
 from pipeline.airflow.params import index_params
 from pipeline.airflow.sensors import RebuildSensor
@@ -48,6 +49,7 @@ partition `ds` of `{table}` (connection `{warehouse_conn}`) replaced with them, 
   Param, refused credentials, a failed guard or build) fails its task on the first try.
 * Run reports, also of failed runs: `<report dir>/{name}/<ds>/<run id>.json`, the latest non-dry run's
   as `<ds>.json`, one line per run in `runs.jsonl`. Config file: `{config_path}`.
+* **Alerts** (config `notifications`, one message per run and chat): {alerts}.
 """
 
 REBUILD_DOC = """
@@ -76,6 +78,8 @@ def _doc(config: IndexConfig, config_path: Path | str) -> str:
         timezone=config.timezone,
         config_path=config_path,
         rebuild_doc=rebuild_doc,
+        alerts="; ".join(f"{n.kind} connection `{n.conn_id}` on {', '.join(n.on)}" for n in config.notifications)
+        or "none",
     )
 
 
@@ -99,6 +103,8 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
         tags=sorted({"image-search", "opensearch", f"index:{config.name}", *config.tags}),
         doc_md=_doc(config, config_path),
         params=index_params(config),
+        # The index's chats (config `notifications`): once per run, on the run's outcome (notify.py).
+        **dag_callbacks(config),
     ) as dag:
 
         @task

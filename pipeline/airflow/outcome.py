@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline.errors import PartitionCheckError
+
 log = logging.getLogger(__name__)
 
 FAILURE_XCOM_KEY = "pipeline_failure"
@@ -31,22 +33,41 @@ FAILURE_GRACE_S = 10.0
 FAILED_STATES = ("failed", "upstream_failed")
 
 
-def failure_record(error: BaseException | str | None, try_number: int | None = None) -> dict:
-    """The JSON pushed for a failed task: exception type and text (secrets masked, bounded)."""
+def _bounded(text: str) -> str:
     from pipeline.redact import redact_text
 
+    text = redact_text(text)
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT] + f"... ({len(text) - MESSAGE_LIMIT} more characters in the task's log)"
+    return text
+
+
+def failure_record(error: BaseException | str | None, try_number: int | None = None) -> dict:
+    """The JSON pushed for a failed task: exception type and text (secrets masked, bounded); for a guard's
+    refusal also ``refused_guards``, each guard's name and message (the alerts list them)."""
     if isinstance(error, BaseException):
         error_type, text = type(error).__name__, str(error) or repr(error)
     else:
         error_type, text = None, str(error or "")
-    text = redact_text(text)
-    if len(text) > MESSAGE_LIMIT:
-        text = text[:MESSAGE_LIMIT] + f"... ({len(text) - MESSAGE_LIMIT} more characters in the task's log)"
-    return {"error_type": error_type, "message": text, "try_number": try_number}
+    record = {"error_type": error_type, "message": _bounded(text), "try_number": try_number}
+    refused = getattr(error, "refused", None) if isinstance(error, PartitionCheckError) else None
+    if refused:
+        record["refused_guards"] = [{"name": str(name), "message": _bounded(str(message))} for name, message in refused]
+    return record
 
 
 def record_failure(context: Any) -> None:
-    """``on_failure_callback``: keep the exception's text where the report can read it (an XCom)."""
+    """``on_failure_callback``: keep the exception's text where the report can read it (an XCom).
+
+    Only in the failing task's own process, where the context holds the exception. A task that never
+    got that far (killed, or failed by the executor before it ran) has its failure callbacks run by the
+    DAG processor instead, with no exception and no way to store an XCom: Airflow 3.3's processor
+    cannot decode the request and never answers, so the push hung the processor until it was killed
+    (50 s), losing the run's own failure callback (the alerts) with it. There is nothing to record."""
+    if context.get("exception") is None:
+        log.info("no exception in this failure callback (the task failed outside its own process): "
+                 "nothing to record; the run report says so and points at the task's log")
+        return
     try:
         ti = context["ti"]
         ti.xcom_push(FAILURE_XCOM_KEY, failure_record(context.get("exception"), getattr(ti, "try_number", None)))

@@ -132,6 +132,8 @@ def test_shipped_configs_are_valid() -> None:
     assert [c.name for _, c in configs] == ["demo"]
     example = yaml.safe_load((REPO / "dags" / "indexes" / "products.yaml.example").read_text())
     assert parse_index_config(example, "products.yaml.example").id_rule.kind == "hash"
+    notifications = parse_index_config(example, "products.yaml.example").notifications
+    assert [(n.kind, n.on) for n in notifications] == [("slack", ["failure"]), ("dingtalk", ["refused_guard"])]
 
 
 INVENTORY = {"bucket": "demo-inventory", "id": "nightly", "role_arn": "acs:ram::1000000000000001:role/aliyunodpsdefaultrole"}
@@ -154,3 +156,56 @@ def test_the_inventory_route_needs_its_section_and_a_hash_maxcompute_can_compute
         parse_index_config({**base, "id_rule": {"kind": "hash"}})
     with pytest.raises(ConfigError, match="must be a folder"):
         parse_index_config({**base, "source": {**base["source"], "inventory": {**INVENTORY, "prefix": "../x/"}}})
+
+
+def test_notifications_are_optional_and_default_to_failures() -> None:
+    assert parse_index_config(VALID, "x.yaml").notifications == []
+    config = parse_index_config({**VALID, "notifications": [{"kind": "slack", "conn_id": "slack_images"}]}, "x.yaml")
+    (slack,) = config.notifications
+    assert (slack.kind, slack.conn_id, slack.on, slack.at_mobiles) == ("slack", "slack_images", ["failure"], [])
+
+
+def test_notifications_read_from_yaml_with_an_unquoted_on_key(tmp_path: Path) -> None:
+    """YAML 1.1 reads `on:` as the boolean true: the config takes it back as the field it names."""
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump(VALID) + """
+notifications:
+  - kind: slack
+    conn_id: slack_images
+    on: [failure, refused_guard]
+  - kind: dingtalk
+    conn_id: dingtalk_images
+    on: [failure, success]
+    at_mobiles: ["13800000000", "+86-13900000000"]
+""")
+    slack, dingtalk = load_index_config(path).notifications
+    assert (slack.kind, slack.on) == ("slack", ["failure", "refused_guard"])
+    assert (dingtalk.on, dingtalk.at_mobiles) == (["failure", "success"], ["13800000000", "+86-13900000000"])
+
+
+@pytest.mark.parametrize(("notifications", "expected"), [
+    ([{"kind": "teams", "conn_id": "t"}], "notifications[0].kind: Input should be 'slack' or 'dingtalk' (got 'teams')"),
+    ([{"kind": "slack"}], "notifications[0].conn_id: required field is missing"),
+    ([{"kind": "slack", "conn_id": ""}], "notifications[0].conn_id: String should have at least 1 character"),
+    ([{"kind": "slack", "conn_id": "s", "on": []}], "notifications[0].on: List should have at least 1 item"),
+    ([{"kind": "slack", "conn_id": "s", "on": ["failed"]}],
+     "notifications[0].on[0]: Input should be 'failure', 'refused_guard' or 'success' (got 'failed')"),
+    ([{"kind": "slack", "conn_id": "s", "on": [True]}], "notifications[0].on[0]: Input should be 'failure'"),
+    ([{"kind": "slack", "conn_id": "s", "on": ["failure", "failure"]}], "names an event twice"),
+    ([{"kind": "slack", "conn_id": "s", "at_mobiles": ["13800000000"]}],
+     "at_mobiles is for kind 'dingtalk' (a DingTalk robot's @-mentions), not 'slack'"),
+    ([{"kind": "dingtalk", "conn_id": "d", "at_mobiles": ["138 0000 0000"]}],
+     "notifications[0].at_mobiles[0]: String should match pattern"),
+    ([{"kind": "dingtalk", "conn_id": "d", "at_mobiles": ["13800000000"] * 2}], "names a number twice"),
+    ([{"kind": "dingtalk", "conn_id": "d", "at_mobiles": [str(13800000000 + i) for i in range(21)]}],
+     "List should have at most 20 items"),
+    ([{"kind": "slack", "conn_id": "s", "channel": "#ops"}], "notifications[0].channel: unknown field"),
+    ([{"kind": "slack", "conn_id": "s"}, {"kind": "slack", "conn_id": "s", "on": ["success"]}],
+     "notifications: slack connection 's' is listed twice (every run would post to it twice)"),
+    ([{"kind": "slack", "conn_id": f"s{i}"} for i in range(11)], "notifications: List should have at most 10 items"),
+    ({"kind": "slack", "conn_id": "s"}, "notifications: Input should be a valid list"),
+])
+def test_each_bad_notification_is_named(notifications: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_index_config({**VALID, "notifications": notifications}, "x.yaml")
+    assert expected in str(err.value)

@@ -31,8 +31,9 @@ def test_shrink_against_the_live_partition() -> None:
     (shrink,) = [r for r in results if r.name == "shrink"]
     assert not shrink.passed
     assert "80 rows, 20.0% fewer than the 100 of ds=20261120, the partition that last went live (limit 10%)" in shrink.message
-    with pytest.raises(PartitionCheckError, match=r"\[shrink\].*override_guards Param including 'shrink'"):
+    with pytest.raises(PartitionCheckError, match=r"\[shrink\].*override_guards Param including 'shrink'") as err:
         enforce(results, set())
+    assert err.value.refused == (("shrink", shrink.message),)  # each refusing guard, for the alerts
     marked = enforce(results, {"shrink"})
     assert [r.name for r in marked if r.overridden] == ["shrink"]
 

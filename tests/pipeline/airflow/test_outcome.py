@@ -51,6 +51,17 @@ def test_the_failure_callback_never_raises() -> None:
     record_failure({})
 
 
+def test_without_an_exception_nothing_is_pushed() -> None:
+    """The DAG processor runs the failure callbacks of a task killed before it ran, with no exception; it
+    cannot store an XCom (Airflow 3.3 leaves the request unanswered: the push hung it until killed)."""
+
+    class Unanswered(FakeTI):
+        def xcom_push(self, key, value):
+            raise AssertionError("pushed from the DAG processor")
+
+    record_failure({"ti": Unanswered(task_id="load_partition"), "reason": "task_failure"})
+
+
 def test_messages_are_masked_and_bounded() -> None:
     from airflow.sdk.log import mask_secret
 
@@ -59,6 +70,22 @@ def test_messages_are_masked_and_bounded() -> None:
     assert "s3cret-value-xyz" not in got["message"] and "***" in got["message"]
     assert got["message"].endswith("more characters in the task's log)") and len(got["message"]) < MESSAGE_LIMIT + 80
     assert failure_record(KeyError())["message"] == "KeyError()"  # an empty str() still says something
+
+
+def test_a_guards_refusal_records_each_refusing_guard_masked() -> None:
+    from airflow.sdk.log import mask_secret
+
+    from pipeline.errors import PartitionCheckError
+
+    mask_secret("guard-secret-abc")
+    error = PartitionCheckError("[empty] ...; [skipped] .... Nothing was rebuilt",
+                                refused=(("empty", "no rows"), ("skipped", "9 of 10 skipped guard-secret-abc")))
+    got = failure_record(error, 1)
+    assert got["error_type"] == "PartitionCheckError"
+    assert got["refused_guards"] == [{"name": "empty", "message": "no rows"},
+                                     {"name": "skipped", "message": "9 of 10 skipped ***"}]
+    assert "refused_guards" not in failure_record(PartitionCheckError("override_guards names unknown guards"))
+    assert "refused_guards" not in failure_record(RuntimeError("x"))
 
 
 def test_the_recorder_is_added_once_beside_existing_callbacks() -> None:
