@@ -247,13 +247,12 @@ def _smoke(smoke: dict, images: dict[Any, str], image_url: ImageUrl) -> str:
 
 def run_page(root: str, config: IndexConfig, report: dict, images: dict[Any, str], image_url: ImageUrl,
              note: str | None = None) -> str:
-    """One run: outcome (the failing task and its message), facts, figures, tasks, smoke queries with
-    the query image and the top hits as thumbnails. ``images``: hit id -> image path; ``image_url``:
+    """One run: outcome (the failing task and its message), figures, smoke queries with the query image
+    and the top hits as thumbnails, then the run's facts and its tasks. ``images``: hit id -> image path; ``image_url``:
     the thumbnail link of an image path, None when the page may not show it."""
     name = config.name
     run_id = (report.get("run") or {}).get("run_id")
-    body = [f"<h1>Run {_e(run_id)}</h1>", _headline(report), "<h2>Run</h2>", _run_facts(report),
-            "<h2>Figures</h2>", _figures(report), _tasks(report)]
+    body = [f"<h1>Run {_e(run_id)}</h1>", _headline(report), "<h2>Figures</h2>", _figures(report)]
     smokes = [s for s in report.get("smoke_queries") or [] if isinstance(s, dict)]
     body.append("<h2>Smoke queries</h2>")
     if note:
@@ -262,5 +261,6 @@ def run_page(root: str, config: IndexConfig, report: dict, images: dict[Any, str
         body.extend(_smoke(s, images, image_url) for s in smokes)
     else:
         body.append('<p class="muted">None: the run did not reach the smoke query.</p>')
+    body += ["<h2>Run</h2>", _run_facts(report), _tasks(report)]
     crumbs = [("Image index reports", f"{root}/"), (name, index_href(root, name)), (f"ds={report.get('ds')}", None)]
     return layout(f"{name} {run_id}", "".join(body), crumbs)
