@@ -78,11 +78,11 @@ def api_server(reported_run, tmp_path: Path):
     passwords = tmp_path / "passwords.json"
     passwords.write_text(json.dumps({"viewer": password}))
     env = {
-        **os.environ,  # the session's AIRFLOW_HOME and PIPELINE_REPORT_DIR, the local stack's connections
+        # The session's AIRFLOW_HOME, DAGs folder (the index configs) and PIPELINE_REPORT_DIR, the stack's connections.
+        **os.environ,
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "viewer:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "PIPELINE_INDEX_CONFIG_DIR": str(REPO / "dags" / "indexes"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     airflow = str(Path(sys.executable).with_name("airflow"))
