@@ -127,7 +127,11 @@ def create_app() -> FastAPI:
         found = reports.read_report(name, report)
         if found is None:
             raise HTTPException(404, f"index {name!r} has no report {report!r} (runs.jsonl names its reports)")
-        resolved = images.resolve_hits(config, found)
+        try:
+            resolved = images.resolve_hits(config, found)
+        except Exception as exc:
+            resolved = images.Resolved(images.report_images(found) if isinstance(found.get("smoke_queries"), list) else {},
+                                       f"the hits could not be looked up: {type(exc).__name__}: {exc}")
         root = _root(request)
 
         def image_url(path: Any) -> str | None:
@@ -138,7 +142,11 @@ def create_app() -> FastAPI:
             query = urlencode({"key": key, "sig": images.sign(name, key)})
             return f"{pages.index_href(root, name)}/thumbnail?{query}"
 
-        return _html(pages.run_page(root, config, found, resolved.images, image_url, resolved.note))
+        try:
+            return _html(pages.run_page(root, config, found, resolved.images, image_url, resolved.note))
+        except Exception as exc:  # a report edited by hand, or of another shape: say so, not a bare 500
+            log.warning("report page: cannot show report %s of %s: %s", report, name, exc)
+            raise HTTPException(500, f"report {report!r} of index {name!r} cannot be shown: {type(exc).__name__}: {exc}") from None
 
     @app.get("/indexes/{name}/thumbnail")
     def thumbnail(request: Request, name: str, key: str = Query(max_length=2048), sig: str = Query(max_length=64),

