@@ -56,7 +56,7 @@ def _panel(points: list[dict], series: tuple[str, ...], top: float) -> list[str]
             segment.append(f"{x(i):.1f},{y(v):.1f}")
             out.append(
                 f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}" data-series="{s}">'
-                f"<title>{escape(str(p.get('ds')))} {escape(LABELS[s])}: {escape(_fmt(v))}</title></circle>"
+                f"<title>{escape(str(p.get('ds') or 'unresolved'))} {escape(LABELS[s])}: {escape(_fmt(v))}</title></circle>"
             )
         if segment:
             segments.append(segment)
@@ -67,7 +67,7 @@ def _panel(points: list[dict], series: tuple[str, ...], top: float) -> list[str]
     for i, p in enumerate(points):
         if p.get("outcome") == "failed":
             out.append(f'<rect x="{x(i) - 3:.1f}" y="{y(0) + 2:.1f}" width="6" height="4" fill="#cf222e">'
-                       f"<title>{escape(str(p.get('ds')))}: failed</title></rect>")
+                       f"<title>{escape(str(p.get('ds') or 'unresolved'))}: failed</title></rect>")
     return out
 
 
@@ -80,7 +80,7 @@ def runs_chart(points: list[dict]) -> str:
     body: list[str] = []
     for n, series in enumerate(PANELS):
         body.extend(_panel(points, series, n * PANEL_HEIGHT))
-    first, last = escape(str(points[0].get("ds"))), escape(str(points[-1].get("ds")))
+    first, last = (escape(str(points[n].get("ds") or "unresolved")) for n in (0, -1))
     body.append(f'<text x="{LEFT}" y="{height - 2}" class="tick">{first}</text>')
     body.append(f'<text x="{WIDTH - RIGHT}" y="{height - 2}" class="tick" text-anchor="end">{last}</text>')
     legend = " ".join(
