@@ -10,15 +10,16 @@ STAMP := $(VENV)/.installed
 LOCAL := $(CURDIR)/.local
 export AIRFLOW_HOME ?= $(LOCAL)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PIPELINE_LOCAL_DIR ?= $(LOCAL)
 export PIPELINE_REPORT_DIR ?= $(LOCAL)/reports
 
-.PHONY: demo test stack install clean help
+.PHONY: demo test stack install browser clean help
 
 help:
 	@echo "make demo   set up .venv and run the demo DAG end to end on the local stack"
-	@echo "make test   set up .venv and run the whole test suite"
+	@echo "make test   set up .venv (and Debian's chromium, for the browser test) and run the whole test suite"
 	@echo "make stack  run the local cloud in the foreground; writes .local/stack.env for Airflow"
 	@echo "make clean  remove .local/ (demo data, Airflow state, reports); keeps .venv"
 	@echo "make bench  run the benchmarks (BENCH_MODE=quick|full; make bench-full) written up in BENCHMARKS.md"
@@ -36,8 +37,19 @@ $(STAMP): requirements.txt pyproject.toml localcloud/pyproject.toml
 demo: $(STAMP)
 	$(PY) -m localcloud.demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
+
+# The report page's browser test (tests/dags/test_report_plugin.py) drives Debian's chromium headless.
+# Installed here when missing, quietly (as root, or through sudo), and only for `make test`: the demo and
+# production need no browser. Without it the test skips, or fails under CI.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  mkdir -p $(LOCAL)/logs; echo "installing Debian's chromium for the browser test (log: $(LOCAL)/logs/apt-chromium.log)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } \
+	    > $(LOCAL)/logs/apt-chromium.log 2>&1 \
+	  || { tail -5 $(LOCAL)/logs/apt-chromium.log; echo "chromium could not be installed: the browser test will skip"; }; }
 
 # The local cloud (OSS + OpenSearch servers, the demo bucket) until Ctrl-C, for Airflow under a real
 # scheduler: `source .local/stack.env` in the shell that starts Airflow (see README).

@@ -87,6 +87,11 @@ class ArchivedObjectError(SourceError):
     (403 InvalidObjectState): retrying will not help until someone restores it."""
 
 
+class ObjectTooLargeError(SourceError):
+    """An object is larger than the caller allows (e.g. a thumbnail of an object over the index's
+    ``max_size_bytes``): its body was never read."""
+
+
 class TransientSourceError(SourceError):
     """A failure that a retry of the same page may cure (5xx, throttling, connection reset)."""
 

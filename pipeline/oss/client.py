@@ -24,6 +24,7 @@ from pipeline.credentials import CredentialSettings, CredentialSource, credentia
 from pipeline.errors import (
     ArchivedObjectError,
     ConnectionConfigError,
+    ObjectTooLargeError,
     SourceAccessError,
     SourceError,
     TransientSourceError,
@@ -170,6 +171,34 @@ def read_object(conn: OssConnection, bucket: oss2.Bucket, key: str, retry: Retry
         except oss2.exceptions.OssError as exc:
             raise translate_error(exc, conn, bucket.bucket_name, f"reading {key!r}") from None
         except requests.RequestException as exc:  # reset while oss2 reads the body: not wrapped by oss2
+            raise translate_error(oss2.exceptions.RequestError(exc), conn, bucket.bucket_name, f"reading {key!r}") from None
+
+    return (retry or RetryPolicy()).call(f"reading oss://{bucket.bucket_name}/{key}", once)
+
+
+def read_object_limited(
+    conn: OssConnection, bucket: oss2.Bucket, key: str, max_bytes: int, retry: RetryPolicy | None = None
+) -> tuple[bytes, str]:
+    """One object's bytes and ETag, for a reader that must stay bounded (a page showing an image): an
+    object over ``max_bytes`` raises :class:`ObjectTooLargeError` from its GET's Content-Length, before
+    its body is read, and at most ``max_bytes + 1`` bytes are ever read. Retried like :func:`read_object`."""
+
+    def once() -> tuple[bytes, str]:
+        try:
+            result = bucket.get_object(key)
+            try:
+                size = result.content_length
+                if size is not None and size > max_bytes:
+                    raise ObjectTooLargeError(f"oss://{bucket.bucket_name}/{key} is {size} bytes, over the limit of {max_bytes}")
+                data = result.read(max_bytes + 1)
+            finally:
+                result.close()
+            if len(data) > max_bytes:  # no Content-Length, or a wrong one
+                raise ObjectTooLargeError(f"oss://{bucket.bucket_name}/{key} is over the limit of {max_bytes} bytes")
+            return data, result.etag
+        except oss2.exceptions.OssError as exc:
+            raise translate_error(exc, conn, bucket.bucket_name, f"reading {key!r}") from None
+        except requests.RequestException as exc:
             raise translate_error(oss2.exceptions.RequestError(exc), conn, bucket.bucket_name, f"reading {key!r}") from None
 
     return (retry or RetryPolicy()).call(f"reading oss://{bucket.bucket_name}/{key}", once)

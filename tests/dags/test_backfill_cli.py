@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,39 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.dags.processes import free_port, stop_tree, wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(what: str, check, timeout_s: float) -> None:
-    give_up = time.monotonic() + timeout_s
-    while time.monotonic() < give_up:
-        if check():
-            return
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def _stop_tree(process: subprocess.Popen) -> None:
-    """Stop standalone and everything it started (the API server leaves its process group)."""
-    import psutil
-
-    tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    os.killpg(process.pid, signal.SIGTERM)
-    for proc in tree:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=30)
-    for proc in alive:
-        proc.kill()
 
 
 def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack, tmp_path: Path) -> None:
@@ -59,7 +28,7 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
     load_partition(config, "20261231", publish=True)  # the newest partition: older backfill dates must not rebuild
     live_before = stack.opensearch.engine.live_generation_id("demo_images")
 
-    port = _free_port()
+    port = free_port()
     reports = tmp_path / "reports"
     env = {
         **os.environ,
@@ -81,7 +50,7 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
     log = open(tmp_path / "standalone.log", "w")
     standalone = subprocess.Popen([airflow, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for("the DAG to be parsed", lambda: "image_index_demo" in cli("dags", "list").stdout, 120)
+        wait_for("the DAG to be parsed", lambda: "image_index_demo" in cli("dags", "list").stdout, 120)
         assert cli("dags", "unpause", "image_index_demo").returncode == 0
         # SQLite (the test's metadata DB) lets one writer in at a time: while the scheduler writes, the CLI's
         # insert can fail with "database is locked". Production uses PostgreSQL/MySQL; here, try again.
@@ -95,9 +64,9 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
 
         # Logical dates 11-15 and 11-16 at 18:00 UTC are the 02:00 Shanghai runs of the 16th and 17th.
         wanted = [reports / "demo" / f"{ds}.json" for ds in ("20261116", "20261117")]
-        _wait_for("both backfill runs to report", lambda: all(p.exists() for p in wanted), 420)  # a loaded 2-core machine
+        wait_for("both backfill runs to report", lambda: all(p.exists() for p in wanted), 420)  # a loaded 2-core machine
     finally:
-        _stop_tree(standalone)
+        stop_tree(standalone)
         log.close()
 
     for path in wanted:
