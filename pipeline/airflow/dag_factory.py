@@ -42,7 +42,8 @@ partition `ds` of `{table}` (connection `{warehouse_conn}`) replaced with them, 
 * **Params**: `partition_date` (YYYY-MM-DD or YYYYMMDD, not after today unless `allow_future_partition`),
   `prefixes` (instead of the config's; within them unless `source.allow_param_prefixes_outside`),
   `dry_run` (list and count only),
-  `skip_rebuild`, `force_rebuild` (rebuild even from a partition older than the newest),
+  `rebuild_mode` (full, delta or auto instead of the config's), `skip_rebuild`, `force_rebuild` (rebuild
+  even from a partition older than the newest),
   `override_guards` (pass named guards deliberately: empty, shrink, duplicates, unmapped, skipped).
   A malformed value is refused when the run is triggered; the rest when it starts (`resolve_partition`).
 * **Retries** are for what a retry may cure (5xx, throttling, timeouts); an error no retry can fix (a bad
@@ -53,9 +54,11 @@ partition `ds` of `{table}` (connection `{warehouse_conn}`) replaced with them, 
 """
 
 REBUILD_DOC = """
-Then starts a full rebuild of OpenSearch table `{table}` (connection `{conn}`, pool `{pool}`) from that
-partition, waits in the triggerer until the new generation is live, and proves it with a smoke query.
-A partition older than the newest one is written but never rebuilt from unless `force_rebuild` is set.
+Then (`choose_rebuild`, rebuild mode `{mode}`) either starts a full rebuild of OpenSearch table `{table}`
+(connection `{conn}`, pool `{pool}`) from that partition and waits in the triggerer until the new
+generation is live, or pushes only the documents that changed against the live partition and verifies
+each by primary key; either way a smoke query proves it. A partition older than the newest one is
+written but never rebuilt from unless `force_rebuild` is set.
 """
 
 
@@ -66,7 +69,8 @@ def dag_id_for(config: IndexConfig) -> str:
 def _doc(config: IndexConfig, config_path: Path | str) -> str:
     os_cfg = config.opensearch
     rebuild_doc = (
-        REBUILD_DOC.format(table=os_cfg.table, conn=os_cfg.conn_id, pool=os_cfg.pool_name) if os_cfg else ""
+        REBUILD_DOC.format(table=os_cfg.table, conn=os_cfg.conn_id, pool=os_cfg.pool_name, mode=os_cfg.rebuild.mode)
+        if os_cfg else ""
     )
     return DOC.format(
         name=config.name,
