@@ -35,7 +35,7 @@ def delta_changes(warehouse: Warehouse, ds: str, live_ds: str, after_pk: int | N
     """The documents to push to turn the index of ``live_ds`` into one of ``ds``, in id order (a page of
     the warehouse's delta at a time: a resume point is an id)."""
     for batch in warehouse.iter_delta(ds, live_ds, after_id=after_pk):
-        page = [Change("add", int(row["id"]), row, str(row.get("reason") or "added")) for row in batch.adds]
+        page = [Change("add", int(row["id"]), row, str(row.get("reason") or "added")) for row in batch.adds.to_pylist()]
         page += [Change("delete", int(pk), None, "removed") for pk in batch.deletes]
         yield from sorted(page, key=lambda change: change.pk)
 
