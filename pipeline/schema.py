@@ -1,4 +1,5 @@
-"""The catalog table: one row per image, the shape OpenSearch's image table reads."""
+"""The catalog table: one row per image, the shape OpenSearch's image table reads (plus ``etag``,
+which OpenSearch does not read: its table schema maps only ``id``, ``source_image`` and ``cate_id``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("id", pa.int64(), nullable=False),
         pa.field("source_image", pa.string(), nullable=False),
         pa.field("cate_id", pa.int64(), nullable=False),
+        # The image object's ETag, without quotes, as OSS lists it: a replaced image changes it, so a
+        # delta can tell it from an unchanged one. Nullable: partitions written before the column existed
+        # (and inventories without the ETag field) have none. Not read by OpenSearch.
+        pa.field("etag", pa.string(), nullable=True),
     ]
 )
 PARTITION_COLUMN = "ds"

@@ -7,6 +7,9 @@ It stands in for MaxCompute when no cloud is reachable. Layout::
 
 One file per partition makes replacing a partition a single ``os.replace``: readers open either the
 old file or the new one, never a mix, and a failed write leaves the old file untouched.
+
+A partition written before a nullable column existed (``etag``) lacks it in its file: every read here
+gives it as NULL, as MaxCompute does for rows written before ``ADD COLUMNS``; its file is never rewritten.
 """
 
 from __future__ import annotations
@@ -105,11 +108,46 @@ def iter_source(batches: Iterable[pa.RecordBatch], what: str) -> Iterator[pa.Rec
         yield batch
 
 
+def catalog_batches(parquet: pq.ParquetFile, columns: list[str] | None = None, **kwargs: Any) -> Iterator[pa.RecordBatch]:
+    """The batches of a partition's file with exactly the catalog's ``columns`` (default: all), in order:
+    a nullable column the file predates reads as NULL. ``kwargs`` go to ``iter_batches``."""
+    names = list(columns or CATALOG_SCHEMA.names)
+    present = set(parquet.schema_arrow.names)
+    stored = [n for n in names if n in present]
+    missing = [n for n in names if n not in present]
+    for name in missing:
+        if not CATALOG_SCHEMA.field(name).nullable:
+            raise WarehouseError(f"a partition file has no column {name!r} (columns: {sorted(present)})")
+    schema = pa.schema([CATALOG_SCHEMA.field(n) for n in names])
+    for batch in parquet.iter_batches(columns=stored, **kwargs):
+        if not missing:
+            yield batch
+            continue
+        arrays = [batch.column(n) if n in present else pa.nulls(batch.num_rows, schema.field(n).type) for n in names]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
 def _schema_description() -> dict[str, Any]:
     return {
         "columns": [{"name": f.name, "type": str(f.type)} for f in CATALOG_SCHEMA],
         "partition_columns": [{"name": PARTITION_COLUMN, "type": "string"}],
     }
+
+
+def _added_columns(actual: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The columns ``wanted`` adds to ``actual`` if it only appends nullable ones (the table predates them);
+    else (another schema) none."""
+    have, need = actual.get("columns") or [], wanted["columns"]
+    if actual.get("partition_columns") != wanted["partition_columns"] or len(have) >= len(need) or need[:len(have)] != have:
+        return []
+    added = [column["name"] for column in need[len(have):]]
+    return added if all(CATALOG_SCHEMA.field(name).nullable for name in added) else []
+
+
+def row_dict(row_id: Any, source_image: Any, cate_id: Any, etag: Any) -> dict:
+    """A row of the catalog columns as a dict (what the samples return)."""
+    return {"id": int(row_id), "source_image": str(source_image), "cate_id": int(cate_id),
+            "etag": None if etag is None else str(etag)}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -157,7 +195,8 @@ class LocalWarehouse:
     # -- table ------------------------------------------------------------------------------------
 
     def ensure_table(self) -> None:
-        """Create ``<root>/<table>/`` and its ``_table.json``; refuse a table with another schema."""
+        """Create ``<root>/<table>/`` and its ``_table.json``; give a table written before the ``etag`` column
+        existed that column (its partitions read it as NULL); refuse a table with another schema."""
         meta_path = self.table_dir / TABLE_META
         wanted = _schema_description()
         if meta_path.exists():
@@ -167,12 +206,18 @@ class LocalWarehouse:
                 raise WarehouseError(f"cannot read {meta_path}: {exc}") from exc
             actual = {k: existing.get(k) for k in wanted}
             if actual != wanted:
-                raise SchemaMismatchError(
-                    f"local table {self.table!r} at {self.table_dir} has columns {actual['columns']} "
-                    f"partitioned by {actual['partition_columns']}, but the catalog needs columns "
-                    f"{wanted['columns']} partitioned by {wanted['partition_columns']}; "
-                    "the pipeline never alters a table: move that directory away or use another table name"
-                )
+                added = _added_columns(actual, wanted)
+                if not added:
+                    raise SchemaMismatchError(
+                        f"local table {self.table!r} at {self.table_dir} has columns {actual['columns']} "
+                        f"partitioned by {actual['partition_columns']}, but the catalog needs columns "
+                        f"{wanted['columns']} partitioned by {wanted['partition_columns']}; the pipeline only ever "
+                        "adds a missing nullable column (etag) to a table: move that directory away or use "
+                        "another table name"
+                    )
+                self._write_meta({**existing, **wanted})
+                log.info("added column(s) %s to local table %s at %s; partitions written before read them as NULL",
+                         added, self.table, self.table_dir)
             if existing.get("lifecycle_days") != self.lifecycle_days:
                 log.warning(
                     "local table %s keeps lifecycle_days=%s from %s (configured: %s)",
@@ -180,18 +225,18 @@ class LocalWarehouse:
                 )
             return
 
+        self._write_meta({"table": self.table, **wanted, "lifecycle_days": self.lifecycle_days})
+        log.info("created local table %s at %s", self.table, self.table_dir)
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        """Write ``_table.json`` atomically, so a concurrent ensure_table never reads a half-written file."""
         try:
             self.table_dir.mkdir(parents=True, exist_ok=True)
-            # Atomic create, so a concurrent ensure_table never reads a half-written file.
             tmp = self.table_dir / f".{TABLE_META}-{uuid.uuid4().hex}.tmp"
-            tmp.write_text(
-                json.dumps({"table": self.table, **wanted, "lifecycle_days": self.lifecycle_days}, indent=2),
-                encoding="utf-8",
-            )
-            os.replace(tmp, meta_path)
+            tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            os.replace(tmp, self.table_dir / TABLE_META)
         except OSError as exc:
-            raise WarehouseError(f"cannot create local table {self.table!r} under {self.root}: {exc}") from exc
-        log.info("created local table %s at %s", self.table, self.table_dir)
+            raise WarehouseError(f"cannot write the metadata of local table {self.table!r} under {self.root}: {exc}") from exc
 
     def _require_table(self) -> None:
         if not (self.table_dir / TABLE_META).exists():
@@ -285,7 +330,7 @@ class LocalWarehouse:
         ds = validate_ds(ds)
         with self._open_partition(ds) as handle:
             try:
-                return pq.read_table(handle, schema=CATALOG_SCHEMA)
+                return pq.read_table(handle, schema=CATALOG_SCHEMA)  # a column the file predates: NULL
             except (OSError, pa.ArrowException) as exc:
                 raise WarehouseError(
                     f"cannot read partition {PARTITION_COLUMN}={ds} of {self.table!r}: {exc}"
@@ -327,12 +372,13 @@ class LocalWarehouse:
             results = []
             if columns is not None:
                 for i, parquet in enumerate(files):
-                    con.register(f"_partition_{i}", parquet.read(columns=columns))
+                    con.register(f"_partition_{i}", pa.Table.from_batches(
+                        list(catalog_batches(parquet, columns)), pa.schema([CATALOG_SCHEMA.field(c) for c in columns])))
             for name in names:
                 if columns is None:
                     for i, parquet in enumerate(files):
                         con.register(
-                            f"_partition_{i}", pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, parquet.iter_batches())
+                            f"_partition_{i}", pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, catalog_batches(parquet))
                         )
                 results.append(con.execute(load_sql(name, table=self.table, **params)).fetchall())
             return results
@@ -374,14 +420,14 @@ class LocalWarehouse:
         """Up to ``limit`` rows of ``ds`` with the smallest ids (sql/sample_rows.sql)."""
         ds = validate_ds(ds)
         (rows,) = self._queries([ds], ["sample_rows"], ds=ds, limit=limit)
-        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+        return [row_dict(*row) for row in rows]
 
     def sample_new_rows(self, ds: str, previous_ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` whose id is not in ``previous_ds`` (sql/sample_new_rows.sql)."""
         ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
-        (rows,) = self._queries([ds, previous_ds], ["sample_new_rows"], columns=["id", "source_image", "cate_id"],
+        (rows,) = self._queries([ds, previous_ds], ["sample_new_rows"], columns=CATALOG_SCHEMA.names,
                                 ds=ds, previous_ds=previous_ds, limit=limit)
-        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+        return [row_dict(*row) for row in rows]
 
     def rows_by_id(self, ds: str, ids: list[int]) -> list[dict]:
         """The rows of ``ds`` with these ids (sql/rows_by_id.sql)."""
@@ -389,7 +435,7 @@ class LocalWarehouse:
         if not ids:
             return []
         (rows,) = self._queries([ds], ["rows_by_id"], ds=ds, ids=sorted(set(ids)), limit=len(set(ids)) * 10)
-        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+        return [row_dict(*row) for row in rows]
 
     def load_inventory(self, ds: str, location: str, file_schema: str, source: Any, id_rule: Any,
                        category_rule: Any, role_arn: str, prefixes: list[str] | None = None) -> dict:

@@ -33,7 +33,7 @@ from pipeline.redact import register_secrets
 from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 from pipeline.warehouse.inventory_sql import compile_inventory, inventory_counts
-from pipeline.warehouse.local import conform_batch, iter_source
+from pipeline.warehouse.local import conform_batch, iter_source, row_dict
 
 if TYPE_CHECKING:
     from odps import ODPS
@@ -292,7 +292,7 @@ class MaxComputeWarehouse:
             rows = self._query("sample_rows", ds, limit=limit)
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"sampling {self._where(ds)} failed", exc) from exc
-        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+        return [row_dict(r["id"], r["source_image"], r["cate_id"], r["etag"]) for r in rows]
 
     def sample_new_rows(self, ds: str, previous_ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` whose id is not in ``previous_ds`` (sql/sample_new_rows.sql)."""
@@ -301,7 +301,7 @@ class MaxComputeWarehouse:
             rows = self._query("sample_new_rows", ds, previous_ds=previous_ds, limit=limit)
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"sampling ids of {self._where(ds)} new against ds={previous_ds} failed", exc) from exc
-        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+        return [row_dict(r["id"], r["source_image"], r["cate_id"], r["etag"]) for r in rows]
 
     def rows_by_id(self, ds: str, ids: list[int]) -> list[dict]:
         """The rows of ``ds`` with these ids (sql/rows_by_id.sql)."""
@@ -312,7 +312,7 @@ class MaxComputeWarehouse:
             rows = self._query("rows_by_id", ds, ids=sorted(set(ids)), limit=len(set(ids)) * 10)
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"reading ids {sorted(set(ids))[:5]} of {self._where(ds)} failed", exc) from exc
-        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+        return [row_dict(r["id"], r["source_image"], r["cate_id"], r["etag"]) for r in rows]
 
     def load_inventory(self, ds: str, location: str, file_schema: str, source: SourceConfig, id_rule: IdRule,
                        category_rule: CategoryRule, role_arn: str, prefixes: list[str] | None = None) -> dict:

@@ -26,7 +26,17 @@ def test_ddl_is_filled_in() -> None:
     assert "LIFECYCLE 30;" in ddl
     assert "PARTITIONED BY (ds STRING COMMENT 'partition date YYYYMMDD')" in ddl
     assert "source_image STRING COMMENT 'OSS path of the image, / + key," in ddl
+    assert "etag STRING COMMENT 'ETag of the image object without quotes" in ddl
     assert "{" not in ddl
+
+
+@pytest.mark.parametrize("name", ["publish_partition", "sample_rows", "rows_by_id", "sample_new_rows"])
+def test_sql_that_copies_or_returns_rows_names_every_catalog_column(name: str) -> None:
+    from pipeline.schema import CATALOG_SCHEMA
+
+    sql = load_sql(name, table="t", source_table="s", ds="20261123", previous_ds="20261122", limit=5, ids=[1])
+    select = sql.split("SELECT", 1)[1].split("FROM", 1)[0]
+    assert [column.strip().split(".")[-1] for column in select.split(",")] == CATALOG_SCHEMA.names
 
 
 @pytest.mark.parametrize("name", STATS_QUERIES)
