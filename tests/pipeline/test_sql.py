@@ -30,6 +30,20 @@ def test_ddl_is_filled_in() -> None:
     assert "{" not in ddl
 
 
+def _column_lines(sql: str) -> list[str]:
+    return [line.strip().rstrip(",") for line in sql.splitlines() if line.startswith("    ")]
+
+
+def test_the_etag_column_is_added_to_old_tables_exactly_as_new_tables_declare_it() -> None:
+    """A table created before the column existed must end up as a new one: same name, type and comment,
+    after the other columns (ADD COLUMNS appends)."""
+    ddl = _column_lines(load_sql("create_catalog_table", table="t", lifecycle=1))
+    alter = load_sql("add_etag_column", table="image_catalog")
+    assert alter.strip().splitlines()[-3:] == ["ALTER TABLE image_catalog ADD COLUMNS (", f"    {ddl[-1]}", ");"]
+    assert ddl[-1].startswith("etag STRING COMMENT '") and [line.split()[0] for line in ddl] == [
+        "id", "source_image", "cate_id", "etag"]
+
+
 @pytest.mark.parametrize("name", ["publish_partition", "sample_rows", "rows_by_id", "sample_new_rows"])
 def test_sql_that_copies_or_returns_rows_names_every_catalog_column(name: str) -> None:
     from pipeline.schema import CATALOG_SCHEMA
