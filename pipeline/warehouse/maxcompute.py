@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 # Arrow type of each catalog column -> the MaxCompute type the DDL in sql/ declares.
 _ODPS_TYPES: dict[pa.DataType, str] = {pa.int64(): "BIGINT", pa.string(): "STRING"}
 EXPECTED_COLUMNS: list[tuple[str, str]] = [(f.name, _ODPS_TYPES[f.type]) for f in CATALOG_SCHEMA]
+# What a table created before the etag column has (sql/add_etag_column.sql appends etag: it stays last).
+BEFORE_ETAG = EXPECTED_COLUMNS[:-1]
 EXPECTED_PARTITION_COLUMNS: list[tuple[str, str]] = [(PARTITION_COLUMN, "STRING")]
 
 # Failures a bounded retry may cure: server-side 5xx, throttling, network trouble. Rewriting a
@@ -162,7 +164,9 @@ class MaxComputeWarehouse:
     # -- table ------------------------------------------------------------------------------------
 
     def ensure_table(self) -> None:
-        """Create the table with sql/create_catalog_table.sql if missing; else check its schema."""
+        """Create the table with sql/create_catalog_table.sql if missing; give a table created before the
+        ``etag`` column existed that column (sql/add_etag_column.sql: ``ADD COLUMNS``, rows written before
+        read NULL); refuse a table with any other schema."""
         try:
             if not self._odps.exist_table(self.table):
                 self._odps.execute_sql(
@@ -170,12 +174,9 @@ class MaxComputeWarehouse:
                 )
                 log.info("created %s (lifecycle %s days)", self._where(), self.lifecycle_days)
                 return
-            table = self._odps.get_table(self.table)
-            schema = table.table_schema
-            columns = [(c.name.lower(), str(c.type).upper()) for c in schema.simple_columns]
-            # an unpartitioned table has partitions None, not []
-            partition_columns = [(c.name.lower(), str(c.type).upper()) for c in schema.partitions or []]
-            lifecycle = getattr(table, "lifecycle", None)
+            columns, partition_columns, lifecycle = self._schema()
+            if partition_columns == EXPECTED_PARTITION_COLUMNS and columns == BEFORE_ETAG:
+                columns = self._add_etag_column()
         except PipelineError:
             raise
         except _SERVICE_ERRORS as exc:
@@ -185,11 +186,37 @@ class MaxComputeWarehouse:
             raise SchemaMismatchError(
                 f"{self._where()} exists with columns {columns} partitioned by {partition_columns}, "
                 f"but the catalog needs columns {EXPECTED_COLUMNS} partitioned by {EXPECTED_PARTITION_COLUMNS}; "
-                "the pipeline never alters a table: drop or rename it, or configure another table name"
+                "the pipeline only ever adds the etag column to a table: drop or rename it, or configure "
+                "another table name"
             )
         if lifecycle is not None and lifecycle != self.lifecycle_days:
             log.warning("%s has lifecycle %s days (configured: %s); left as it is",
                         self._where(), lifecycle, self.lifecycle_days)
+
+    def _schema(self, reload: bool = False) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int | None]:
+        """(columns, partition columns, lifecycle) of the table as the service describes it now."""
+        table = self._odps.get_table(self.table)
+        if reload:  # pyodps may hand back the object it described before a DDL statement
+            table.reload()
+        schema = table.table_schema
+        columns = [(c.name.lower(), str(c.type).upper()) for c in schema.simple_columns]
+        # an unpartitioned table has partitions None, not []
+        partition_columns = [(c.name.lower(), str(c.type).upper()) for c in schema.partitions or []]
+        return columns, partition_columns, getattr(table, "lifecycle", None)
+
+    def _add_etag_column(self) -> list[tuple[str, str]]:
+        """``ALTER TABLE ... ADD COLUMNS (etag ...)`` on a table the column predates; its columns afterwards.
+        Another run may add it at the same moment: if the statement fails and the column is there, fine."""
+        try:
+            self._odps.execute_sql(load_sql("add_etag_column", table=self.table))
+        except _SERVICE_ERRORS as exc:
+            columns = self._schema(reload=True)[0]
+            if columns != EXPECTED_COLUMNS:
+                raise
+            log.info("%s got the etag column from another run meanwhile (%s)", self._where(), exc)
+            return columns
+        log.info("added the etag column to %s: partitions written before read it as NULL", self._where())
+        return self._schema(reload=True)[0]
 
     # -- partitions -------------------------------------------------------------------------------
 
