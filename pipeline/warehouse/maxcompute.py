@@ -33,7 +33,7 @@ from pipeline.redact import register_secrets
 from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
 from pipeline.warehouse.inventory_sql import compile_inventory, inventory_counts
-from pipeline.warehouse.local import conform_batch, iter_source, row_dict
+from pipeline.warehouse.rows import conform_batch, iter_source, row_dict
 
 if TYPE_CHECKING:
     from odps import ODPS
