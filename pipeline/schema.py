@@ -86,3 +86,51 @@ class IdChanges:
 
     def as_dict(self) -> dict:
         return {"previous_ds": self.previous_ds, "added": self.added, "removed": self.removed}
+
+
+@dataclass(frozen=True)
+class RowChanges:
+    """How the rows of partition ``ds`` differ, id by id, from those of ``previous_ds`` (sql/row_changes.sql):
+    ``added`` ids only in ``ds``, ``removed`` ids only in ``previous_ds``, ``changed`` ids in both whose
+    ``source_image``, ``cate_id`` or ``etag`` differ (a NULL etag on either side counts as changed: a replaced
+    image cannot be ruled out), ``unchanged`` the other ids in both; ``previous_without_etag`` the rows of
+    ``previous_ds`` with no etag (written before the column existed, or from an inventory without ETags)."""
+
+    ds: str
+    previous_ds: str
+    added: int
+    removed: int
+    changed: int
+    unchanged: int
+    previous_without_etag: int
+
+    @property
+    def delta_rows(self) -> int:
+        """What a delta pushes: a document per added or changed id, a deletion per removed one."""
+        return self.added + self.changed + self.removed
+
+    def as_dict(self) -> dict:
+        return {"previous_ds": self.previous_ds, "added": self.added, "removed": self.removed,
+                "changed": self.changed, "unchanged": self.unchanged,
+                "previous_without_etag": self.previous_without_etag}
+
+
+#: The most rows a delta page holds: what one MaxCompute SELECT answers before its result is truncated
+#: (READ_TABLE_MAX_ROW: 10,000 by default and at most).
+MAX_DELTA_PAGE_ROWS = 10_000
+#: The rows a delta adds: the catalog's columns and why (``added``: a new id; ``changed``: a new row for an id).
+DELTA_ADD_SCHEMA = pa.schema([*CATALOG_SCHEMA, pa.field("reason", pa.string(), nullable=False)])
+
+
+@dataclass(frozen=True)
+class DeltaBatch:
+    """One page of a delta (see ``Warehouse.iter_delta``), ids ascending across both parts: ``adds``, the
+    rows to add to the index or to replace there (``DELTA_ADD_SCHEMA``), and ``deletes``, the ids to remove.
+    ``last_id`` is the page's largest id: ``iter_delta(..., after_id=last_id)`` resumes after this page."""
+
+    adds: pa.RecordBatch
+    deletes: list[int]
+    last_id: int
+
+    def __len__(self) -> int:
+        return self.adds.num_rows + len(self.deletes)

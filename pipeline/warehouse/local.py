@@ -22,7 +22,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,8 +31,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError, SchemaMismatchError, WarehouseError
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
+from pipeline.schema import (
+    CATALOG_SCHEMA,
+    MAX_DELTA_PAGE_ROWS,
+    PARTITION_COLUMN,
+    STAGING_SUFFIX,
+    DeltaBatch,
+    IdChanges,
+    PartitionStats,
+    RowChanges,
+    id_set_digest,
+    validate_ds,
+)
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
+from pipeline.warehouse.delta import PinnedPair, check_page, delta_batch, row_changes_of
 from pipeline.warehouse.rows import catalog_batches, conform_batch, iter_source, row_dict
 
 log = logging.getLogger(__name__)
@@ -333,6 +345,54 @@ class LocalWarehouse:
         ((row,),) = self._queries([ds], ["id_changes"], columns=["id"], others=[(previous, previous_ds)],
                                   ds=ds, previous_ds=previous_ds, previous_table=previous.table)
         return IdChanges(ds, previous_ds, int(row[0] or 0), int(row[1] or 0))
+
+    def row_changes(self, ds: str, previous_ds: str, previous: LocalWarehouse | None = None) -> RowChanges:
+        """How the rows of ``ds`` differ, id by id, from those of ``previous_ds`` of ``previous`` (default: this
+        table): added, removed, changed, unchanged (sql/row_changes.sql, see :mod:`pipeline.warehouse.delta`)."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        pair = self._pair(ds, previous_ds, previous, "comparing the rows")
+        try:
+            (row,) = pair.query("row_changes")
+        finally:
+            pair.close()
+        return row_changes_of(row, ds, previous_ds, pair.what)
+
+    def iter_delta(self, ds: str, previous_ds: str, previous: LocalWarehouse | None = None, *,
+                   after_id: int | None = None, batch_rows: int = MAX_DELTA_PAGE_ROWS) -> Iterator[DeltaBatch]:
+        """The delta from ``previous_ds`` of ``previous`` (default: this table) to ``ds`` in pages of at most
+        ``batch_rows`` ids, ids ascending, starting after ``after_id`` (sql/row_delta.sql). Both partitions are
+        opened once: every page reads the same versions. Memory: a page here; DuckDB spills past its limit."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        check_page(after_id, batch_rows)
+        return self._delta_pages(ds, previous_ds, previous, after_id, batch_rows)
+
+    def _delta_pages(self, ds: str, previous_ds: str, previous: LocalWarehouse | None, after_id: int | None,
+                     batch_rows: int) -> Iterator[DeltaBatch]:
+        pair = self._pair(ds, previous_ds, previous, "reading the delta")
+        try:
+            while True:
+                rows = pair.query("row_delta", after_id=after_id, limit=batch_rows)
+                if not rows:
+                    return
+                batch = delta_batch(rows, after_id, pair.what)
+                yield batch
+                if len(rows) < batch_rows:  # DuckDB answers whole pages: a short one is the last
+                    return
+                after_id = batch.last_id
+        finally:
+            pair.close()
+
+    def _pair(self, ds: str, previous_ds: str, previous: LocalWarehouse | None, doing: str) -> PinnedPair:
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        previous = previous or self
+        current = self._open_partition(ds)
+        try:
+            old = previous._open_partition(previous_ds)
+        except BaseException:
+            current.close()
+            raise
+        return PinnedPair(current, ds, old, previous_ds, f"{doing} of local table {self.table!r} partition "
+                          f"{PARTITION_COLUMN}={ds} with {previous.table!r} {PARTITION_COLUMN}={previous_ds}")
 
     def sample_rows(self, ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` with the smallest ids (sql/sample_rows.sql)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -30,8 +30,20 @@ from pipeline.errors import (
     WarehouseError,
 )
 from pipeline.redact import register_secrets
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
+from pipeline.schema import (
+    CATALOG_SCHEMA,
+    MAX_DELTA_PAGE_ROWS,
+    PARTITION_COLUMN,
+    STAGING_SUFFIX,
+    DeltaBatch,
+    IdChanges,
+    PartitionStats,
+    RowChanges,
+    id_set_digest,
+    validate_ds,
+)
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
+from pipeline.warehouse.delta import check_page, delta_batch, row_changes_of
 from pipeline.warehouse.inventory_sql import compile_inventory, inventory_counts
 from pipeline.warehouse.rows import conform_batch, iter_source, row_dict
 
@@ -311,6 +323,60 @@ class MaxComputeWarehouse:
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"id comparison of {self._where(ds)} with ds={previous_ds} failed", exc) from exc
         return IdChanges(ds, previous_ds, int(row["added"] or 0), int(row["removed"] or 0))
+
+    def row_changes(self, ds: str, previous_ds: str, previous: MaxComputeWarehouse | None = None) -> RowChanges:
+        """How the rows of ``ds`` differ, id by id, from those of ``previous_ds`` of ``previous`` (default: this
+        table): added, removed, changed, unchanged (sql/row_changes.sql, see :mod:`pipeline.warehouse.delta`)."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        previous = previous or self
+        what = f"comparing the rows of {self._where(ds)} with {previous._where(previous_ds)}"
+        try:
+            self._require_partitions((self, ds), (previous, previous_ds))
+            (row,) = self._query("row_changes", ds, previous_ds=previous_ds, previous_table=previous.table)
+        except PipelineError:
+            raise
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"{what} failed", exc) from exc
+        return row_changes_of(row, ds, previous_ds, what)
+
+    def iter_delta(self, ds: str, previous_ds: str, previous: MaxComputeWarehouse | None = None, *,
+                   after_id: int | None = None, batch_rows: int = MAX_DELTA_PAGE_ROWS) -> Iterator[DeltaBatch]:
+        """The delta from ``previous_ds`` of ``previous`` (default: this table) to ``ds`` in pages of at most
+        ``batch_rows`` (at most 10,000) ids, ids ascending, starting after ``after_id``: one SELECT per page
+        (sql/row_delta.sql), so a page is never cut by the result limit, and only an empty page ends the delta
+        (a project whose READ_TABLE_MAX_ROW cuts pages shorter still gets every row, in more pages). Each page
+        reads the partitions as they are then: run a delta while nothing writes them."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        check_page(after_id, batch_rows)
+        return self._delta_pages(ds, previous_ds, previous or self, after_id, batch_rows)
+
+    def _delta_pages(self, ds: str, previous_ds: str, previous: MaxComputeWarehouse, after_id: int | None,
+                     batch_rows: int) -> Iterator[DeltaBatch]:
+        what = f"reading the delta of {self._where(ds)} from {previous._where(previous_ds)}"
+        first = True
+        while True:
+            try:
+                if first:  # before any page, resumed or not
+                    self._require_partitions((self, ds), (previous, previous_ds))
+                    first = False
+                rows = self._query("row_delta", ds, previous_ds=previous_ds, previous_table=previous.table,
+                                   after_id=after_id, limit=batch_rows)
+            except PipelineError:
+                raise
+            except _SERVICE_ERRORS as exc:
+                raise _warehouse_error(f"{what} failed (resume with after_id={after_id})", exc) from exc
+            if not rows:
+                return
+            batch = delta_batch(rows, after_id, what)
+            yield batch
+            after_id = batch.last_id
+
+    @staticmethod
+    def _require_partitions(*partitions: tuple[MaxComputeWarehouse, str]) -> None:
+        """A missing partition would read as empty: say it is missing (a delta would delete every id)."""
+        for warehouse, ds in partitions:
+            if not warehouse._odps.get_table(warehouse.table).exist_partition(f"{PARTITION_COLUMN}={ds}"):
+                raise WarehouseError(f"{warehouse._where(ds)} does not exist")
 
     def sample_rows(self, ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` with the smallest ids (sql/sample_rows.sql)."""

@@ -124,3 +124,18 @@ def test_stats_queries_run_on_duckdb() -> None:
         assert con.execute(q["duplicate_ids"]).fetchall() == [(3, 3), (2, 2)]
     finally:
         con.close()
+
+
+@pytest.mark.parametrize(("after_id", "text"), [(None, "CAST(NULL AS BIGINT)"), (0, "0"), (-5, "-5"),
+                                                (2**63 - 1, "9223372036854775807")])
+def test_a_delta_page_starts_after_an_id_or_at_the_smallest(after_id, text: str) -> None:
+    sql = load_sql("row_delta", table="t", previous_table="p", ds="20261123", previous_ds="20261122",
+                   after_id=after_id, limit=10)
+    assert sql.count(f"({text} IS NULL OR id > {text})") == 2 and "LIMIT 10;" in sql  # on both sides
+
+
+@pytest.mark.parametrize("after_id", [True, "1", 1.0, 2**63, -2**63, [1]])
+def test_a_bad_resume_point_is_refused(after_id: object) -> None:
+    with pytest.raises(ValueError, match="after_id"):
+        load_sql("row_delta", table="t", previous_table="p", ds="20261123", previous_ds="20261122",
+                 after_id=after_id, limit=10)

@@ -65,7 +65,7 @@ def engine(store) -> SqlEngine:
 
 def sql_file(name: str, **values) -> str:
     defaults = {"table": "catalog", "previous_table": "catalog", "source_table": "catalog__staging", "ds": DAY2,
-                "previous_ds": DAY1, "limit": 100, "ids": "1, 3, 7", "lifecycle": 30}
+                "previous_ds": DAY1, "limit": 100, "ids": "1, 3, 7", "lifecycle": 30, "after_id": "CAST(NULL AS BIGINT)"}
     return (SQL_DIR / f"{name}.sql").read_text().format(**{**defaults, **values})
 
 
@@ -108,6 +108,12 @@ EXPECTED = {
     "sample_new_rows": [(6, "/img/6.jpg", 13, "e6"), (7, "/img/7.jpg", 13, "e7"), (7, "/img/7.jpg", 13, "e7"),
                         (7, "/img/7.jpg", 14, "e7"), (8, "/img/8.jpg", 14, "e8")],
     "sample_rows": [(3, "/img/3.jpg", 11, "e3"), (4, "/img/4.jpg", 12, "e4"), (5, "/img/5.jpg", 12, "e5")],
+    # added, removed, changed, unchanged, previous_without_etag, duplicated_ids (7 now, 3 before), the first
+    "row_changes": [(3, 2, 0, 3, 0, 2, 3)],
+    # id, source_image, cate_id, etag, reason, copies, previous_copies
+    "row_delta": [(1, None, None, None, "removed", None, 1), (2, None, None, None, "removed", None, 1),
+                  (6, "/img/6.jpg", 13, "e6", "added", 1, None), (7, "/img/7.jpg", 13, "e7", "added", 3, None),
+                  (8, "/img/8.jpg", 14, "e8", "added", 1, None)],
 }
 
 

@@ -76,6 +76,10 @@ def test_old_fs_partitions_read_as_null_etags_everywhere(tmp_path: Path) -> None
     assert wh.sample_new_rows(NEW, OLD, 5) == [{"id": 4, "source_image": "/img/4.png", "cate_id": 1, "etag": "E4"}]
     assert wh.sample_new_rows(OLD, NEW, 5) == [{"id": 1, "source_image": "/img/1.png", "cate_id": 1, "etag": None}]
     assert wh.id_changes(NEW, OLD).as_dict() == {"previous_ds": OLD, "added": 1, "removed": 1}
+    # Against a partition without etags every id in both is a change: a replacement cannot be ruled out.
+    assert wh.row_changes(NEW, OLD).as_dict() == {"previous_ds": OLD, "added": 1, "removed": 1, "changed": 2,
+                                                  "unchanged": 0, "previous_without_etag": 3}
+    assert [(page.deletes, page.adds.column("id").to_pylist()) for page in wh.iter_delta(NEW, OLD)] == [([1], [2, 3, 4])]
     staging = wh.staging()
     staging.ensure_table()
     staging.write_partition(OLD, [rows([1, 2, 3])])
@@ -152,6 +156,9 @@ def test_old_maxcompute_partitions_read_as_null_etags_everywhere(odps: ODPS) -> 
     assert wh.rows_by_id(OLD, [3])[0]["etag"] is None
     assert wh.sample_new_rows(OLD, NEW, 5) == [{"id": 1, "source_image": "/img/1.png", "cate_id": 1, "etag": None}]
     assert wh.id_changes(NEW, OLD).as_dict() == {"previous_ds": OLD, "added": 1, "removed": 1}
+    assert wh.row_changes(NEW, OLD).as_dict() == {"previous_ds": OLD, "added": 1, "removed": 1, "changed": 2,
+                                                  "unchanged": 0, "previous_without_etag": 3}
+    assert [(page.deletes, page.adds.column("id").to_pylist()) for page in wh.iter_delta(NEW, OLD)] == [([1], [2, 3, 4])]
     staging.write_partition(OLD, [rows([1, 2, 3])])
     wh.publish(OLD, staging)  # INSERT OVERWRITE ... SELECT of all four columns over the old partition
     assert wh.read_partition(OLD).column("etag").to_pylist() == ["E1", "E2", "E3"]
