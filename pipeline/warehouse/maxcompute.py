@@ -432,6 +432,9 @@ class MaxComputeWarehouse:
         except ValueError as exc:  # what SQL cannot express from this config: a retry cannot help
             raise ConfigError(f"the inventory route cannot load {staging.table} ds={ds}: {exc}") from exc
         where = staging._where(ds)
+        if "etag" not in (name.strip().lower() for name in file_schema.split(",")):
+            log.warning("the inventory under %s has no ETag field: the rows of %s get NULL etags, so a delta counts "
+                        "every one of their ids as changed; add ETag to the inventory rule's fields", location, where)
         try:
             staging.ensure_table()
             self._odps.execute_sql(statements.drop_objects)  # a killed run's tables, if any

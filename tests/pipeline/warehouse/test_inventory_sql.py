@@ -268,7 +268,8 @@ def test_etags_are_the_objects_as_listed_without_quotes(odps, oss_conn, demo_buc
     assert len(set(by_path.values())) > 1
 
 
-def test_an_inventory_without_the_etag_field_gives_null_etags(odps, oss_server, oss_conn, demo_bucket) -> None:
+def test_an_inventory_without_the_etag_field_gives_null_etags(odps, oss_server, oss_conn, demo_bucket,
+                                                              caplog) -> None:
     bucket = demo_bucket[0]
     location, file_schema = inventory_of(oss_server, oss_conn, bucket, "no_etag",
                                          [field for field in FIELDS if field != "ETag"])
@@ -278,6 +279,7 @@ def test_an_inventory_without_the_etag_field_gives_null_etags(odps, oss_server, 
     inventory = inventory_route(odps, config, location, file_schema)
     assert inventory[1] == counts and all(row["etag"] is None for row in inventory[0])
     assert inventory[0] == [{**row, "etag": None} for row in rows]  # nothing else differs
+    assert "has no ETag field" in caplog.text and "add ETag to the inventory rule's fields" in caplog.text
 
 
 @pytest.mark.parametrize(("listed", "kept"), [('"5B3C1A2E"', "5B3C1A2E"), ("5b3c1a2e", "5b3c1a2e"), ('""', None),
