@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import duckdb
 import pyarrow as pa
@@ -51,7 +51,7 @@ def check_page(after_id: int | None, batch_rows: int) -> None:
         raise ValueError(f"after_id must be None or a BIGINT id, got {after_id!r:.80}")
 
 
-def _refuse_duplicates(what: str, first_id: Any, count: int) -> None:
+def _refuse_duplicates(what: str, first_id: Any, count: int) -> NoReturn:
     raise WarehouseError(
         f"{what}: {count} id(s) have more than one row (e.g. id {first_id}); a delta pushes one document per id, "
         "so it needs unique ids on both sides (the duplicate-ids guard refuses such a partition before it is "
