@@ -2,8 +2,8 @@
 server) and into the local ``fs`` warehouse (one Parquet file), in rows/s and peak RSS.
 
 For each size and each warehouse a fresh child process generates the rows in Arrow record batches of
-8,192 (``id`` 1..N, ``source_image`` ``/p037/000000123.jpg``, ``cate_id`` = id mod 64: generated, not
-listed, so only the write is measured), calls ``ensure_table()`` and times ``write_partition``. The
+8,192 (``id`` 1..N, ``source_image`` ``/p037/000000123.jpg``, ``cate_id`` = id mod 64, ``etag`` the id
+in 32 digits: generated, not listed, so only the write is measured), calls ``ensure_table()`` and times ``write_partition``. The
 child reports its own peak RSS (VmHWM, fresh at exec). For MaxCompute the local server
 (``python -m localcloud.maxcompute``) runs in its own process, started afresh per size over an empty
 state folder, so its VmHWM (read from /proc before it stops) is that load's peak; the child then
@@ -53,7 +53,8 @@ def catalog_batches(rows: int, clock: dict[str, float]) -> Iterator:  # -> Itera
         cate = pc.bit_wise_and(ids, 63)
         names = pc.utf8_lpad(ids.cast(pa.string()), width=9, padding="0")
         paths = pc.binary_join_element_wise(folders.take(cate), names, ".jpg", "")
-        batch = pa.record_batch([ids, paths, cate], schema=CATALOG_SCHEMA)
+        etags = pc.utf8_lpad(ids.cast(pa.string()), width=32, padding="0")  # an MD5's 32 hex digits
+        batch = pa.record_batch([ids, paths, cate, etags], schema=CATALOG_SCHEMA)
         clock["generate_s"] += time.perf_counter() - began
         yield batch
 

@@ -1,4 +1,5 @@
-"""The catalog table: one row per image, the shape OpenSearch's image table reads."""
+"""The catalog table: one row per image, the shape OpenSearch's image table reads (plus ``etag``,
+which OpenSearch does not read: its table schema maps only ``id``, ``source_image`` and ``cate_id``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("id", pa.int64(), nullable=False),
         pa.field("source_image", pa.string(), nullable=False),
         pa.field("cate_id", pa.int64(), nullable=False),
+        # The image object's ETag, without quotes, as OSS lists it: a replaced image changes it, so a
+        # delta can tell it from an unchanged one. Nullable: partitions written before the column existed
+        # (and inventories without the ETag field) have none. Not read by OpenSearch.
+        pa.field("etag", pa.string(), nullable=True),
     ]
 )
 PARTITION_COLUMN = "ds"
@@ -81,3 +86,51 @@ class IdChanges:
 
     def as_dict(self) -> dict:
         return {"previous_ds": self.previous_ds, "added": self.added, "removed": self.removed}
+
+
+@dataclass(frozen=True)
+class RowChanges:
+    """How the rows of partition ``ds`` differ, id by id, from those of ``previous_ds`` (sql/row_changes.sql):
+    ``added`` ids only in ``ds``, ``removed`` ids only in ``previous_ds``, ``changed`` ids in both whose
+    ``source_image``, ``cate_id`` or ``etag`` differ (a NULL etag on either side counts as changed: a replaced
+    image cannot be ruled out), ``unchanged`` the other ids in both; ``previous_without_etag`` the rows of
+    ``previous_ds`` with no etag (written before the column existed, or from an inventory without ETags)."""
+
+    ds: str
+    previous_ds: str
+    added: int
+    removed: int
+    changed: int
+    unchanged: int
+    previous_without_etag: int
+
+    @property
+    def delta_rows(self) -> int:
+        """What a delta pushes: a document per added or changed id, a deletion per removed one."""
+        return self.added + self.changed + self.removed
+
+    def as_dict(self) -> dict:
+        return {"previous_ds": self.previous_ds, "added": self.added, "removed": self.removed,
+                "changed": self.changed, "unchanged": self.unchanged,
+                "previous_without_etag": self.previous_without_etag}
+
+
+#: The most rows a delta page holds: what one MaxCompute SELECT answers before its result is truncated
+#: (READ_TABLE_MAX_ROW: 10,000 by default and at most).
+MAX_DELTA_PAGE_ROWS = 10_000
+#: The rows a delta adds: the catalog's columns and why (``added``: a new id; ``changed``: a new row for an id).
+DELTA_ADD_SCHEMA = pa.schema([*CATALOG_SCHEMA, pa.field("reason", pa.string(), nullable=False)])
+
+
+@dataclass(frozen=True)
+class DeltaBatch:
+    """One page of a delta (see ``Warehouse.iter_delta``), ids ascending across both parts: ``adds``, the
+    rows to add to the index or to replace there (``DELTA_ADD_SCHEMA``), and ``deletes``, the ids to remove.
+    ``last_id`` is the page's largest id: ``iter_delta(..., after_id=last_id)`` resumes after this page."""
+
+    adds: pa.RecordBatch
+    deletes: list[int]
+    last_id: int
+
+    def __len__(self) -> int:
+        return self.adds.num_rows + len(self.deletes)

@@ -1,7 +1,7 @@
 """Load the pipeline's SQL files (``<repo>/sql/<name>.sql``) and fill in their placeholders.
 
 The same files run on MaxCompute and on DuckDB, so they are plain text with ``{table}``, ``{ds}``,
-``{previous_ds}``, ``{lifecycle}``, ``{limit}`` and ``{ids}`` placeholders. Values are spliced into SQL text (MaxCompute DDL has no bind parameters),
+``{previous_ds}``, ``{lifecycle}``, ``{limit}``, ``{ids}`` and ``{after_id}`` placeholders. Values are spliced into SQL text (MaxCompute DDL has no bind parameters),
 so every value is validated strictly before it goes in.
 """
 
@@ -19,9 +19,10 @@ _DEFAULT_SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
-_PLACEHOLDER_RE = re.compile(r"\{(table|previous_table|source_table|ds|previous_ds|lifecycle|limit|ids)\}")
-_PARAMS = ("table", "previous_table", "source_table", "ds", "previous_ds", "lifecycle", "limit", "ids")
+_PLACEHOLDER_RE = re.compile(r"\{(table|previous_table|source_table|ds|previous_ds|lifecycle|limit|ids|after_id)\}")
+_PARAMS = ("table", "previous_table", "source_table", "ds", "previous_ds", "lifecycle", "limit", "ids", "after_id")
 MAX_IDS = 1000
+BIGINT_MAX = 2**63 - 1
 
 
 def validate_table_name(table: str) -> str:
@@ -48,10 +49,11 @@ def sql_dir() -> Path:
     return Path(override) if override else _DEFAULT_SQL_DIR
 
 
-def load_sql(name: str, **params: str | int | list[int]) -> str:
+def load_sql(name: str, **params: str | int | list[int] | None) -> str:
     """Read ``sql/<name>.sql`` and substitute ``{table}``, ``{previous_table}``, ``{source_table}``
     (table names), ``{ds}``, ``{previous_ds}``, ``{lifecycle}``,
-    ``{limit}`` and ``{ids}`` (a non-empty list of at most :data:`MAX_IDS` integers).
+    ``{limit}``, ``{ids}`` (a non-empty list of at most :data:`MAX_IDS` integers) and ``{after_id}`` (a
+    BIGINT, or None: ``CAST(NULL AS BIGINT)``, which the file tests with ``IS NULL``).
 
     Only those placeholders exist; each value is validated first. A placeholder used by the
     file but not given raises ValueError, so no half-filled statement ever reaches a warehouse.
@@ -83,6 +85,14 @@ def load_sql(name: str, **params: str | int | list[int]) -> str:
                 or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
             raise ValueError(f"ids must be a list of 1..{MAX_IDS} integers, got {ids!r:.80}")
         values["ids"] = ", ".join(str(i) for i in ids)
+    if "after_id" in params:
+        after = params["after_id"]
+        if after is None:
+            values["after_id"] = "CAST(NULL AS BIGINT)"
+        elif isinstance(after, int) and not isinstance(after, bool) and -BIGINT_MAX <= after <= BIGINT_MAX:
+            values["after_id"] = str(after)  # -2^63 has no literal (its digits overflow): None starts there
+        else:
+            raise ValueError(f"after_id must be None or an integer from -(2^63-1) to 2^63-1, got {after!r:.80}")
 
     path = sql_dir() / f"{name}.sql"
     try:

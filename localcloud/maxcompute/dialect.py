@@ -2,7 +2,7 @@
 MaxCompute built-ins into DuckDB expressions with MaxCompute's semantics.
 
 The dialect only adds what MaxCompute has and Hive lacks (``LIFECYCLE``, ``ALTER TABLE t PARTITION (..)
-RENAME TO PARTITION (..)``) and turns sqlglot's silent fallback to an opaque ``Command`` into a parse
+RENAME TO PARTITION (..)``, ``ADD COLUMNS IF NOT EXISTS``) and turns sqlglot's silent fallback to an opaque ``Command`` into a parse
 error, so a typo is reported where it is, as the service does, instead of running as something else.
 Functions whose MaxCompute semantics differ from Hive's/DuckDB's are parsed as ``Anonymous`` calls and
 rebuilt here, so sqlglot's Hive-to-DuckDB mapping cannot pick the wrong semantics for them.
@@ -74,6 +74,20 @@ class MaxComputeParser(HiveParser):
         if self._prev.token_type == TokenType.VAR and self._prev.text.upper() == "TO":
             self._retreat(self._index - 1)
         return self._parse_alter_table_rename()
+
+    def _parse_alter_table_add(self) -> list[exp.Expr]:
+        # ALTER TABLE t ADD COLUMNS [IF NOT EXISTS] (c T [COMMENT '..'], ...): Hive lacks IF NOT EXISTS here.
+        index = self._index
+        if self._match_text_seq("COLUMNS"):
+            exists = self._parse_exists(not_=True)
+            schema = self._parse_schema()
+            if isinstance(schema, exp.Schema) and schema.this is None:
+                if not schema.expressions:
+                    self.raise_error("expected a column definition: name TYPE [COMMENT '...']", self._prev)
+                schema.meta["if_not_exists"] = bool(exists)
+                return [schema]
+            self._retreat(index)
+        return super()._parse_alter_table_add()
 
     def _parse_as_command(self, start: Token) -> exp.Command:
         # sqlglot would keep the rest of the statement as opaque text; MaxCompute reports where it stops.

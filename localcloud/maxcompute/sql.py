@@ -38,7 +38,7 @@ from localcloud.maxcompute.errors import (
 )
 from localcloud.maxcompute.external import external_from_properties
 from localcloud.maxcompute.external_read import ExternalReader, Scratch
-from localcloud.maxcompute.store import MaxComputeStore, TableMeta, check_partition_value
+from localcloud.maxcompute.store import MaxComputeStore, TableMeta, check_partition_value, stored_columns
 from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_type, oversized_cell
 
 FULL_SCAN_FLAG = "odps.sql.allow.fullscan"
@@ -264,14 +264,16 @@ class _Run:
         selects = []
         for spec, files in parts:
             self.inputs.append(_where(meta, spec))
-            if not files:
-                continue
-            items = [f"CAST({_sql_ident(c.name)} AS {duckdb_type(c.type)}) AS {_sql_ident(c.name)}"
-                     for c in meta.columns]
-            items += [f"CAST({_sql_str(spec[c.name])} AS {duckdb_type(c.type)}) AS {_sql_ident(c.name)}"
-                      for c in meta.partition_columns]
-            paths = ", ".join(_sql_str(str(f)) for f in files)
-            selects.append(f"SELECT {', '.join(items)} FROM read_parquet([{paths}])")
+            groups: dict[frozenset[str], list] = {}   # files written before ADD COLUMNS lack the new ones
+            for f in files:
+                groups.setdefault(stored_columns(str(f)), []).append(f)
+            for stored, group in groups.items():
+                items = [f"CAST({_sql_ident(c.name) if c.name in stored else 'NULL'} AS {duckdb_type(c.type)}) AS "
+                         f"{_sql_ident(c.name)}" for c in meta.columns]
+                items += [f"CAST({_sql_str(spec[c.name])} AS {duckdb_type(c.type)}) AS {_sql_ident(c.name)}"
+                          for c in meta.partition_columns]
+                paths = ", ".join(_sql_str(str(f)) for f in group)
+                selects.append(f"SELECT {', '.join(items)} FROM read_parquet([{paths}])")
         if not selects:
             items = [f"CAST(NULL AS {duckdb_type(c.type)}) AS {_sql_ident(c.name)}"
                      for c in (*meta.columns, *meta.partition_columns)]
@@ -530,6 +532,9 @@ class _Run:
                 for partition in action.expressions:
                     self.store.drop_partition(meta.project, meta.name, _full_spec(meta, partition),
                                               if_exists=bool(action.args.get("exists")))
+            elif isinstance(action, exp.Schema):   # ADD COLUMNS [IF NOT EXISTS] (...): appended, NULL in old rows
+                self.store.add_columns(meta.project, meta.name, [_column(d) for d in action.expressions],
+                                       if_not_exists=bool(action.meta.get("if_not_exists")))
             elif isinstance(action, exp.AlterRename) and isinstance(action.this, exp.Partition):
                 old = tree.this.args.get("partition")
                 if old is None:

@@ -5,6 +5,12 @@ Layout on disk (one server process per root)
     ``<root>/<project>/<table>/manifest.json``  its partitions: spec, times, rows, bytes, data files
     ``<root>/<project>/<table>/data/*.parquet`` the data columns of each write (never the partition keys)
 
+Schema changes
+    ``ADD COLUMNS`` (:meth:`MaxComputeStore.add_columns`) appends to ``table.json`` only: data files are
+    never rewritten, so a file written before holds fewer columns than the table, and every reader gives
+    the ones it lacks as NULL (:func:`stored_columns`, :func:`with_columns`), as MaxCompute reads rows
+    written before a column was added.
+
 Atomicity
     A write streams its batches into a new Parquet file, then replaces ``manifest.json`` (temp file,
     fsync, ``os.replace``): a reader sees the partition before or after, never half of it, and a write
@@ -20,6 +26,7 @@ Lifecycle
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -27,7 +34,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,6 +246,37 @@ class MaxComputeStore:
             _write_json(self._table_dir(project, name) / "table.json", data)
             return _meta_from_json(data)
 
+    def add_columns(self, project: str, name: str, columns: Iterable[Column], if_not_exists: bool = False) -> TableMeta:
+        """``ALTER TABLE ... ADD COLUMNS [IF NOT EXISTS] (...)``: append data columns (never before another
+        one, never a partition key). Existing rows read NULL in them; no data file is touched. A column the
+        table has is an error, or skipped with ``if_not_exists``."""
+        with self._lock:
+            meta = self.get_table(project, name)
+            where = f"{meta.project}.{meta.name}"
+            if meta.external is not None:
+                raise SqlError(NOT_SUPPORTED, f"[1,1] Semantic analysis exception - ADD COLUMNS on the external "
+                               f"table {where} is not supported by the local MaxCompute server")
+            have = {c.name for c in meta.columns + meta.partition_columns}
+            added: list[Column] = []
+            for column in columns:
+                check_name("column", column.name)
+                if column.name in {c.name for c in added}:
+                    raise invalid_parameter(f"duplicate column name {column.name} in ADD COLUMNS of table {where}")
+                if column.name in have:
+                    if if_not_exists:
+                        continue
+                    raise invalid_parameter(f"column {column.name} already exists in table {where}")
+                if len(column.comment.encode()) > MAX_COMMENT_BYTES:
+                    raise invalid_parameter(f"the comment of column {column.name} is {len(column.comment.encode())} "
+                                            f"bytes; at most {MAX_COMMENT_BYTES} are allowed")
+                added.append(column)
+            if len(have) + len(added) > MAX_COLUMNS:
+                raise invalid_parameter(f"table {where} would have {len(have) + len(added)} columns; at most "
+                                        f"{MAX_COLUMNS} are allowed")
+            if not added:
+                return meta
+            return self.touch_table(project, name, columns=_columns_json((*meta.columns, *added)))
+
     # -- partitions ---------------------------------------------------------------------------------
 
     def _manifest(self, project: str, table: str) -> dict[str, Any]:
@@ -432,6 +470,23 @@ class MaxComputeStore:
                     path.unlink(missing_ok=True)
 
 
+@functools.lru_cache(maxsize=65536)
+def stored_columns(path: str) -> frozenset[str]:
+    """The columns a data file holds: the table's when it was written (a file is never rewritten, so its
+    answer never changes; a table's ``ADD COLUMNS`` since then is not in it)."""
+    return frozenset(pq.read_schema(path).names)
+
+
+def with_columns(batch: pa.RecordBatch, columns: Sequence[Column]) -> pa.RecordBatch:
+    """``batch`` (read from one data file) as exactly ``columns``, in order: a column its file predates is
+    NULL, as MaxCompute reads rows written before ``ADD COLUMNS``."""
+    if batch.schema.names == [c.name for c in columns]:
+        return batch
+    arrays = [batch.column(c.name) if c.name in batch.schema.names else pa.nulls(batch.num_rows, c.arrow_type)
+              for c in columns]
+    return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in columns])
+
+
 def _conform(item: pa.RecordBatch | pa.Table, schema: pa.Schema, where: str) -> pa.Table:
     table = pa.Table.from_batches([item]) if isinstance(item, pa.RecordBatch) else item
     names = [n.lower() for n in table.column_names]
@@ -459,11 +514,13 @@ def _partition(entry: dict[str, Any]) -> PartitionMeta:
                          entry["record_num"], entry["size"])
 
 
+def _columns_json(columns: Iterable[Column]) -> list[dict[str, str]]:
+    return [{"name": c.name, "type": c.type, "comment": c.comment} for c in columns]
+
+
 def _meta_json(meta: TableMeta) -> dict[str, Any]:
-    def cols(columns: tuple[Column, ...]) -> list[dict[str, str]]:
-        return [{"name": c.name, "type": c.type, "comment": c.comment} for c in columns]
-    data = {"project": meta.project, "name": meta.name, "columns": cols(meta.columns),
-            "partition_columns": cols(meta.partition_columns), "lifecycle": meta.lifecycle,
+    data = {"project": meta.project, "name": meta.name, "columns": _columns_json(meta.columns),
+            "partition_columns": _columns_json(meta.partition_columns), "lifecycle": meta.lifecycle,
             "comment": meta.comment, "created": meta.created, "last_modified": meta.last_modified}
     if meta.external is not None:
         data["external"] = meta.external

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from localcloud.maxcompute import tunnel_wire as wire
 from localcloud.maxcompute.errors import MaxComputeError
-from localcloud.maxcompute.store import check_partition_value
+from localcloud.maxcompute.store import check_partition_value, with_columns
 from localcloud.maxcompute.types import MAX_CELL_BYTES, Column, arrow_schema, oversized_cell
 
 MAX_BLOCK_ID = 20000          # the service's documented block id range is [0, 20000)
@@ -541,8 +541,8 @@ def _read_range(files: list[list], start: int, count: int, columns: list[Column]
             for batch in (pf.iter_batches(batch_size=65536, row_groups=groups, columns=names) if groups else ()):
                 lo, hi = max(start - pos, 0), min(end - pos, batch.num_rows)
                 pos += batch.num_rows
-                if hi > lo:
-                    yield batch.slice(lo, hi - lo)
+                if hi > lo:   # a column the file predates (ADD COLUMNS since) reads NULL
+                    yield with_columns(batch.slice(lo, hi - lo), columns)
                 if pos >= end:
                     return
         file_start += rows

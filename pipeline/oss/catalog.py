@@ -1,4 +1,4 @@
-"""Object listing → catalog rows (``id``, ``source_image``, ``cate_id``) on Arrow record batches.
+"""Object listing → catalog rows (``id``, ``source_image``, ``cate_id``, ``etag``) on Arrow record batches.
 
 The rules come from the index config. Objects that do not become rows are counted by reason, so a
 run report can say exactly what was left out and why; nothing is dropped silently.
@@ -43,12 +43,14 @@ class ListedObject(NamedTuple):
     ``restore`` is the listing's ``RestoreInfo`` as OSS sends it: empty when the object was never
     restored or its restored copy expired, ``ongoing-request="true"`` while a restore runs, and
     ``ongoing-request="false", expiry-date="…"`` once it is readable (until that date).
+    ``etag`` is the listed ETag without the quotes around it, case kept (None when a listing has none).
     """
 
     key: str
     size: int
     storage_class: str = "Standard"
     restore: str = ""
+    etag: str | None = None
 
 
 def is_unreadable_archive(obj: ListedObject) -> bool:
@@ -79,6 +81,7 @@ _FILTER_CODES = (
 )
 _ARCHIVED_CODE = _FILTER_CODES.index(SkipReason.ARCHIVED)
 _STORAGE_CLASS = operator.itemgetter(2)
+_ETAG = operator.itemgetter(4)
 
 
 def _any_ascii_case(text: str) -> str:
@@ -206,7 +209,8 @@ class CatalogBuilder:
         if archive_page:
             conditions.append(np.fromiter(map(is_unreadable_archive, objects), dtype=bool, count=len(keys)))
         codes = np.select(conditions, list(range(1, len(conditions) + 1)), default=0)
-        passed = key_array.filter(pa.array(codes == 0))
+        passed_mask = pa.array(codes == 0)
+        passed = key_array.filter(passed_mask)
         row_ids, id_ok = self._id_arrays(passed)
         tokens = self._token_array(passed)
         cate_ids, cate_ok = self._category_arrays(tokens)
@@ -235,8 +239,9 @@ class CatalogBuilder:
                     cate_ids[j], cate_ok[j] = cate_id, True
         kept = pa.array(id_ok & cate_ok)
         paths = pc.binary_join_element_wise("", passed.filter(kept), "/")
+        etags = pa.array(list(map(_ETAG, objects)), pa.string()).filter(passed_mask).filter(kept)
         batch = pa.RecordBatch.from_arrays(
-            [pa.array(row_ids).filter(kept), paths, pa.array(cate_ids).filter(kept)], schema=CATALOG_SCHEMA
+            [pa.array(row_ids).filter(kept), paths, pa.array(cate_ids).filter(kept), etags], schema=CATALOG_SCHEMA
         )
         self.counts.listed += len(keys)
         self.counts.kept += batch.num_rows

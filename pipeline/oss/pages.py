@@ -34,17 +34,21 @@ MAX_PAGE_SIZE = 1000  # the most OSS returns in one ListObjects page
 
 
 # One <Contents> entry: Key, then only simple elements (LastModified, ETag, Type) up to Size, then
-# simple elements (e.g. TransitionTime) up to StorageClass: the order OSS documents. Anything else
-# (CDATA, comments, entities in a key, nesting, another order) fails a count check and takes oss2's parser.
+# simple elements (e.g. TransitionTime) up to StorageClass: the order OSS documents. The ETag, if there,
+# is captured: the elements around it may be anything but another ETag (two fail the match). Anything
+# else (CDATA, comments, entities in a key, nesting, another order) fails a count check and takes oss2's
+# parser.
 _SIMPLE_ELEMENTS = r"(?:\s*<[A-Za-z]+>[^<]*</[A-Za-z]+>)*?"
+# Possessive, so the ETag is found without backtracking: the elements before Size other than the ETag.
+_OTHER_ELEMENTS = r"(?:\s*<(?!ETag>|Size>)[A-Za-z]+>[^<]*</[A-Za-z]+>)*+"
 _CONTENTS_RE = re.compile(
-    rf"<Contents>\s*<Key>([^<&]*)</Key>{_SIMPLE_ELEMENTS}\s*<Size>\s*(\d+)\s*</Size>"
-    rf"{_SIMPLE_ELEMENTS}\s*<StorageClass>([A-Za-z]+)</StorageClass>"
+    rf"<Contents>\s*<Key>([^<&]*)</Key>{_OTHER_ELEMENTS}(?:\s*<ETag>([^<]*)</ETag>)?{_OTHER_ELEMENTS}"
+    rf"\s*<Size>\s*(\d+)\s*</Size>{_SIMPLE_ELEMENTS}\s*<StorageClass>([A-Za-z]+)</StorageClass>"
 )
 # The same, with the RestoreInfo that objects restored or being restored carry. Where OSS puts it is
 # not documented; the local server puts it right after StorageClass, elsewhere oss2's parser reads it.
 _CONTENTS_RESTORE_RE = re.compile(_CONTENTS_RE.pattern + r"(?:\s*<RestoreInfo>([^<]*)</RestoreInfo>)?")
-_STORAGE_CLASS = operator.itemgetter(2)
+_STORAGE_CLASS = operator.itemgetter(3)
 _PREFIX_RE = re.compile(r"<CommonPrefixes>\s*<Prefix>([^<&]*)</Prefix>\s*</CommonPrefixes>")
 _TRUNCATED_RE = re.compile(r"<IsTruncated>\s*(true|false)\s*</IsTruncated>")
 _TOKEN_RE = re.compile(r"<NextContinuationToken>([^<&]*)</NextContinuationToken>")
@@ -52,7 +56,7 @@ _TOKEN_RE = re.compile(r"<NextContinuationToken>([^<&]*)</NextContinuationToken>
 
 def parse_listing_page(result: ListObjectsV2Result, body: bytes) -> None:
     """Fill ``result`` from a ListObjectsV2 body with ``ListedObject`` items (key, size, storage class,
-    restore state).
+    restore state, ETag without its quotes).
 
     oss2's parser builds a full ``SimplifiedObjectInfo`` per key (seven element lookups and an ISO-8601
     date parse each): about 70% of a listing's CPU, and under the GIL the ceiling of a parallel listing.
@@ -87,19 +91,28 @@ def parse_listing_page(result: ListObjectsV2Result, body: bytes) -> None:
     restores = 0 if ARCHIVE_CLASSES.isdisjoint(map(_STORAGE_CLASS, entries)) else text.count("<RestoreInfo>")
     if restores:
         with_restore = _CONTENTS_RESTORE_RE.findall(text)
-        if len(with_restore) != len(entries) or restores != sum(1 for entry in with_restore if entry[3]):
+        if len(with_restore) != len(entries) or restores != sum(1 for entry in with_restore if entry[4]):
             xml_utils.parse_list_objects_v2(result, body)
             return
         result.object_list = [
-            ListedObject(decode(key), int(size), storage_class, _xml_unescape(restore))
-            for key, size, storage_class, restore in with_restore
+            ListedObject(decode(key), int(size), storage_class, _xml_unescape(restore), _etag(listed_etag))
+            for key, listed_etag, size, storage_class, restore in with_restore
         ]
     else:
-        result.object_list = [ListedObject(decode(key), int(size), storage_class) for key, size, storage_class in entries]
+        result.object_list = [
+            ListedObject(decode(key), int(size), storage_class, "", _etag(listed_etag))
+            for key, listed_etag, size, storage_class in entries
+        ]
     result.prefix_list = [decode(prefix) for prefix in prefixes]
     result.is_truncated = truncated.group(1) == "true"
     if result.is_truncated and token is not None:
         result.next_continuation_token = decode(token.group(1))
+
+
+def _etag(text: str) -> str | None:
+    """A listed ETag as the catalog keeps it: without the quotes around it (``"ABC"`` or ``&quot;ABC&quot;``),
+    case kept, as oss2 reads it; None when the entry has none."""
+    return _xml_unescape(text).strip('"') or None
 
 
 def _xml_unescape(text: str) -> str:
@@ -108,7 +121,7 @@ def _xml_unescape(text: str) -> str:
 
 class LeanListingBucket(oss2.Bucket):
     """An ``oss2.Bucket`` whose ``list_objects_v2`` items are :class:`ListedObject` (key, size, storage
-    class, restore state) only.
+    class, restore state, ETag) only.
 
     Signing, HTTP, retries of the transport and error mapping are oss2's; only the parse of a
     ListObjectsV2 answer is :func:`parse_listing_page`. Other calls are untouched.
@@ -261,4 +274,5 @@ def _as_listed(items: list) -> list[ListedObject]:
     """oss2's items (or the lean parser's, already ListedObject) as ListedObject."""
     if items and type(items[0]) is ListedObject:
         return items
-    return [ListedObject(obj.key, obj.size, obj.storage_class or "Standard", obj.restore_info or "") for obj in items]
+    return [ListedObject(obj.key, obj.size, obj.storage_class or "Standard", obj.restore_info or "", obj.etag or None)
+            for obj in items]

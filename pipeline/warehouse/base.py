@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import pyarrow as pa
 
 from pipeline.config import CategoryRule, IdRule, SourceConfig
-from pipeline.schema import IdChanges, PartitionStats
+from pipeline.schema import MAX_DELTA_PAGE_ROWS, DeltaBatch, IdChanges, PartitionStats, RowChanges
 
 
 class Warehouse(Protocol):
@@ -37,6 +37,19 @@ class Warehouse(Protocol):
     def id_changes(self, ds: str, previous_ds: str, previous: Warehouse | None = None) -> IdChanges:
         """How many ids ``ds`` added and removed against ``previous_ds`` of ``previous`` (default: this
         table; sql/id_changes.sql)."""
+
+    def row_changes(self, ds: str, previous_ds: str, previous: Warehouse | None = None) -> RowChanges:
+        """How the rows of ``ds`` differ, id by id, from those of ``previous_ds`` of ``previous`` (default: this
+        table; sql/row_changes.sql): ids added, removed, changed (source_image, cate_id or etag; a NULL etag on
+        either side counts as changed), unchanged, and the previous rows without an etag. WarehouseError if
+        either partition is missing or holds an id twice."""
+
+    def iter_delta(self, ds: str, previous_ds: str, previous: Warehouse | None = None, *,
+                   after_id: int | None = None, batch_rows: int = MAX_DELTA_PAGE_ROWS) -> Iterator[DeltaBatch]:
+        """What turns ``previous_ds`` of ``previous`` (default: this table) into ``ds`` in an index, page by page
+        (sql/row_delta.sql): the rows of added and changed ids to add, the removed ids to delete, ids ascending,
+        at most ``batch_rows`` (1..10,000) a page, starting after ``after_id`` (a page's ``last_id`` resumes
+        after it). Arguments are checked at the call (ValueError); the partitions when it is iterated."""
 
     def sample_rows(self, ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` (smallest ids first), as dicts of the catalog columns."""

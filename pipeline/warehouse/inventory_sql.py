@@ -10,6 +10,8 @@ bytes, too small, too large, archived, then bad id, then unmapped category; NULL
 and the counts are the listing route's (tests/pipeline/warehouse/test_inventory_sql.py holds both routes
 to identical partitions). One difference, by necessity: the inventory has no restore state, so every
 Archive / ColdArchive / DeepColdArchive object is ``archived``, restored or not (README, "The rules as SQL").
+A row's ``etag`` is the inventory's ETag field with any quotes around it stripped, case kept, as the listing
+route keeps the listed one; NULL when the inventory rule does not include the ETag field.
 
 Config values reach the SQL only as string literals written by :func:`sql_string` (or as validated
 identifiers and integers); object keys never leave the data.
@@ -156,11 +158,22 @@ def _prefix_condition(prefixes: list[str]) -> str:
     return " OR ".join(f"SUBSTR(object_key, 1, LENGTH({sql_string(p)})) = {sql_string(p)}" for p in prefixes)
 
 
+def etag_expr(fields: list[str]) -> str:
+    """The object's ETag as the listing route keeps it (pipeline/oss/pages.py): without the quotes around
+    it (the inventory writes none; stripped if there), case kept, NULL when empty or when the inventory's
+    fileSchema has no ETag field."""
+    if "etag" not in (name.lower() for name in fields):
+        return "CAST(NULL AS STRING)"
+    stripped = """REGEXP_REPLACE(`etag`, '^"+|"+$', '')"""
+    return f"CASE WHEN {stripped} <> '' THEN {stripped} END"
+
+
 def classified_objects(external_table: str, source: SourceConfig, id_rule: IdRule, category_rule: CategoryRule,
-                       prefixes: list[str]) -> str:
+                       prefixes: list[str], fields: list[str]) -> str:
     """A query of every inventoried object under ``prefixes``: ``object_key`` (decoded), ``storage_class``,
-    ``reason`` (NULL: a row), ``id``, ``source_image``, ``cate_id``, ``unmapped_name`` (set where the
-    category rule found no id, as CatalogCounts.unmapped_categories counts it) and ``archived_class``."""
+    ``reason`` (NULL: a row), ``id``, ``source_image``, ``cate_id``, ``etag``, ``unmapped_name`` (set where
+    the category rule found no id, as CatalogCounts.unmapped_categories counts it) and ``archived_class``.
+    ``fields``: the inventory's (its fileSchema); without ETag, ``etag`` is NULL."""
     validate_table_name(external_table)
     extensions = ", ".join(sql_string(ext) for ext in sorted(set(source.extensions)))
     archive = ", ".join(sql_string(name) for name in ARCHIVE_CLASSES)
@@ -170,16 +183,17 @@ def classified_objects(external_table: str, source: SourceConfig, id_rule: IdRul
     else:  # skip, and fail (the caller raises once it sees the count)
         unmapped_reason, cate_id = "'unmapped_category'", "mapped_cate"
     return f"""SELECT object_key, storage_class, id, CONCAT('/', object_key) AS source_image, {cate_id} AS cate_id,
+  object_etag AS etag,
   CASE WHEN filtered IS NOT NULL THEN filtered WHEN id IS NULL THEN 'bad_id'
        WHEN mapped_cate IS NULL THEN {unmapped_reason} END AS reason,
   CASE WHEN filtered IS NULL AND id IS NOT NULL AND mapped_cate IS NULL
        THEN (CASE WHEN token IS NULL OR token = '' THEN '{NO_CATEGORY}' ELSE token END) END AS unmapped_name,
   CASE WHEN filtered = 'archived' THEN storage_class END AS archived_class
 FROM (
-  SELECT object_key, storage_class, filtered, token, {id_value} AS id,
+  SELECT object_key, storage_class, object_etag, filtered, token, {id_value} AS id,
     {_category_expr(category_rule)} AS mapped_cate
   FROM (
-    SELECT object_key, storage_class, token, id_text,
+    SELECT object_key, storage_class, object_etag, token, id_text,
       CASE WHEN SUBSTR(object_key, LENGTH(object_key), 1) = '/' THEN 'folder_marker'
            WHEN COALESCE(LOWER(REGEXP_EXTRACT(object_key, '\\\\.([0-9A-Za-z]+)\\\\z', 1)), '')
                 NOT IN ({extensions}) THEN 'not_image'
@@ -188,9 +202,11 @@ FROM (
            WHEN object_size > {_bigint(source.max_size_bytes)} THEN 'too_large'
            WHEN storage_class IN ({archive}) THEN 'archived' END AS filtered
     FROM (
-      SELECT object_key, object_size, storage_class, {id_text} AS id_text, {_token_expr(category_rule)} AS token
+      SELECT object_key, object_size, storage_class, object_etag, {id_text} AS id_text,
+        {_token_expr(category_rule)} AS token
       FROM (
-        SELECT URL_DECODE(`key`, 'UTF-8') AS object_key, `size` AS object_size, `storageclass` AS storage_class
+        SELECT URL_DECODE(`key`, 'UTF-8') AS object_key, `size` AS object_size, `storageclass` AS storage_class,
+          {etag_expr(fields)} AS object_etag
         FROM {external_table}
       ) decoded
       WHERE {_prefix_condition(prefixes)}
@@ -244,7 +260,8 @@ def compile_inventory(
     ds = validate_ds(ds)
     validate_table_name(staging_table)
     prefixes = check_prefixes(list(source.prefixes if prefixes is None else prefixes))
-    objects = classified_objects(external_table, source, id_rule, category_rule, prefixes)
+    objects = classified_objects(external_table, source, id_rule, category_rule, prefixes,
+                                 parse_file_schema(file_schema))
     # The files are scanned once, into a table the other statements read: on the service a scan of the
     # external table re-reads and re-parses every gzip CSV file from OSS (10M objects: four scans were
     # 70% of the route's time here). LIFECYCLE 1 reclaims it if a killed run never drops it.
@@ -254,7 +271,7 @@ def compile_inventory(
         create_external=external_table_ddl(external_table, file_schema, location, role_arn),
         create_objects=f"CREATE TABLE {table} LIFECYCLE 1 AS\nSELECT * FROM (\n{objects}\n) o",
         insert_staging=(f"INSERT OVERWRITE TABLE {staging_table} PARTITION ({PARTITION_COLUMN}='{ds}')\n"
-                        f"SELECT id, source_image, cate_id FROM {table} WHERE reason IS NULL"),
+                        f"SELECT id, source_image, cate_id, etag FROM {table} WHERE reason IS NULL"),
         counts=(f"SELECT reason, archived_class, COUNT(*) AS objects,\n"
                 f"  SUM(CASE WHEN unmapped_name IS NULL THEN 0 ELSE 1 END) AS unmapped\n"
                 f"FROM {table} GROUP BY reason, archived_class"),

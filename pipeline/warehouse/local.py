@@ -7,6 +7,9 @@ It stands in for MaxCompute when no cloud is reachable. Layout::
 
 One file per partition makes replacing a partition a single ``os.replace``: readers open either the
 old file or the new one, never a mix, and a failed write leaves the old file untouched.
+
+A partition written before a nullable column existed (``etag``) lacks it in its file: every read here
+gives it as NULL, as MaxCompute does for rows written before ``ADD COLUMNS``; its file is never rewritten.
 """
 
 from __future__ import annotations
@@ -28,8 +31,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError, SchemaMismatchError, WarehouseError
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
+from pipeline.schema import (
+    CATALOG_SCHEMA,
+    MAX_DELTA_PAGE_ROWS,
+    PARTITION_COLUMN,
+    STAGING_SUFFIX,
+    DeltaBatch,
+    IdChanges,
+    PartitionStats,
+    RowChanges,
+    id_set_digest,
+    validate_ds,
+)
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
+from pipeline.warehouse.delta import PinnedPair, check_page, delta_batch, row_changes_of
+from pipeline.warehouse.rows import catalog_batches, conform_batch, iter_source, row_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,69 +63,21 @@ _STALE_LITTER_S = 86400  # a temp file or trash untouched this long belongs to n
 _ROW_GROUP_ROWS = 64 * 1024  # rows buffered per Parquet row group: a few MiB for catalog rows
 
 
-def conform_batch(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
-    """Return ``batch`` as a RecordBatch with exactly ``CATALOG_SCHEMA`` (column order, types, no nulls).
-
-    Columns are matched by name and cast safely (e.g. int32 ids widen to int64; lossy casts fail).
-    Raises WarehouseError naming the offending columns.
-    """
-    if isinstance(batch, pa.Table):  # accepted for convenience; one batch per table
-        batch = pa.record_batch([c.combine_chunks() for c in batch.columns], names=batch.column_names)
-    if not isinstance(batch, pa.RecordBatch):
-        raise WarehouseError(f"expected a pyarrow RecordBatch, got {type(batch).__name__}")
-
-    expected = CATALOG_SCHEMA.names
-    actual = batch.schema.names
-    missing = [n for n in expected if n not in actual]
-    unexpected = [n for n in actual if n not in expected]
-    if missing or unexpected or len(set(actual)) != len(actual):
-        raise WarehouseError(
-            f"batch columns {actual} do not match the catalog schema {expected}: "
-            f"missing {missing}, unexpected {unexpected}"
-        )
-
-    arrays: list[pa.Array] = []
-    for field in CATALOG_SCHEMA:
-        column = batch.column(field.name)
-        if not column.type.equals(field.type):
-            try:
-                column = column.cast(field.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise WarehouseError(
-                    f"column {field.name!r} has type {column.type}, which does not cast to {field.type}: {exc}"
-                ) from exc
-        if not field.nullable and column.null_count:
-            raise WarehouseError(f"column {field.name!r} has {column.null_count} null values; it must have none")
-        arrays.append(column)
-    return pa.RecordBatch.from_arrays(arrays, schema=CATALOG_SCHEMA)
-
-
-def iter_source(batches: Iterable[pa.RecordBatch], what: str) -> Iterator[pa.RecordBatch]:
-    """Iterate ``batches``; a non-pipeline error raised by the source becomes a WarehouseError.
-
-    PipelineErrors (e.g. a CatalogError from the producer) pass through unchanged so the caller sees
-    the real reason; anything else is wrapped so the message says the source, not the warehouse, failed.
-    """
-    iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except PipelineError:
-            raise
-        except Exception as exc:
-            raise WarehouseError(
-                f"{what}: the batch source raised {type(exc).__name__}: {exc}; nothing was committed"
-            ) from exc
-        yield batch
-
-
 def _schema_description() -> dict[str, Any]:
     return {
         "columns": [{"name": f.name, "type": str(f.type)} for f in CATALOG_SCHEMA],
         "partition_columns": [{"name": PARTITION_COLUMN, "type": "string"}],
     }
+
+
+def _added_columns(actual: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The columns ``wanted`` adds to ``actual`` if it only appends nullable ones (the table predates them);
+    else (another schema) none."""
+    have, need = actual.get("columns") or [], wanted["columns"]
+    if actual.get("partition_columns") != wanted["partition_columns"] or len(have) >= len(need) or need[:len(have)] != have:
+        return []
+    added = [column["name"] for column in need[len(have):]]
+    return added if all(CATALOG_SCHEMA.field(name).nullable for name in added) else []
 
 
 def _fsync_dir(path: Path) -> None:
@@ -157,7 +125,8 @@ class LocalWarehouse:
     # -- table ------------------------------------------------------------------------------------
 
     def ensure_table(self) -> None:
-        """Create ``<root>/<table>/`` and its ``_table.json``; refuse a table with another schema."""
+        """Create ``<root>/<table>/`` and its ``_table.json``; give a table written before the ``etag`` column
+        existed that column (its partitions read it as NULL); refuse a table with another schema."""
         meta_path = self.table_dir / TABLE_META
         wanted = _schema_description()
         if meta_path.exists():
@@ -167,12 +136,18 @@ class LocalWarehouse:
                 raise WarehouseError(f"cannot read {meta_path}: {exc}") from exc
             actual = {k: existing.get(k) for k in wanted}
             if actual != wanted:
-                raise SchemaMismatchError(
-                    f"local table {self.table!r} at {self.table_dir} has columns {actual['columns']} "
-                    f"partitioned by {actual['partition_columns']}, but the catalog needs columns "
-                    f"{wanted['columns']} partitioned by {wanted['partition_columns']}; "
-                    "the pipeline never alters a table: move that directory away or use another table name"
-                )
+                added = _added_columns(actual, wanted)
+                if not added:
+                    raise SchemaMismatchError(
+                        f"local table {self.table!r} at {self.table_dir} has columns {actual['columns']} "
+                        f"partitioned by {actual['partition_columns']}, but the catalog needs columns "
+                        f"{wanted['columns']} partitioned by {wanted['partition_columns']}; the pipeline only ever "
+                        "adds a missing nullable column (etag) to a table: move that directory away or use "
+                        "another table name"
+                    )
+                self._write_meta({**existing, **wanted})
+                log.info("added column(s) %s to local table %s at %s; partitions written before read them as NULL",
+                         added, self.table, self.table_dir)
             if existing.get("lifecycle_days") != self.lifecycle_days:
                 log.warning(
                     "local table %s keeps lifecycle_days=%s from %s (configured: %s)",
@@ -180,18 +155,18 @@ class LocalWarehouse:
                 )
             return
 
+        self._write_meta({"table": self.table, **wanted, "lifecycle_days": self.lifecycle_days})
+        log.info("created local table %s at %s", self.table, self.table_dir)
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        """Write ``_table.json`` atomically, so a concurrent ensure_table never reads a half-written file."""
         try:
             self.table_dir.mkdir(parents=True, exist_ok=True)
-            # Atomic create, so a concurrent ensure_table never reads a half-written file.
             tmp = self.table_dir / f".{TABLE_META}-{uuid.uuid4().hex}.tmp"
-            tmp.write_text(
-                json.dumps({"table": self.table, **wanted, "lifecycle_days": self.lifecycle_days}, indent=2),
-                encoding="utf-8",
-            )
-            os.replace(tmp, meta_path)
+            tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            os.replace(tmp, self.table_dir / TABLE_META)
         except OSError as exc:
-            raise WarehouseError(f"cannot create local table {self.table!r} under {self.root}: {exc}") from exc
-        log.info("created local table %s at %s", self.table, self.table_dir)
+            raise WarehouseError(f"cannot write the metadata of local table {self.table!r} under {self.root}: {exc}") from exc
 
     def _require_table(self) -> None:
         if not (self.table_dir / TABLE_META).exists():
@@ -285,7 +260,7 @@ class LocalWarehouse:
         ds = validate_ds(ds)
         with self._open_partition(ds) as handle:
             try:
-                return pq.read_table(handle, schema=CATALOG_SCHEMA)
+                return pq.read_table(handle, schema=CATALOG_SCHEMA)  # a column the file predates: NULL
             except (OSError, pa.ArrowException) as exc:
                 raise WarehouseError(
                     f"cannot read partition {PARTITION_COLUMN}={ds} of {self.table!r}: {exc}"
@@ -327,12 +302,13 @@ class LocalWarehouse:
             results = []
             if columns is not None:
                 for i, parquet in enumerate(files):
-                    con.register(f"_partition_{i}", parquet.read(columns=columns))
+                    con.register(f"_partition_{i}", pa.Table.from_batches(
+                        list(catalog_batches(parquet, columns)), pa.schema([CATALOG_SCHEMA.field(c) for c in columns])))
             for name in names:
                 if columns is None:
                     for i, parquet in enumerate(files):
                         con.register(
-                            f"_partition_{i}", pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, parquet.iter_batches())
+                            f"_partition_{i}", pa.RecordBatchReader.from_batches(CATALOG_SCHEMA, catalog_batches(parquet))
                         )
                 results.append(con.execute(load_sql(name, table=self.table, **params)).fetchall())
             return results
@@ -370,18 +346,66 @@ class LocalWarehouse:
                                   ds=ds, previous_ds=previous_ds, previous_table=previous.table)
         return IdChanges(ds, previous_ds, int(row[0] or 0), int(row[1] or 0))
 
+    def row_changes(self, ds: str, previous_ds: str, previous: LocalWarehouse | None = None) -> RowChanges:
+        """How the rows of ``ds`` differ, id by id, from those of ``previous_ds`` of ``previous`` (default: this
+        table): added, removed, changed, unchanged (sql/row_changes.sql, see :mod:`pipeline.warehouse.delta`)."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        pair = self._pair(ds, previous_ds, previous, "comparing the rows")
+        try:
+            (row,) = pair.query("row_changes")
+        finally:
+            pair.close()
+        return row_changes_of(row, ds, previous_ds, pair.what)
+
+    def iter_delta(self, ds: str, previous_ds: str, previous: LocalWarehouse | None = None, *,
+                   after_id: int | None = None, batch_rows: int = MAX_DELTA_PAGE_ROWS) -> Iterator[DeltaBatch]:
+        """The delta from ``previous_ds`` of ``previous`` (default: this table) to ``ds`` in pages of at most
+        ``batch_rows`` ids, ids ascending, starting after ``after_id`` (sql/row_delta.sql). Both partitions are
+        opened once: every page reads the same versions. Memory: a page here; DuckDB spills past its limit."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        check_page(after_id, batch_rows)
+        return self._delta_pages(ds, previous_ds, previous, after_id, batch_rows)
+
+    def _delta_pages(self, ds: str, previous_ds: str, previous: LocalWarehouse | None, after_id: int | None,
+                     batch_rows: int) -> Iterator[DeltaBatch]:
+        pair = self._pair(ds, previous_ds, previous, "reading the delta")
+        try:
+            while True:
+                rows = pair.query("row_delta", after_id=after_id, limit=batch_rows)
+                if not rows:
+                    return
+                batch = delta_batch(rows, after_id, pair.what)
+                yield batch
+                if len(rows) < batch_rows:  # DuckDB answers whole pages: a short one is the last
+                    return
+                after_id = batch.last_id
+        finally:
+            pair.close()
+
+    def _pair(self, ds: str, previous_ds: str, previous: LocalWarehouse | None, doing: str) -> PinnedPair:
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        previous = previous or self
+        current = self._open_partition(ds)
+        try:
+            old = previous._open_partition(previous_ds)
+        except BaseException:
+            current.close()
+            raise
+        return PinnedPair(current, ds, old, previous_ds, f"{doing} of local table {self.table!r} partition "
+                          f"{PARTITION_COLUMN}={ds} with {previous.table!r} {PARTITION_COLUMN}={previous_ds}")
+
     def sample_rows(self, ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` with the smallest ids (sql/sample_rows.sql)."""
         ds = validate_ds(ds)
         (rows,) = self._queries([ds], ["sample_rows"], ds=ds, limit=limit)
-        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+        return [row_dict(*row) for row in rows]
 
     def sample_new_rows(self, ds: str, previous_ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` whose id is not in ``previous_ds`` (sql/sample_new_rows.sql)."""
         ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
-        (rows,) = self._queries([ds, previous_ds], ["sample_new_rows"], columns=["id", "source_image", "cate_id"],
+        (rows,) = self._queries([ds, previous_ds], ["sample_new_rows"], columns=CATALOG_SCHEMA.names,
                                 ds=ds, previous_ds=previous_ds, limit=limit)
-        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+        return [row_dict(*row) for row in rows]
 
     def rows_by_id(self, ds: str, ids: list[int]) -> list[dict]:
         """The rows of ``ds`` with these ids (sql/rows_by_id.sql)."""
@@ -389,7 +413,7 @@ class LocalWarehouse:
         if not ids:
             return []
         (rows,) = self._queries([ds], ["rows_by_id"], ds=ds, ids=sorted(set(ids)), limit=len(set(ids)) * 10)
-        return [{"id": int(i), "source_image": str(path), "cate_id": int(c)} for i, path, c in rows]
+        return [row_dict(*row) for row in rows]
 
     def load_inventory(self, ds: str, location: str, file_schema: str, source: Any, id_rule: Any,
                        category_rule: Any, role_arn: str, prefixes: list[str] | None = None) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -30,10 +30,22 @@ from pipeline.errors import (
     WarehouseError,
 )
 from pipeline.redact import register_secrets
-from pipeline.schema import CATALOG_SCHEMA, PARTITION_COLUMN, STAGING_SUFFIX, IdChanges, PartitionStats, id_set_digest, validate_ds
+from pipeline.schema import (
+    CATALOG_SCHEMA,
+    MAX_DELTA_PAGE_ROWS,
+    PARTITION_COLUMN,
+    STAGING_SUFFIX,
+    DeltaBatch,
+    IdChanges,
+    PartitionStats,
+    RowChanges,
+    id_set_digest,
+    validate_ds,
+)
 from pipeline.sql import load_sql, validate_lifecycle, validate_table_name
+from pipeline.warehouse.delta import check_page, delta_batch, row_changes_of
 from pipeline.warehouse.inventory_sql import compile_inventory, inventory_counts
-from pipeline.warehouse.local import conform_batch, iter_source
+from pipeline.warehouse.rows import conform_batch, iter_source, row_dict
 
 if TYPE_CHECKING:
     from odps import ODPS
@@ -45,6 +57,8 @@ log = logging.getLogger(__name__)
 # Arrow type of each catalog column -> the MaxCompute type the DDL in sql/ declares.
 _ODPS_TYPES: dict[pa.DataType, str] = {pa.int64(): "BIGINT", pa.string(): "STRING"}
 EXPECTED_COLUMNS: list[tuple[str, str]] = [(f.name, _ODPS_TYPES[f.type]) for f in CATALOG_SCHEMA]
+# What a table created before the etag column has (sql/add_etag_column.sql appends etag: it stays last).
+BEFORE_ETAG = EXPECTED_COLUMNS[:-1]
 EXPECTED_PARTITION_COLUMNS: list[tuple[str, str]] = [(PARTITION_COLUMN, "STRING")]
 
 # Failures a bounded retry may cure: server-side 5xx, throttling, network trouble. Rewriting a
@@ -162,7 +176,9 @@ class MaxComputeWarehouse:
     # -- table ------------------------------------------------------------------------------------
 
     def ensure_table(self) -> None:
-        """Create the table with sql/create_catalog_table.sql if missing; else check its schema."""
+        """Create the table with sql/create_catalog_table.sql if missing; give a table created before the
+        ``etag`` column existed that column (sql/add_etag_column.sql: ``ADD COLUMNS``, rows written before
+        read NULL); refuse a table with any other schema."""
         try:
             if not self._odps.exist_table(self.table):
                 self._odps.execute_sql(
@@ -170,12 +186,9 @@ class MaxComputeWarehouse:
                 )
                 log.info("created %s (lifecycle %s days)", self._where(), self.lifecycle_days)
                 return
-            table = self._odps.get_table(self.table)
-            schema = table.table_schema
-            columns = [(c.name.lower(), str(c.type).upper()) for c in schema.simple_columns]
-            # an unpartitioned table has partitions None, not []
-            partition_columns = [(c.name.lower(), str(c.type).upper()) for c in schema.partitions or []]
-            lifecycle = getattr(table, "lifecycle", None)
+            columns, partition_columns, lifecycle = self._schema()
+            if partition_columns == EXPECTED_PARTITION_COLUMNS and columns == BEFORE_ETAG:
+                columns = self._add_etag_column()
         except PipelineError:
             raise
         except _SERVICE_ERRORS as exc:
@@ -185,11 +198,37 @@ class MaxComputeWarehouse:
             raise SchemaMismatchError(
                 f"{self._where()} exists with columns {columns} partitioned by {partition_columns}, "
                 f"but the catalog needs columns {EXPECTED_COLUMNS} partitioned by {EXPECTED_PARTITION_COLUMNS}; "
-                "the pipeline never alters a table: drop or rename it, or configure another table name"
+                "the pipeline only ever adds the etag column to a table: drop or rename it, or configure "
+                "another table name"
             )
         if lifecycle is not None and lifecycle != self.lifecycle_days:
             log.warning("%s has lifecycle %s days (configured: %s); left as it is",
                         self._where(), lifecycle, self.lifecycle_days)
+
+    def _schema(self, reload: bool = False) -> tuple[list[tuple[str, str]], list[tuple[str, str]], int | None]:
+        """(columns, partition columns, lifecycle) of the table as the service describes it now."""
+        table = self._odps.get_table(self.table)
+        if reload:  # pyodps may hand back the object it described before a DDL statement
+            table.reload()
+        schema = table.table_schema
+        columns = [(c.name.lower(), str(c.type).upper()) for c in schema.simple_columns]
+        # an unpartitioned table has partitions None, not []
+        partition_columns = [(c.name.lower(), str(c.type).upper()) for c in schema.partitions or []]
+        return columns, partition_columns, getattr(table, "lifecycle", None)
+
+    def _add_etag_column(self) -> list[tuple[str, str]]:
+        """``ALTER TABLE ... ADD COLUMNS (etag ...)`` on a table the column predates; its columns afterwards.
+        Another run may add it at the same moment: if the statement fails and the column is there, fine."""
+        try:
+            self._odps.execute_sql(load_sql("add_etag_column", table=self.table))
+        except _SERVICE_ERRORS as exc:
+            columns = self._schema(reload=True)[0]
+            if columns != EXPECTED_COLUMNS:
+                raise
+            log.info("%s got the etag column from another run meanwhile (%s)", self._where(), exc)
+            return columns
+        log.info("added the etag column to %s: partitions written before read it as NULL", self._where())
+        return self._schema(reload=True)[0]
 
     # -- partitions -------------------------------------------------------------------------------
 
@@ -285,6 +324,60 @@ class MaxComputeWarehouse:
             raise _warehouse_error(f"id comparison of {self._where(ds)} with ds={previous_ds} failed", exc) from exc
         return IdChanges(ds, previous_ds, int(row["added"] or 0), int(row["removed"] or 0))
 
+    def row_changes(self, ds: str, previous_ds: str, previous: MaxComputeWarehouse | None = None) -> RowChanges:
+        """How the rows of ``ds`` differ, id by id, from those of ``previous_ds`` of ``previous`` (default: this
+        table): added, removed, changed, unchanged (sql/row_changes.sql, see :mod:`pipeline.warehouse.delta`)."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        previous = previous or self
+        what = f"comparing the rows of {self._where(ds)} with {previous._where(previous_ds)}"
+        try:
+            self._require_partitions((self, ds), (previous, previous_ds))
+            (row,) = self._query("row_changes", ds, previous_ds=previous_ds, previous_table=previous.table)
+        except PipelineError:
+            raise
+        except _SERVICE_ERRORS as exc:
+            raise _warehouse_error(f"{what} failed", exc) from exc
+        return row_changes_of(row, ds, previous_ds, what)
+
+    def iter_delta(self, ds: str, previous_ds: str, previous: MaxComputeWarehouse | None = None, *,
+                   after_id: int | None = None, batch_rows: int = MAX_DELTA_PAGE_ROWS) -> Iterator[DeltaBatch]:
+        """The delta from ``previous_ds`` of ``previous`` (default: this table) to ``ds`` in pages of at most
+        ``batch_rows`` (at most 10,000) ids, ids ascending, starting after ``after_id``: one SELECT per page
+        (sql/row_delta.sql), so a page is never cut by the result limit, and only an empty page ends the delta
+        (a project whose READ_TABLE_MAX_ROW cuts pages shorter still gets every row, in more pages). Each page
+        reads the partitions as they are then: run a delta while nothing writes them."""
+        ds, previous_ds = validate_ds(ds), validate_ds(previous_ds)
+        check_page(after_id, batch_rows)
+        return self._delta_pages(ds, previous_ds, previous or self, after_id, batch_rows)
+
+    def _delta_pages(self, ds: str, previous_ds: str, previous: MaxComputeWarehouse, after_id: int | None,
+                     batch_rows: int) -> Iterator[DeltaBatch]:
+        what = f"reading the delta of {self._where(ds)} from {previous._where(previous_ds)}"
+        first = True
+        while True:
+            try:
+                if first:  # before any page, resumed or not
+                    self._require_partitions((self, ds), (previous, previous_ds))
+                    first = False
+                rows = self._query("row_delta", ds, previous_ds=previous_ds, previous_table=previous.table,
+                                   after_id=after_id, limit=batch_rows)
+            except PipelineError:
+                raise
+            except _SERVICE_ERRORS as exc:
+                raise _warehouse_error(f"{what} failed (resume with after_id={after_id})", exc) from exc
+            if not rows:
+                return
+            batch = delta_batch(rows, after_id, what)
+            yield batch
+            after_id = batch.last_id
+
+    @staticmethod
+    def _require_partitions(*partitions: tuple[MaxComputeWarehouse, str]) -> None:
+        """A missing partition would read as empty: say it is missing (a delta would delete every id)."""
+        for warehouse, ds in partitions:
+            if not warehouse._odps.get_table(warehouse.table).exist_partition(f"{PARTITION_COLUMN}={ds}"):
+                raise WarehouseError(f"{warehouse._where(ds)} does not exist")
+
     def sample_rows(self, ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` with the smallest ids (sql/sample_rows.sql)."""
         ds = validate_ds(ds)
@@ -292,7 +385,7 @@ class MaxComputeWarehouse:
             rows = self._query("sample_rows", ds, limit=limit)
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"sampling {self._where(ds)} failed", exc) from exc
-        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+        return [row_dict(r["id"], r["source_image"], r["cate_id"], r["etag"]) for r in rows]
 
     def sample_new_rows(self, ds: str, previous_ds: str, limit: int) -> list[dict]:
         """Up to ``limit`` rows of ``ds`` whose id is not in ``previous_ds`` (sql/sample_new_rows.sql)."""
@@ -301,7 +394,7 @@ class MaxComputeWarehouse:
             rows = self._query("sample_new_rows", ds, previous_ds=previous_ds, limit=limit)
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"sampling ids of {self._where(ds)} new against ds={previous_ds} failed", exc) from exc
-        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+        return [row_dict(r["id"], r["source_image"], r["cate_id"], r["etag"]) for r in rows]
 
     def rows_by_id(self, ds: str, ids: list[int]) -> list[dict]:
         """The rows of ``ds`` with these ids (sql/rows_by_id.sql)."""
@@ -312,7 +405,7 @@ class MaxComputeWarehouse:
             rows = self._query("rows_by_id", ds, ids=sorted(set(ids)), limit=len(set(ids)) * 10)
         except _SERVICE_ERRORS as exc:
             raise _warehouse_error(f"reading ids {sorted(set(ids))[:5]} of {self._where(ds)} failed", exc) from exc
-        return [{"id": int(r["id"]), "source_image": str(r["source_image"]), "cate_id": int(r["cate_id"])} for r in rows]
+        return [row_dict(r["id"], r["source_image"], r["cate_id"], r["etag"]) for r in rows]
 
     def load_inventory(self, ds: str, location: str, file_schema: str, source: SourceConfig, id_rule: IdRule,
                        category_rule: CategoryRule, role_arn: str, prefixes: list[str] | None = None) -> dict:
@@ -339,6 +432,9 @@ class MaxComputeWarehouse:
         except ValueError as exc:  # what SQL cannot express from this config: a retry cannot help
             raise ConfigError(f"the inventory route cannot load {staging.table} ds={ds}: {exc}") from exc
         where = staging._where(ds)
+        if "etag" not in (name.strip().lower() for name in file_schema.split(",")):
+            log.warning("the inventory under %s has no ETag field: the rows of %s get NULL etags, so a delta counts "
+                        "every one of their ids as changed; add ETag to the inventory rule's fields", location, where)
         try:
             staging.ensure_table()
             self._odps.execute_sql(statements.drop_objects)  # a killed run's tables, if any

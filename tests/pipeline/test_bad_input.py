@@ -7,6 +7,7 @@ local OSS server) into a ``LocalWarehouse``; rows are then read back from OSS by
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,7 +108,9 @@ def test_unusual_keys_are_loaded_exactly_and_read_back(
     )
     got = sorted(warehouse.read_partition("20261220").to_pylist(), key=lambda r: r["id"])
     assert [r["source_image"] for r in got] == [r["source_image"] for r in expected]
-    assert got == [{"id": r["id"], "source_image": r["source_image"], "cate_id": r["cate_id"]} for r in expected]
+    # etag: the ETag the listing gave, without quotes: the MD5 of the bytes, as the local OSS lists it.
+    assert got == [{"id": r["id"], "source_image": r["source_image"], "cate_id": r["cate_id"],
+                    "etag": hashlib.md5(OBJECTS[r["source_image"][1:]][0]).hexdigest().upper()} for r in expected]
     assert result.counts["listed"] == len(OBJECTS)
     assert result.counts["skipped"]["folder_marker"] == 2 and result.counts["skipped_total"] == 2
     # Every row's source_image reads back the object it was listed from (what the index build does).

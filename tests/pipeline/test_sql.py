@@ -26,7 +26,31 @@ def test_ddl_is_filled_in() -> None:
     assert "LIFECYCLE 30;" in ddl
     assert "PARTITIONED BY (ds STRING COMMENT 'partition date YYYYMMDD')" in ddl
     assert "source_image STRING COMMENT 'OSS path of the image, / + key," in ddl
+    assert "etag STRING COMMENT 'ETag of the image object without quotes" in ddl
     assert "{" not in ddl
+
+
+def _column_lines(sql: str) -> list[str]:
+    return [line.strip().rstrip(",") for line in sql.splitlines() if line.startswith("    ")]
+
+
+def test_the_etag_column_is_added_to_old_tables_exactly_as_new_tables_declare_it() -> None:
+    """A table created before the column existed must end up as a new one: same name, type and comment,
+    after the other columns (ADD COLUMNS appends)."""
+    ddl = _column_lines(load_sql("create_catalog_table", table="t", lifecycle=1))
+    alter = load_sql("add_etag_column", table="image_catalog")
+    assert alter.strip().splitlines()[-3:] == ["ALTER TABLE image_catalog ADD COLUMNS (", f"    {ddl[-1]}", ");"]
+    assert ddl[-1].startswith("etag STRING COMMENT '") and [line.split()[0] for line in ddl] == [
+        "id", "source_image", "cate_id", "etag"]
+
+
+@pytest.mark.parametrize("name", ["publish_partition", "sample_rows", "rows_by_id", "sample_new_rows"])
+def test_sql_that_copies_or_returns_rows_names_every_catalog_column(name: str) -> None:
+    from pipeline.schema import CATALOG_SCHEMA
+
+    sql = load_sql(name, table="t", source_table="s", ds="20261123", previous_ds="20261122", limit=5, ids=[1])
+    select = sql.split("SELECT", 1)[1].split("FROM", 1)[0]
+    assert [column.strip().split(".")[-1] for column in select.split(",")] == CATALOG_SCHEMA.names
 
 
 @pytest.mark.parametrize("name", STATS_QUERIES)
@@ -100,3 +124,18 @@ def test_stats_queries_run_on_duckdb() -> None:
         assert con.execute(q["duplicate_ids"]).fetchall() == [(3, 3), (2, 2)]
     finally:
         con.close()
+
+
+@pytest.mark.parametrize(("after_id", "text"), [(None, "CAST(NULL AS BIGINT)"), (0, "0"), (-5, "-5"),
+                                                (2**63 - 1, "9223372036854775807")])
+def test_a_delta_page_starts_after_an_id_or_at_the_smallest(after_id, text: str) -> None:
+    sql = load_sql("row_delta", table="t", previous_table="p", ds="20261123", previous_ds="20261122",
+                   after_id=after_id, limit=10)
+    assert sql.count(f"({text} IS NULL OR id > {text})") == 2 and "LIMIT 10;" in sql  # on both sides
+
+
+@pytest.mark.parametrize("after_id", [True, "1", 1.0, 2**63, -2**63, [1]])
+def test_a_bad_resume_point_is_refused(after_id: object) -> None:
+    with pytest.raises(ValueError, match="after_id"):
+        load_sql("row_delta", table="t", previous_table="p", ds="20261123", previous_ds="20261122",
+                 after_id=after_id, limit=10)

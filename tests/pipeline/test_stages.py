@@ -39,6 +39,8 @@ def test_load_then_check_the_demo_partition(demo_stack) -> None:
     assert stats.rows == stats.distinct_ids == 320
     assert stats.rows_per_category == {1: 80, 2: 80, 3: 80, 4: 80}
     rows = sorted_rows(open_index_warehouse(config).read_partition("20261101"))
+    etags = {row.pop("etag") for row in rows}  # each image's ETag as listed: the MD5 of its bytes
+    assert len(etags) > 1 and all(len(etag) == 32 and etag == etag.upper() for etag in etags)
     assert rows[0] == {"id": 10001, "source_image": "/catalog/shoes/10001.jpg", "cate_id": 1}
     assert {"id": 10010, "source_image": "/catalog/shoes/10010.PNG", "cate_id": 1} in rows
 

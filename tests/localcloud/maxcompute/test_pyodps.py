@@ -18,7 +18,8 @@ from pipeline.sql import load_sql
 from tests.localcloud.maxcompute.conftest import ACCESS_KEY_ID, PROJECT, REGION
 from tests.pipeline.warehouse.digest import reference_digest_sums
 
-CATALOG = TableSchema(columns=[Column("id", "bigint"), Column("source_image", "string"), Column("cate_id", "bigint")],
+CATALOG = TableSchema(columns=[Column("id", "bigint"), Column("source_image", "string"), Column("cate_id", "bigint"),
+                               Column("etag", "string")],
                       partitions=[Partition("ds", "string")])
 
 
@@ -29,7 +30,7 @@ def fresh(odps: ODPS, lifecycle: int = 7):
 
 def arrow_rows(ids: list[int], cate: int = 1) -> pa.RecordBatch:
     return pa.record_batch({"id": pa.array(ids, pa.int64()), "source_image": [f"/c/{i}.jpg" for i in ids],
-                            "cate_id": pa.array([cate] * len(ids), pa.int64())})
+                            "cate_id": pa.array([cate] * len(ids), pa.int64()), "etag": [f"E{i}" for i in ids]})
 
 
 def ids(table, partition: str) -> list[int]:
@@ -42,7 +43,7 @@ def test_create_a_partitioned_table_with_lifecycle(odps):
     assert odps.exist_table(table.name)
     loaded = odps.get_table(table.name)
     assert [(c.name, str(c.type).lower()) for c in loaded.table_schema.simple_columns] == \
-        [("id", "bigint"), ("source_image", "string"), ("cate_id", "bigint")]
+        [("id", "bigint"), ("source_image", "string"), ("cate_id", "bigint"), ("etag", "string")]
     assert [c.name for c in loaded.table_schema.partitions] == ["ds"]
     assert loaded.lifecycle == 30
     with pytest.raises(errors.ODPSError, match="already exists"):
@@ -52,19 +53,19 @@ def test_create_a_partitioned_table_with_lifecycle(odps):
 def test_upload_with_the_record_writer_and_the_arrow_writer(odps):
     table = fresh(odps)
     with table.open_writer(partition="ds=20261201", create_partition=True) as writer:
-        writer.write([[1, "/c/1.jpg", 1], [2, "/c/2.jpg", 2]])
+        writer.write([[1, "/c/1.jpg", 1, "E1"], [2, "/c/2.jpg", 2, None]])
     with table.open_writer(partition="ds=20261202", create_partition=True, arrow=True) as writer:
         writer.write(arrow_rows([3, 4, 5]))
     assert ids(table, "ds=20261201") == [1, 2]
     assert ids(table, "ds=20261202") == [3, 4, 5]
-    odps.write_table(table.name, [[6, "/c/6.jpg", 1]], partition="ds=20261203", create_partition=True)
+    odps.write_table(table.name, [[6, "/c/6.jpg", 1, "E6"]], partition="ds=20261203", create_partition=True)
     assert ids(table, "ds=20261203") == [6]
 
 
 def test_overwrite_replaces_a_partition_and_append_adds(odps):
     table = fresh(odps)
-    odps.write_table(table.name, [[1, "/a", 1]], partition="ds=1", create_partition=True)
-    odps.write_table(table.name, [[2, "/b", 1]], partition="ds=1")
+    odps.write_table(table.name, [[1, "/a", 1, "E1"]], partition="ds=1", create_partition=True)
+    odps.write_table(table.name, [[2, "/b", 1, "E2"]], partition="ds=1")
     assert ids(table, "ds=1") == [1, 2]
     with table.open_writer(partition="ds=1", overwrite=True, arrow=True) as writer:
         writer.write(arrow_rows([7]))
@@ -114,7 +115,7 @@ def test_the_queries_of_sql_run_unchanged(odps):
 
 def test_results_read_through_the_instance_tunnel_and_the_result_path(odps):
     table = fresh(odps)
-    odps.write_table(table.name, [[1, "/a", 5], [2, None, 6]], partition="ds=1", create_partition=True)
+    odps.write_table(table.name, [[1, "/a", 5, None], [2, None, 6, "E2"]], partition="ds=1", create_partition=True)
     instance = odps.execute_sql(f"SELECT id, source_image FROM {table.name} WHERE ds = '1' ORDER BY id LIMIT 10")
     with instance.open_reader(tunnel=True) as reader:
         assert [list(r.values) for r in reader] == [[1, "/a"], [2, None]]
@@ -137,11 +138,11 @@ def test_maxcompute_refusals(odps):
 
 def test_read_a_table_into_pandas_and_drop_it(odps):
     table = fresh(odps)
-    odps.write_table(table.name, [[1, "/a", 5], [2, "/b", 6]], partition="ds=1", create_partition=True)
+    odps.write_table(table.name, [[1, "/a", 5, "E1"], [2, "/b", 6, None]], partition="ds=1", create_partition=True)
     with table.open_reader(partition="ds=1", arrow=True) as reader:
         frame = reader.to_pandas()
     pd.testing.assert_frame_equal(frame.sort_values("id").reset_index(drop=True),
-                                  pd.DataFrame({"id": [1, 2], "source_image": ["/a", "/b"], "cate_id": [5, 6]}),
+                                  pd.DataFrame({"id": [1, 2], "source_image": ["/a", "/b"], "cate_id": [5, 6], "etag": ["E1", None]}),
                                   check_dtype=False)
     odps.delete_table(table.name)
     assert not odps.exist_table(table.name)

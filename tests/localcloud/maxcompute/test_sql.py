@@ -65,12 +65,12 @@ def engine(store) -> SqlEngine:
 
 def sql_file(name: str, **values) -> str:
     defaults = {"table": "catalog", "previous_table": "catalog", "source_table": "catalog__staging", "ds": DAY2,
-                "previous_ds": DAY1, "limit": 100, "ids": "1, 3, 7", "lifecycle": 30}
+                "previous_ds": DAY1, "limit": 100, "ids": "1, 3, 7", "lifecycle": 30, "after_id": "CAST(NULL AS BIGINT)"}
     return (SQL_DIR / f"{name}.sql").read_text().format(**{**defaults, **values})
 
 
 def values(rows: list[tuple[int, int]]) -> str:
-    return ", ".join(f"({i}, '/img/{i}.jpg', {c})" for i, c in rows)
+    return ", ".join(f"({i}, '/img/{i}.jpg', {c}, 'e{i}')" for i, c in rows)
 
 
 def load_catalog(engine: SqlEngine) -> SqlEngine:
@@ -102,16 +102,25 @@ EXPECTED = {
     "duplicate_ids": [(7, 3)],
     "id_changes": [(3, 2)],
     "partition_stats": [(8, 6, *reference_digest_sums(i for i, _ in DAY2_ROWS))],
-    "rows_by_id": [(3, "/img/3.jpg", 11), (7, "/img/7.jpg", 13), (7, "/img/7.jpg", 13), (7, "/img/7.jpg", 14)],
+    "rows_by_id": [(3, "/img/3.jpg", 11, "e3"), (7, "/img/7.jpg", 13, "e7"), (7, "/img/7.jpg", 13, "e7"),
+                   (7, "/img/7.jpg", 14, "e7")],
     "rows_per_category": [(11, 1), (12, 2), (13, 3), (14, 2)],
-    "sample_new_rows": [(6, "/img/6.jpg", 13), (7, "/img/7.jpg", 13), (7, "/img/7.jpg", 13),
-                        (7, "/img/7.jpg", 14), (8, "/img/8.jpg", 14)],
-    "sample_rows": [(3, "/img/3.jpg", 11), (4, "/img/4.jpg", 12), (5, "/img/5.jpg", 12)],
+    "sample_new_rows": [(6, "/img/6.jpg", 13, "e6"), (7, "/img/7.jpg", 13, "e7"), (7, "/img/7.jpg", 13, "e7"),
+                        (7, "/img/7.jpg", 14, "e7"), (8, "/img/8.jpg", 14, "e8")],
+    "sample_rows": [(3, "/img/3.jpg", 11, "e3"), (4, "/img/4.jpg", 12, "e4"), (5, "/img/5.jpg", 12, "e5")],
+    # added, removed, changed, unchanged, previous_without_etag, duplicated_ids (7 now, 3 before), the first
+    "row_changes": [(3, 2, 0, 3, 0, 2, 3)],
+    # id, source_image, cate_id, etag, reason, copies, previous_copies
+    "row_delta": [(1, None, None, None, "removed", None, 1), (2, None, None, None, "removed", None, 1),
+                  (6, "/img/6.jpg", 13, "e6", "added", 1, None), (7, "/img/7.jpg", 13, "e7", "added", 3, None),
+                  (8, "/img/8.jpg", 14, "e8", "added", 1, None)],
 }
 
 
 def test_every_project_sql_file_is_covered() -> None:
-    assert {p.stem for p in SQL_DIR.glob("*.sql")} == {*EXPECTED, "create_catalog_table", "publish_partition"}
+    # add_etag_column: tests/localcloud/maxcompute/test_add_columns.py runs it over pyodps.
+    assert {p.stem for p in SQL_DIR.glob("*.sql")} == {*EXPECTED, "create_catalog_table", "publish_partition",
+                                                       "add_etag_column"}
 
 
 def test_publishing_replaces_the_partition_with_the_staged_rows_with_the_full_scan_guard_on(store) -> None:
@@ -136,7 +145,7 @@ def test_a_project_sql_file_runs_unchanged_with_the_full_scan_guard_on(store, na
 def test_the_catalog_ddl_creates_the_table_pyodps_will_describe(catalog, store) -> None:
     meta = store.get_table("p", "catalog")
     assert [(c.name, c.type) for c in meta.columns] == [("id", "BIGINT"), ("source_image", "STRING"),
-                                                        ("cate_id", "BIGINT")]
+                                                        ("cate_id", "BIGINT"), ("etag", "STRING")]
     assert meta.columns[0].comment == "primary key of the image document"
     assert [(c.name, c.type, c.comment) for c in meta.partition_columns] == [
         ("ds", "STRING", "partition date YYYYMMDD")]
@@ -186,24 +195,24 @@ def test_create_table_as_select_and_like(catalog, store) -> None:
 
 def test_insert_overwrite_replaces_and_insert_into_appends(catalog) -> None:
     count = f"SELECT COUNT(*) FROM catalog WHERE ds = '{DAY1}'"
-    catalog.execute("p", f"INSERT INTO TABLE catalog PARTITION (ds='{DAY1}') VALUES (100, 'x', 1)")
+    catalog.execute("p", f"INSERT INTO TABLE catalog PARTITION (ds='{DAY1}') VALUES (100, 'x', 1, 'e100')")
     assert rows_of(catalog, count) == [(7,)]
     result = catalog.execute("p", f"INSERT OVERWRITE TABLE catalog PARTITION (ds='{DAY1}') "
-                                  f"SELECT id, source_image, cate_id FROM catalog WHERE ds = '{DAY2}' AND id > 6")
+                                  f"SELECT id, source_image, cate_id, etag FROM catalog WHERE ds = '{DAY2}' AND id > 6")
     assert result.outputs == {f"p.catalog/ds={DAY1}": 4} and f"p.catalog/ds={DAY1}: 4" in result.summary
     assert rows_of(catalog, count) == [(4,)]
 
 
 def test_insert_creates_the_partition_and_converts_like_maxcompute(catalog) -> None:
     catalog.execute("p", "INSERT INTO catalog PARTITION (ds='20261205') (id, cate_id) VALUES ('9', 3)")
-    assert rows_of(catalog, "SELECT * FROM catalog WHERE ds = '20261205'") == [(9, None, 3, "20261205")]
-    error = fails(catalog, "INSERT INTO catalog PARTITION (ds='1') VALUES (1.5, 'x', 1)")
+    assert rows_of(catalog, "SELECT * FROM catalog WHERE ds = '20261205'") == [(9, None, 3, None, "20261205")]
+    error = fails(catalog, "INSERT INTO catalog PARTITION (ds='1') VALUES (1.5, 'x', 1, 'e')")
     assert error.code == SEMANTIC_ERROR
     assert "incompatible type DOUBLE with destination column id, which has type BIGINT" in error.message
     error = fails(catalog, "INSERT INTO catalog PARTITION (ds='1') SELECT 1, 'x'")
     assert error.code == SEMANTIC_ERROR and "number of columns" in error.message
-    assert "specify the partition" in fails(catalog, "INSERT INTO catalog SELECT 1, 'x', 2").message
-    assert fails(catalog, "INSERT INTO catalog PARTITION (ds='1') VALUES ('a', 'x', 1)").code == RUNTIME_ERROR
+    assert "specify the partition" in fails(catalog, "INSERT INTO catalog SELECT 1, 'x', 2, 'e'").message
+    assert fails(catalog, "INSERT INTO catalog PARTITION (ds='1') VALUES ('a', 'x', 1, 'e')").code == RUNTIME_ERROR
 
 
 def test_dynamic_partition_insert_writes_one_partition_per_value(catalog, store) -> None:
@@ -221,7 +230,8 @@ def test_insert_streams_batches_to_the_store(catalog, store) -> None:
     n = 200_000
     store.write("p", "big", None, [pa.table({"id": pa.array(range(n), pa.int64()),
                                               "source_image": pa.array(["s"] * n),
-                                              "cate_id": pa.array([1] * n, pa.int64())})], overwrite=True)
+                                              "cate_id": pa.array([1] * n, pa.int64()),
+                                              "etag": pa.array(["e"] * n)})], overwrite=True)
     store.batches_written.clear()
     result = catalog.execute("p", f"INSERT OVERWRITE TABLE catalog PARTITION (ds='x') SELECT * FROM big")
     assert result.outputs == {"p.catalog/ds=x": n}
@@ -375,7 +385,7 @@ def test_full_scan_of_a_partitioned_table_is_refused_when_the_project_says_so(st
 
 
 def test_partition_predicates_prune_what_is_read(catalog, store) -> None:
-    catalog.execute("p", "INSERT INTO catalog PARTITION (ds='20261203') VALUES (1, 'x', 1)")
+    catalog.execute("p", "INSERT INTO catalog PARTITION (ds='20261203') VALUES (1, 'x', 1, 'e1')")
 
     def read(sql: str) -> list[str]:
         return catalog.execute("p", sql).inputs

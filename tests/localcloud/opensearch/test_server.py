@@ -106,8 +106,8 @@ class Stack:
     def write_partition(self, ds: str, images: list[Image_], extra: list[tuple[int, str, int]] = ()) -> None:
         rows = [(im.id, "/" + im.key, im.cate_id) for im in images] + list(extra)
         ids, paths, cates = zip(*rows)
-        batch = pa.record_batch([pa.array(ids, pa.int64()), pa.array(paths, pa.string()), pa.array(cates, pa.int64())],
-                                schema=CATALOG_SCHEMA)
+        batch = pa.record_batch([pa.array(ids, pa.int64()), pa.array(paths, pa.string()), pa.array(cates, pa.int64()),
+                                 pa.array([f"{i:032X}" for i in ids], pa.string())], schema=CATALOG_SCHEMA)
         self.warehouse.write_partition(ds, [batch])
 
 

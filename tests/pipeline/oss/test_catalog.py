@@ -23,8 +23,8 @@ def build(objects, id_rule=DIGITS, category_rule=SEGMENT, source=SOURCE):
 def test_rows_have_catalog_schema_and_leading_slash() -> None:
     builder, rows = build([("p/7/10031.jpg", 10), ("p/8/sub/42.PNG", 20)])
     assert rows == [
-        {"id": 10031, "source_image": "/p/7/10031.jpg", "cate_id": 7},
-        {"id": 42, "source_image": "/p/8/sub/42.PNG", "cate_id": 8},
+        {"id": 10031, "source_image": "/p/7/10031.jpg", "cate_id": 7, "etag": None},
+        {"id": 42, "source_image": "/p/8/sub/42.PNG", "cate_id": 8, "etag": None},
     ]
     assert builder.rows([]).schema == CATALOG_SCHEMA
     assert builder.counts.listed == 2 and builder.counts.kept == 2
@@ -112,7 +112,26 @@ def test_segment_out_of_range_is_unmapped() -> None:
 
 def test_unicode_and_special_keys_become_rows() -> None:
     _, rows = build([("p/3/图 片+%20 (1)/77.jpg", 5)])
-    assert rows == [{"id": 77, "source_image": "/p/3/图 片+%20 (1)/77.jpg", "cate_id": 3}]
+    assert rows == [{"id": 77, "source_image": "/p/3/图 片+%20 (1)/77.jpg", "cate_id": 3, "etag": None}]
+
+
+@pytest.mark.parametrize("filler", [0, 100])
+def test_each_row_keeps_its_objects_etag_as_listed(filler: int) -> None:
+    """The ETag goes with its own object's row through the filters and rules (skipped objects between
+    kept ones), case as listed; an object listed without one gets NULL."""
+    objects = [
+        ListedObject("p/1/1.jpg", 5, etag="5B3C1A2E053D763E1B002CC607C5A0FE"),
+        ListedObject("p/1/readme.txt", 5, etag="SKIPPED0"),  # not an image
+        ListedObject("p/1/2.jpg", 5, etag="a1b2c3d4e5f60718293a4b5c6d7e8f90-3"),  # multipart: as listed
+        ListedObject("p/x/3.jpg", 5, etag="SKIPPED1"),  # unmapped category
+        ListedObject("p/1/4.jpg", 5),  # none listed
+        *(ListedObject(f"p/2/{1000 + i}.jpg", 5, etag=f"{i:032X}") for i in range(filler)),
+    ]
+    builder = CatalogBuilder(SOURCE, DIGITS, SEGMENT)
+    rows = builder.rows(objects).to_pylist()
+    assert [(r["id"], r["etag"]) for r in rows[:3]] == [
+        (1, "5B3C1A2E053D763E1B002CC607C5A0FE"), (2, "a1b2c3d4e5f60718293a4b5c6d7e8f90-3"), (4, None)]
+    assert [r["etag"] for r in rows[3:]] == [f"{i:032X}" for i in range(filler)]
 
 
 def test_batches_stream_and_skip_empty_pages() -> None:

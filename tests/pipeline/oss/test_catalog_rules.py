@@ -271,6 +271,7 @@ _RESTORES = ["", 'ongoing-request="true"', 'ongoing-request="false", expiry-date
 _objects = st.builds(
     ListedObject, _keys, st.sampled_from([5] * 8 + [0, 1, 49, 50, 51]),
     st.sampled_from(["Standard"] * 8 + ["IA", "Archive", "ColdArchive", "DeepColdArchive"]), st.sampled_from(_RESTORES),
+    st.one_of(st.none(), st.text("0123456789ABCDEF-", min_size=1, max_size=40)),
 )
 
 
@@ -351,7 +352,7 @@ def reference(objects: list[ListedObject], source: SourceConfig, id_rule: IdRule
                 if cate_id is None:
                     reason = "unmapped_category"
                 else:
-                    rows.append({"id": row_id, "source_image": "/" + key, "cate_id": cate_id})
+                    rows.append({"id": row_id, "source_image": "/" + key, "cate_id": cate_id, "etag": obj.etag})
                     continue
         skipped[reason] += 1
     archived_keys = sorted({obj.key for obj in archived})[:10]

@@ -327,12 +327,13 @@ class _Response:
 
 def listed(items: list) -> list[tuple]:
     """oss2's items or ours (the lean parse hands oss2's on when it falls back) as plain tuples."""
-    return [tuple(o) if type(o) is ListedObject else (o.key, o.size, o.storage_class, o.restore_info or "") for o in items]
+    return [tuple(o) if type(o) is ListedObject else (o.key, o.size, o.storage_class, o.restore_info or "", o.etag or None)
+            for o in items]
 
 
-def _entry(key: str, after_size: str = "", after_owner: str = "") -> bytes:
+def _entry(key: str, after_size: str = "", after_owner: str = "", etag: str = "<ETag>\"X\"</ETag>") -> bytes:
     return (
-        f"<Contents><Key>{key}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>\"X\"</ETag>"
+        f"<Contents><Key>{key}</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>{etag}"
         f"<Type>Normal</Type><Size>7</Size>{after_size}<Owner><ID>o</ID><DisplayName>o</DisplayName></Owner>"
         f"{after_owner}</Contents>"
     ).encode()
@@ -380,6 +381,11 @@ ARCHIVE_PAGE = _page(
             _entry("g.jpg", "<StorageClass>Archive</StorageClass>"),
         ),
         _page(_entry("h.jpg", "", "<StorageClass>Archive</StorageClass>"), _entry("i.jpg", "", "<StorageClass>Standard</StorageClass>")),
+        # ETags as S3 writes them (entities), multipart, lower case: read as oss2 reads them.
+        _page(_entry("j.jpg", "<StorageClass>Standard</StorageClass>", etag="<ETag>&quot;5B3C1A2E&quot;</ETag>"),
+              _entry("k.jpg", "<StorageClass>Standard</StorageClass>", etag='<ETag>"a1b2c3-2"</ETag>')),
+        # Two ETags in one entry: oss2's parser decides.
+        _page(_entry("l.jpg", "<StorageClass>Standard</StorageClass>", etag='<ETag>"A"</ETag><ETag>"B"</ETag>')),
         # CDATA: fallback.
         b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents><Key><![CDATA[c.jpg]]></Key>"
         b"<LastModified>2026-01-01T00:00:00.000Z</LastModified><ETag>X</ETag><Type>Normal</Type><Size>1</Size>"
@@ -407,7 +413,25 @@ def test_the_lean_parse_reads_storage_classes_and_restore_state_itself() -> None
     ]
     moved = ListObjectsV2Result(_Response())
     parse_listing_page(moved, _page(_entry("t.jpg", "<TransitionTime>2024-04-23T07:21:42.000Z</TransitionTime><StorageClass>ColdArchive</StorageClass>")))
-    assert moved.object_list == [ListedObject("t.jpg", 7, "ColdArchive")]
+    assert moved.object_list == [ListedObject("t.jpg", 7, "ColdArchive", etag="X")]
+
+
+def test_the_lean_parse_reads_the_etag_wherever_it_sits_before_size() -> None:
+    """OSS lists the ETag between LastModified and Type; elsewhere before Size, or absent (None), the
+    lean parse still reads it, with the quotes stripped (as oss2 strips them) and the case kept."""
+    page = _page(
+        _entry("a.jpg", "<StorageClass>Standard</StorageClass>", etag="<ETag>\"5b3c1A2E\"</ETag>"),
+        _entry("b.jpg", "<StorageClass>Archive</StorageClass>", etag=""),
+        (b"<Contents><Key>c.jpg</Key><ETag>&quot;C0FFEE&quot;</ETag><LastModified>2026-01-01T00:00:00.000Z"
+         b"</LastModified><Size>7</Size><StorageClass>Standard</StorageClass></Contents>"),
+        (b"<Contents><Key>d.jpg</Key><Size>7</Size><StorageClass>Archive</StorageClass>"
+         b"<RestoreInfo>ongoing-request=&quot;true&quot;</RestoreInfo></Contents>"),
+    )
+    lean = ListObjectsV2Result(_Response())
+    parse_listing_page(lean, page)
+    assert all(type(o) is ListedObject for o in lean.object_list)  # no fallback to oss2's parser
+    assert [(o.key, o.etag) for o in lean.object_list] == [("a.jpg", "5b3c1A2E"), ("b.jpg", None), ("c.jpg", "C0FFEE"),
+                                                            ("d.jpg", None)]
 
 
 # -- split points -------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pipeline.config import IndexConfig, load_index_config, parse_index_config
 from pipeline.errors import CatalogError, WarehouseError
 from pipeline.oss.catalog import ARCHIVE_CLASSES, CatalogBuilder, SkipReason, gather_pages, md5_key_id
 from pipeline.oss.client import OssConnection
+from pipeline.oss import pages
 from pipeline.oss.pages import OssLister
 from pipeline.schema import CATALOG_SCHEMA
 from pipeline.warehouse import LocalWarehouse
@@ -106,15 +107,16 @@ def oss_conn(oss_server) -> OssConnection:
                                                   "region": REGION, "endpoint": oss_server.endpoint})
 
 
-def inventory_of(server: LocalOssServer, conn: OssConnection, bucket: str) -> tuple[str, str]:
+def inventory_of(server: LocalOssServer, conn: OssConnection, bucket: str, inventory_id: str = "nightly",
+                 fields: list[str] = FIELDS) -> tuple[str, str]:
     """Configure and run an inventory of ``bucket``; (the external table's LOCATION, the fileSchema)."""
     conn.bucket(bucket).put_bucket_inventory_configuration(InventoryConfiguration(
-        inventory_id="nightly", is_enabled=True, inventory_schedule=InventorySchedule("Daily"),
-        included_object_versions="Current", optional_fields=FIELDS,
+        inventory_id=inventory_id, is_enabled=True, inventory_schedule=InventorySchedule("Daily"),
+        included_object_versions="Current", optional_fields=fields,
         inventory_destination=InventoryDestination(InventoryBucketDestination(
             account_id=ACCOUNT, role_arn=f"acs:ram::{ACCOUNT}:role/AliyunOSSRole", bucket=DEST,
             inventory_format="CSV", prefix=f"inv/{bucket}"))))
-    manifest_key = server.run_inventory(bucket, "nightly")
+    manifest_key = server.run_inventory(bucket, inventory_id)
     manifest = json.loads(conn.bucket(DEST).get_object(manifest_key).read())
     data = manifest["files"][0]["key"].rsplit("/", 1)[0] + "/"  # one run only: data/ holds exactly its files
     return f"oss://{INTERNAL}/{DEST}/{data}", manifest["fileSchema"]
@@ -218,7 +220,8 @@ NASTY_VARIANTS = {
 def assert_same(listing: tuple[list, dict], inventory: tuple[list, dict]) -> None:
     (list_rows, list_counts), (inv_rows, inv_counts) = listing, inventory
     assert inv_counts == list_counts
-    assert inv_rows == list_rows
+    assert inv_rows == list_rows  # every column, etag included: the listed ETag is the inventoried one
+    assert all(row["etag"] for row in list_rows)  # the fileSchema has ETag: every row has one
 
 
 # -- the equivalence -----------------------------------------------------------------------------------
@@ -252,6 +255,42 @@ def test_nasty_keys_give_the_listing_routes_partition_but_for_a_restored_archive
     assert counts["skipped"]["archived"] + 1 == inventory[1]["skipped"]["archived"]
     assert RESTORED not in counts["archived_examples"] and RESTORED in inventory[1]["archived_examples"]
     assert counts["listed"] == inventory[1]["listed"] == len([k for k in [*NASTY, *ARCHIVED, RESTORED] if k.startswith("n/")])
+
+
+def test_etags_are_the_objects_as_listed_without_quotes(odps, oss_conn, demo_bucket) -> None:
+    """The etag a row keeps is its object's: replacing an image's bytes changes it on both routes."""
+    bucket, location, file_schema = demo_bucket
+    rows, _ = listing_route(oss_conn, demo_config())
+    by_path = {row["source_image"]: row["etag"] for row in rows}
+    for path in list(by_path)[:3]:
+        head = oss_conn.bucket(bucket).head_object(path[1:])
+        assert by_path[path] == head.etag.strip('"')  # oss2 strips the quotes HEAD sends; the case is kept
+    assert len(set(by_path.values())) > 1
+
+
+def test_an_inventory_without_the_etag_field_gives_null_etags(odps, oss_server, oss_conn, demo_bucket,
+                                                              caplog) -> None:
+    bucket = demo_bucket[0]
+    location, file_schema = inventory_of(oss_server, oss_conn, bucket, "no_etag",
+                                         [field for field in FIELDS if field != "ETag"])
+    assert "ETag" not in file_schema
+    config = demo_config()
+    rows, counts = listing_route(oss_conn, config)
+    inventory = inventory_route(odps, config, location, file_schema)
+    assert inventory[1] == counts and all(row["etag"] is None for row in inventory[0])
+    assert inventory[0] == [{**row, "etag": None} for row in rows]  # nothing else differs
+    assert "has no ETag field" in caplog.text and "add ETag to the inventory rule's fields" in caplog.text
+
+
+@pytest.mark.parametrize(("listed", "kept"), [('"5B3C1A2E"', "5B3C1A2E"), ("5b3c1a2e", "5b3c1a2e"), ('""', None),
+                                              ('"a1-2"', "a1-2"), ("", None), (None, None)])
+def test_the_etag_expression_strips_the_quotes_and_keeps_the_case(odps, listed, kept) -> None:
+    """What ``_etag`` in pipeline/oss/pages.py does to a listed ETag, in MaxCompute SQL."""
+    value = "CAST(NULL AS STRING)" if listed is None else sql_string(listed)
+    query = f"SELECT {inventory_sql.etag_expr(['Key', 'ETag'])} AS e FROM (SELECT {value} AS `etag`) t"
+    with odps.execute_sql(query).open_reader() as reader:
+        assert [r["e"] for r in reader] == [kept]
+    assert pages._etag(listed or "") == kept
 
 
 def test_nasty_keys_exercise_every_reason(oss_conn, nasty_bucket) -> None:

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[3]
 def batch(ids: list[int], cates: list[int] | None = None) -> pa.RecordBatch:
     cates = cates if cates is not None else [i % 3 for i in ids]
     return pa.RecordBatch.from_pydict(
-        {"id": ids, "source_image": [f"/img/{i}.png" for i in ids], "cate_id": cates}, schema=CATALOG_SCHEMA
+        {"id": ids, "source_image": [f"/img/{i}.png" for i in ids], "cate_id": cates,
+         "etag": [f"{i:032X}" for i in ids]}, schema=CATALOG_SCHEMA
     )
 
 
@@ -59,6 +60,7 @@ def test_ensure_table_creates_metadata_and_is_idempotent(wh: LocalWarehouse) -> 
         {"name": "id", "type": "int64"},
         {"name": "source_image", "type": "string"},
         {"name": "cate_id", "type": "int64"},
+        {"name": "etag", "type": "string"},
     ]
     assert meta["partition_columns"] == [{"name": "ds", "type": "string"}]
     assert meta["lifecycle_days"] == 3
@@ -74,7 +76,7 @@ def test_ensure_table_refuses_other_schema(wh: LocalWarehouse) -> None:
     with pytest.raises(SchemaMismatchError) as err:
         wh.ensure_table()
     msg = str(err.value)
-    assert "'category'" in msg and "'cate_id'" in msg and "never alters" in msg
+    assert "'category'" in msg and "'cate_id'" in msg and "only ever adds a missing nullable column" in msg
 
 
 def test_write_requires_table(tmp_path: Path) -> None:
@@ -102,7 +104,7 @@ def test_write_read_and_replace(wh: LocalWarehouse) -> None:
     assert wh.write_partition(DS, [batch([7])]) == 1
     table = wh.read_partition(DS)
     assert table.schema == CATALOG_SCHEMA
-    assert table.to_pylist() == [{"id": 7, "source_image": "/img/7.png", "cate_id": 1}]
+    assert table.to_pylist() == [{"id": 7, "source_image": "/img/7.png", "cate_id": 1, "etag": f"{7:032X}"}]
     assert sorted(p.name for p in (wh.table_dir / f"ds={DS}").iterdir()) == ["data.parquet"]
 
 
@@ -128,23 +130,31 @@ def test_batches_are_conformed(wh: LocalWarehouse) -> None:
             "cate_id": pa.array([5], pa.int32()),
             "id": pa.array([42], pa.int32()),
             "source_image": pa.array(["/x.png"], pa.large_string()),
+            "etag": pa.array([None], pa.null()),  # a batch where no object had an ETag
         }
     )
     assert wh.write_partition(DS, [reordered, pa.Table.from_batches([batch([43])])]) == 2
-    assert wh.read_partition(DS).to_pylist()[0] == {"id": 42, "source_image": "/x.png", "cate_id": 5}
+    assert wh.read_partition(DS).to_pylist()[0] == {"id": 42, "source_image": "/x.png", "cate_id": 5, "etag": None}
 
 
 @pytest.mark.parametrize(
     ("bad", "words"),
     [
-        (pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"]}), ["missing ['cate_id']"]),
+        (pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"], "etag": ["E"]}), ["missing ['cate_id']"]),
+        # etag may be NULL, but a producer must say so: a batch without the column is refused.
+        (pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"], "cate_id": [1]}), ["missing ['etag']"]),
         (
-            pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"], "cate_id": [1], "extra": [1]}),
+            pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"], "cate_id": [1], "etag": ["E"], "extra": [1]}),
             ["unexpected ['extra']"],
         ),
-        (pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"], "cate_id": ["x"]}), ["'cate_id'", "string"]),
-        (pa.RecordBatch.from_pydict({"id": [1.5], "source_image": ["/a"], "cate_id": [1]}), ["'id'", "double"]),
-        (pa.RecordBatch.from_pydict({"id": [None], "source_image": ["/a"], "cate_id": [1]}), ["'id'", "null"]),
+        (pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"], "cate_id": ["x"], "etag": ["E"]}),
+         ["'cate_id'", "string"]),
+        (pa.RecordBatch.from_pydict({"id": [1.5], "source_image": ["/a"], "cate_id": [1], "etag": ["E"]}),
+         ["'id'", "double"]),
+        (pa.RecordBatch.from_pydict({"id": [None], "source_image": ["/a"], "cate_id": [1], "etag": ["E"]}),
+         ["'id'", "null"]),
+        (pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"], "cate_id": [1], "etag": [b"\xff"]}),
+         ["'etag'", "binary"]),
     ],
 )
 def test_wrong_schema_is_refused_and_old_data_kept(wh: LocalWarehouse, bad: pa.RecordBatch, words: list[str]) -> None:
@@ -388,7 +398,7 @@ def test_sample_rows_are_the_smallest_ids(wh: LocalWarehouse) -> None:
     wh.write_partition("20261101", [batch([9, 3, 7, 1])])
     rows = wh.sample_rows("20261101", 2)
     assert [r["id"] for r in rows] == [1, 3]
-    assert set(rows[0]) == {"id", "source_image", "cate_id"}
+    assert rows[0] == {"id": 1, "source_image": "/img/1.png", "cate_id": 1, "etag": f"{1:032X}"}
 
 
 def test_sample_new_rows_are_ids_the_previous_partition_lacks(wh: LocalWarehouse) -> None:
@@ -397,7 +407,8 @@ def test_sample_new_rows_are_ids_the_previous_partition_lacks(wh: LocalWarehouse
     assert [r["id"] for r in wh.sample_new_rows("20261102", "20261101", 10)] == [5, 7, 9]
     assert [r["id"] for r in wh.sample_new_rows("20261102", "20261101", 2)] == [5, 7]
     assert wh.sample_new_rows("20261101", "20261101", 10) == []
-    assert set(wh.sample_new_rows("20261102", "20261101", 1)[0]) == {"id", "source_image", "cate_id"}
+    assert wh.sample_new_rows("20261102", "20261101", 1)[0] == {"id": 5, "source_image": "/img/5.png", "cate_id": 2,
+                                                                 "etag": f"{5:032X}"}
 
 
 def test_rows_by_id(wh: LocalWarehouse) -> None:

@@ -55,7 +55,8 @@ def wh(entry: ODPS) -> MaxComputeWarehouse:
 
 def batch(ids: list[int], cate: int = 1) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(
-        {"id": ids, "source_image": [f"/img/{i}.png" for i in ids], "cate_id": [cate] * len(ids)},
+        {"id": ids, "source_image": [f"/img/{i}.png" for i in ids], "cate_id": [cate] * len(ids),
+         "etag": [f"{i:032X}" for i in ids]},
         schema=CATALOG_SCHEMA,
     )
 
@@ -96,7 +97,7 @@ def test_existing_table_with_other_schema_is_refused(wh: MaxComputeWarehouse, dd
         wh.ensure_table()
     msg = str(err.value)
     assert f"{PROJECT}.{wh.table}" in msg and shown in msg
-    assert "needs columns [('id', 'BIGINT'), ('source_image', 'STRING'), ('cate_id', 'BIGINT')]" in msg
+    assert "needs columns [('id', 'BIGINT'), ('source_image', 'STRING'), ('cate_id', 'BIGINT'), ('etag', 'STRING')]" in msg
     assert "partitioned by [('ds', 'STRING')]" in msg and "drop or rename" in msg
 
 
@@ -134,10 +135,11 @@ def test_write_replaces_the_partition_in_one_commit(wh: MaxComputeWarehouse) -> 
 def test_write_conforms_batches(wh: MaxComputeWarehouse) -> None:
     wh.ensure_table()
     narrow = pa.RecordBatch.from_pydict(
-        {"source_image": ["/a.png"], "cate_id": pa.array([3], pa.int32()), "id": pa.array([9], pa.int32())}
+        {"source_image": ["/a.png"], "cate_id": pa.array([3], pa.int32()), "id": pa.array([9], pa.int32()),
+         "etag": pa.array([None], pa.null())}
     )
     assert wh.write_partition(DS, [narrow]) == 1
-    assert wh.rows_by_id(DS, [9]) == [{"id": 9, "source_image": "/a.png", "cate_id": 3}]
+    assert wh.rows_by_id(DS, [9]) == [{"id": 9, "source_image": "/a.png", "cate_id": 3, "etag": None}]
 
 
 def test_empty_write_still_replaces_the_partition(wh: MaxComputeWarehouse) -> None:
@@ -162,7 +164,7 @@ def test_source_failure_midway_commits_nothing(wh: MaxComputeWarehouse) -> None:
     with pytest.raises(WarehouseError, match="batch source raised ZeroDivisionError"):
         wh.write_partition(DS, (1 / 0 for _ in [0]))
     bad = pa.RecordBatch.from_pydict({"id": [1], "source_image": ["/a"]})
-    with pytest.raises(WarehouseError, match=r"missing \['cate_id'\]"):
+    with pytest.raises(WarehouseError, match=r"missing \['cate_id', 'etag'\]"):
         wh.write_partition(DS, [batch([5]), bad])
     assert stored_ids(wh, DS) == [1, 2]  # the old partition keeps serving
 
@@ -313,7 +315,7 @@ def test_stats_samples_and_changes_from_the_sql_files(wh: MaxComputeWarehouse) -
     assert (changes.added, changes.removed) == (2, 1)
     assert [r["id"] for r in wh.sample_rows(DS, 2)] == [2, 3]
     assert [r["id"] for r in wh.sample_new_rows(DS, PREVIOUS, 10)] == [4, 4, 5]
-    assert wh.rows_by_id(DS, [5, 9, 5]) == [{"id": 5, "source_image": "/img/5.png", "cate_id": 2}]
+    assert wh.rows_by_id(DS, [5, 9, 5]) == [{"id": 5, "source_image": "/img/5.png", "cate_id": 2, "etag": f"{5:032X}"}]
     assert wh.rows_by_id(DS, []) == []
 
 
