@@ -30,7 +30,7 @@ def pack(changes: list[Change], limit: int) -> list:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.integers(0, 300)), min_size=1, max_size=80), st.integers(600, 5000))
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 300)), min_size=1, max_size=80), st.integers(800, 5000))
 def test_every_body_is_within_the_limit_in_order_and_sized_as_the_sdk_sends_it(docs: list, limit: int) -> None:
     changes = [Change("add", i, row(i, n)) if is_add else Change("delete", i) for i, (is_add, n) in enumerate(docs)]
     requests = pack(changes, limit)
