@@ -44,10 +44,17 @@ def test_task_chain(dagbag) -> None:
     assert dag.get_task("check_partition").trigger_rule == "none_failed_min_one_success"
     # nothing is published before the guards passed, and nothing rebuilt before it is published
     assert dag.get_task("publish_partition").upstream_task_ids == {"resolve_partition", "check_partition"}
-    assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "publish_partition"}
+    assert dag.get_task("choose_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "publish_partition"}
+    # a branch: a full rebuild, or the delta (push what changed, verify it); the smoke after whichever ran
+    assert dag.get_task("choose_rebuild").downstream_task_ids == {"start_rebuild", "push_changes"}
+    assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "choose_rebuild"}
     assert dag.get_task("wait_until_searchable").upstream_task_ids == {"start_rebuild"}
+    assert dag.get_task("push_changes").upstream_task_ids == {"resolve_partition", "check_partition", "choose_rebuild"}
+    assert dag.get_task("verify_pushes").upstream_task_ids == {"resolve_partition", "check_partition", "push_changes"}
     # the smoke samples ids new against the live partition that check_partition read
-    assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "check_partition", "wait_until_searchable"}
+    assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "check_partition",
+                                                             "wait_until_searchable", "verify_pushes"}
+    assert dag.get_task("smoke_query").trigger_rule == "none_failed_min_one_success"
     # The report runs whatever happened (all done), as a teardown so that its success never decides the
     # run's state; every other task records its error message for it.
     from pipeline.airflow.outcome import record_failure
@@ -61,6 +68,7 @@ def test_task_chain(dagbag) -> None:
 def test_rebuild_runs_in_the_instance_pool_and_the_wait_defers(dagbag) -> None:
     dag = dagbag.dags["image_index_demo"]
     assert dag.get_task("start_rebuild").pool == "opensearch_opensearch_local"
+    assert dag.get_task("push_changes").pool == "opensearch_opensearch_local"  # one writer per instance
     # reindex is not idempotent, yet retries are safe: a retry follows the build an earlier try started
     assert dag.get_task("start_rebuild").retries == dag.default_args["retries"] == 2
     from pipeline.airflow.sensors import RebuildSensor
