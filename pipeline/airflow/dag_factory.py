@@ -278,16 +278,23 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
                 ti = get_current_context()["ti"]
                 decision = ti.xcom_pull(task_ids="choose_rebuild", key="decision") or {"mode": "full"}
+                started = ti.xcom_pull(task_ids="start_rebuild") if decision["mode"] == "full" else None
+                # The trigger rule lets this task run after either path, and check_partition (an argument)
+                # always succeeds first: so a full path that started no build (a dry run, skip_rebuild, an
+                # older partition) must stop here, or it would mark a partition live that never went live.
+                if decision["mode"] == "full" and not (started or {}).get("started"):
+                    from airflow.sdk.exceptions import AirflowSkipException
+
+                    raise AirflowSkipException("no rebuild was started for this run: nothing went live")
                 verified = ti.xcom_pull(task_ids="verify_pushes") if decision["mode"] == "delta" else None
                 if verified and verified.get("samples") and any(verified["samples"].values()):
                     results = run_delta_smoke_queries(config, partition, verified)
                 else:  # a full rebuild, or a delta that pushed nothing: the index answers for this partition
                     results = run_smoke_queries(config, partition, live_ds=checked.get("live_ds"))
                 previous = get_live_record(config.name) or {}
-                rebuilt = decision["mode"] == "full" and (ti.xcom_pull(task_ids="start_rebuild") or {}).get("started")
-                if rebuilt:
+                if decision["mode"] == "full":  # a build started (else skipped above) and went live
                     how = {"mode": "full", "last_full_at": time.time(), "last_full_ds": partition}
-                else:  # pushed, or nothing started: the last full rebuild is still the one on record
+                else:  # pushed: the last full rebuild is still the one on record
                     how = {"mode": decision["mode"], **{k: previous.get(k) for k in ("last_full_at", "last_full_ds")}}
                 set_live_partition(config.name, partition, checked.get("stats"), how)  # proven live: the next baseline
                 run_id = get_current_context()["dag_run"].run_id
