@@ -104,3 +104,48 @@ def test_the_airflow_assets_are_these_names_and_uris_unchanged() -> None:
     assert assets.live == Asset(name="image_index.shop.live", uri="opensearch://os_prod/images")
     for shipped in load_index_configs(REPO / "dags" / "indexes"):  # the demo's: what example_downstream names
         assert index_assets(shipped[1]).catalog.uri == index_asset_ids(shipped[1]).catalog.uri
+
+
+# What the tasks pass in: XCom-shaped dicts (check_partition's result, choose_rebuild's decision, the
+# start_rebuild, wait, push and verify results). The delta path end to end is tests/dags/test_assets.py.
+CHECKED = {"stats": {"rows": 320, "distinct_ids": 318}, "snapshot_at": 1796000000.5, "live_ds": "20261130",
+           "id_changes": {"previous_ds": "20261129", "added": 7, "removed": 2}, "row_changes": None}
+
+
+def test_the_catalog_event_says_which_partition_and_how_it_changed() -> None:
+    from pipeline.airflow.assets import catalog_event_extra
+
+    extra = catalog_event_extra(config(), "20261201", CHECKED, {"table": "MaxCompute table p.t"}, {"route": "inventory"})
+    assert extra == {"index": "shop", "ds": "20261201", "table": "MaxCompute table p.t", "rows": 320,
+                     "distinct_ids": 318, "previous_ds": "20261129", "added": 7, "removed": 2,
+                     "route": "inventory", "snapshot_at": 1796000000.5}
+    first = catalog_event_extra(config(), "20261201", {**CHECKED, "id_changes": None}, {}, None)
+    assert (first["previous_ds"], first["added"], first["removed"], first["route"]) == (None, None, None, None)
+
+
+def test_the_live_event_of_a_full_rebuild_names_the_generation_that_went_live() -> None:
+    from pipeline.airflow.assets import live_event_extra
+
+    started = {"started": True, "handle": {"generation_id": 17, "instance_id": "ha-cn-x"}}
+    checked = {**CHECKED, "row_changes": {"previous_ds": "20261130", "added": 5, "removed": 1, "changed": 3}}
+    extra = live_event_extra(config(), "20261201", checked, {"mode": "full", "reason": "rebuild.mode is full"},
+                             started, {"outcome": "ready"}, None, None)
+    assert extra == {"index": "shop", "ds": "20261201", "mode": "full", "reason": "rebuild.mode is full",
+                     "rows": 320, "distinct_ids": 318, "generation_id": 17, "instance_id": "ha-cn-x",
+                     "pushed": None, "previous_ds": "20261130", "added": 5, "removed": 1, "changed": 3}
+    # Without the changes against the live partition: the guards' baseline, and no generation unless the wait saw it ready
+    extra = live_event_extra(config(), "20261201", CHECKED, {"mode": "full"}, started, None, None, None)
+    assert (extra["previous_ds"], extra["added"], extra["removed"], extra["changed"]) == ("20261129", 7, 2, None)
+    assert extra["generation_id"] is None
+
+
+def test_the_live_event_of_a_delta_names_what_was_pushed_and_verified() -> None:
+    from pipeline.airflow.assets import live_event_extra
+
+    pushed = {"requests": 2, "adds": 8, "deletes": 1, "bytes": 4096, "retried_requests": 0, "after_pk": 99}
+    verified = {"added": 5, "changed": 3, "deleted": 1, "samples": {}}
+    extra = live_event_extra(config(), "20261201", CHECKED, {"mode": "delta", "reason": "auto: 9 of 320"},
+                             None, None, pushed, verified)
+    assert extra["mode"] == "delta" and extra["generation_id"] is None and extra["instance_id"] is None
+    assert (extra["previous_ds"], extra["added"], extra["changed"], extra["removed"]) == ("20261130", 5, 3, 1)
+    assert extra["pushed"] == {"requests": 2, "adds": 8, "deletes": 1, "bytes": 4096, "retried_requests": 0}
