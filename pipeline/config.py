@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.assets import check_asset_uri, index_asset_ids
 from pipeline.config_yaml import clip, excerpt, format_location, load_config_yaml
 from pipeline.errors import ConfigError
 from pipeline.patterns import check_rule_regex
@@ -390,6 +391,19 @@ class NotificationConfig(_Strict):
         return self
 
 
+class AssetsConfig(_Strict):
+    """The URIs of the assets the index's DAG produces (pipeline/assets.py, README: Assets); default
+    ``warehouse://<warehouse.conn_id>/<table>`` and ``opensearch://<opensearch.conn_id>/<table>``."""
+
+    warehouse_uri: str | None = None  # e.g. maxcompute://<project>/<table>
+    index_uri: str | None = None  # e.g. opensearch://<instance_id>/<table>; needs an opensearch section
+
+    @field_validator("warehouse_uri", "index_uri")
+    @classmethod
+    def _uri(cls, value: str | None) -> str | None:
+        return None if value is None else check_asset_uri(value)
+
+
 class IndexConfig(_Strict):
     """One OpenSearch image index fed from OSS through a partitioned catalog table."""
 
@@ -411,6 +425,7 @@ class IndexConfig(_Strict):
     guards: GuardsConfig = Field(default_factory=GuardsConfig)
     # Chats told about runs (failure by default; see NotificationConfig). At most 10: each posts once per run.
     notifications: list[NotificationConfig] = Field(default_factory=list, max_length=10)
+    assets: AssetsConfig = Field(default_factory=AssetsConfig)  # the URIs downstream DAGs schedule on
 
     @field_validator("notifications")
     @classmethod
@@ -433,6 +448,15 @@ class IndexConfig(_Strict):
                 "route runs; use kind 'md5' (both routes compute it). Every image gets a new id, so the "
                 "first run after the switch replaces the whole index (see README: switching an id rule)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _index_asset(self) -> IndexConfig:
+        if self.assets.index_uri and self.opensearch is None:
+            raise ValueError("assets.index_uri names the live index, but the config has no opensearch section")
+        ids = index_asset_ids(self)
+        if ids.live is not None and ids.live.uri == ids.catalog.uri:
+            raise ValueError(f"assets: the catalog table and the live index have the same URI {ids.live.uri!r}")
         return self
 
     @field_validator("timezone")
@@ -517,10 +541,18 @@ def load_index_configs(folder: str | Path) -> list[tuple[Path, IndexConfig]]:
     """All ``*.yaml`` files in ``folder``, sorted by name; index names must be unique."""
     configs: list[tuple[Path, IndexConfig]] = []
     seen: dict[str, Path] = {}
+    uris: dict[str, Path] = {}  # Airflow activates one asset per URI: two DAGs may not produce the same one
     for path in sorted(Path(folder).glob("*.yaml")):
         config = load_index_config(path)
         if config.name in seen:
             raise ConfigError(f"{path}: name {config.name!r} is already used by {seen[config.name]}")
         seen[config.name] = path
+        ids = index_asset_ids(config)
+        for asset in (ids.catalog, ids.live):
+            if asset is not None and asset.uri in uris:
+                raise ConfigError(f"{path}: asset URI {asset.uri!r} is already produced by {uris[asset.uri]} (set "
+                                  "assets.warehouse_uri / assets.index_uri, or write one index per table)")
+            if asset is not None:
+                uris[asset.uri] = path
         configs.append((path, config))
     return configs

@@ -5,6 +5,9 @@
                                       └► choose_rebuild ─┬► start_rebuild → wait_until_searchable ─┬► smoke_query ► report
                                                          └► push_changes → verify_pushes ──────────┘
 
+publish_partition emits an event of the catalog asset, smoke_query one of the live index's asset
+(pipeline/airflow/assets.py): downstream DAGs schedule on them.
+
 Heavy imports (pyarrow, oss2, pyodps, duckdb, the SDKs) happen inside the tasks, so parsing the DAG
 file costs only the YAML and pydantic validation.
 """
@@ -20,11 +23,13 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, get_current_context, task, teardown
 
+from pipeline.airflow.assets import index_assets
 from pipeline.airflow.failures import FailFastPolicy
 from pipeline.airflow.notify import dag_callbacks
 from pipeline.airflow.outcome import attach_failure_recorder
 from pipeline.airflow.params import index_params
 from pipeline.airflow.sensors import RebuildSensor
+from pipeline.assets import index_asset_ids
 from pipeline.config import IndexConfig
 from pipeline.opensearch.rebuild import settings_for
 
@@ -51,6 +56,8 @@ partition `ds` of `{table}` (connection `{warehouse_conn}`) replaced with them, 
 * Run reports, also of failed runs: `<report dir>/{name}/<ds>/<run id>.json`, the latest non-dry run's
   as `<ds>.json`, one line per run in `runs.jsonl`. Config file: `{config_path}`.
 * **Alerts** (config `notifications`, one message per run and chat): {alerts}.
+* **Assets** (schedule downstream DAGs on them; the extra of each event holds `ds` and the run's
+  figures): {assets}.
 """
 
 REBUILD_DOC = """
@@ -68,6 +75,10 @@ def dag_id_for(config: IndexConfig) -> str:
 
 def _doc(config: IndexConfig, config_path: Path | str) -> str:
     os_cfg = config.opensearch
+    ids = index_asset_ids(config)
+    assets = f"`{ids.catalog.name}` (`{ids.catalog.uri}`), an event per published partition"
+    if ids.live is not None:
+        assets += f"; `{ids.live.name}` (`{ids.live.uri}`), an event per partition proven live"
     rebuild_doc = (
         REBUILD_DOC.format(table=os_cfg.table, conn=os_cfg.conn_id, pool=os_cfg.pool_name, mode=os_cfg.rebuild.mode)
         if os_cfg else ""
@@ -84,12 +95,14 @@ def _doc(config: IndexConfig, config_path: Path | str) -> str:
         rebuild_doc=rebuild_doc,
         alerts="; ".join(f"{n.kind} connection `{n.conn_id}` on {', '.join(n.on)}" for n in config.notifications)
         or "none",
+        assets=assets,
     )
 
 
 def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
     """The DAG for one index."""
     os_cfg = config.opensearch
+    assets = index_assets(config)  # from the config alone: parsing stays free of network and database
     with DAG(
         dag_id=dag_id_for(config),
         description=config.description or f"OSS images → {config.warehouse.table} partitions",
@@ -188,16 +201,23 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 "seconds": round(time.monotonic() - started, 3),
             }
 
-        @task
-        def publish_partition(partition: str, checked: dict) -> dict | None:
+        # Its success records an event of the catalog asset (a skipped or failed task records none).
+        @task(outlets=[assets.catalog])
+        def publish_partition(partition: str, checked: dict) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from pipeline.airflow.assets import catalog_event_extra
             from pipeline.airflow.state import set_live_partition
             from pipeline.stages import publish_partition as publish
 
-            if checked.get("dry_run"):
-                return None
+            if checked.get("dry_run"):  # skipped, not succeeded: no asset event says a partition was published
+                raise AirflowSkipException("dry run: nothing was written, so nothing to publish")
             published = publish(config, partition)
             if os_cfg is None:  # no index to rebuild: the published partition is the product
                 set_live_partition(config.name, partition, checked["stats"])
+            context = get_current_context()
+            context["outlet_events"][assets.catalog].extra = catalog_event_extra(
+                config, partition, checked, published, pulled_load(context["ti"]))
             return published
 
         # Named `partition`, not `ds`: Airflow reserves `ds` for its own (UTC) context value.
@@ -220,7 +240,9 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             # Retries (and reruns) are safe: reindex is not idempotent, so each attempt records what it
             # started in a Variable keyed by the run, and the next attempt follows that build instead of
             # starting a second one (pipeline/opensearch/rebuild.py, resume_rebuild).
-            @task.branch
+            # none_failed: also after a dry run's skipped publish (it then chooses the full path, which
+            # starts nothing and says why).
+            @task.branch(trigger_rule="none_failed")
             def choose_rebuild(partition: str, checked: dict) -> str:
                 from pipeline.airflow.state import get_live_record
                 from pipeline.delta import choose_rebuild as choose
@@ -264,9 +286,11 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
                 return verify_index_changes(config, partition, checked)
 
-            # After whichever path ran (the other is skipped by the branch).
-            @task(trigger_rule="none_failed_min_one_success")
+            # After whichever path ran (the other is skipped by the branch). Its success (the partition
+            # proven live) records an event of the live asset; skipped when the full path started no build.
+            @task(trigger_rule="none_failed_min_one_success", outlets=[assets.live])
             def smoke_query(partition: str, checked: dict) -> list[dict]:
+                from pipeline.airflow.assets import live_event_extra
                 from pipeline.airflow.state import (
                     forget_push_progress,
                     forget_rebuild_attempt,
@@ -276,23 +300,34 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 from pipeline.delta import run_delta_smoke_queries
                 from pipeline.stages import run_smoke_queries
 
-                ti = get_current_context()["ti"]
+                context = get_current_context()
+                ti = context["ti"]
                 decision = ti.xcom_pull(task_ids="choose_rebuild", key="decision") or {"mode": "full"}
+                started = ti.xcom_pull(task_ids="start_rebuild") if decision["mode"] == "full" else None
+                # The trigger rule lets this task run after either path, and check_partition (an argument)
+                # always succeeds first: so a full path that started no build (a dry run, skip_rebuild, an
+                # older partition) must stop here, or it would mark a partition live that never went live.
+                if decision["mode"] == "full" and not (started or {}).get("started"):
+                    from airflow.sdk.exceptions import AirflowSkipException
+
+                    raise AirflowSkipException("no rebuild was started for this run: nothing went live")
                 verified = ti.xcom_pull(task_ids="verify_pushes") if decision["mode"] == "delta" else None
                 if verified and verified.get("samples") and any(verified["samples"].values()):
                     results = run_delta_smoke_queries(config, partition, verified)
                 else:  # a full rebuild, or a delta that pushed nothing: the index answers for this partition
                     results = run_smoke_queries(config, partition, live_ds=checked.get("live_ds"))
                 previous = get_live_record(config.name) or {}
-                rebuilt = decision["mode"] == "full" and (ti.xcom_pull(task_ids="start_rebuild") or {}).get("started")
-                if rebuilt:
+                if decision["mode"] == "full":  # a build started (else skipped above) and went live
                     how = {"mode": "full", "last_full_at": time.time(), "last_full_ds": partition}
-                else:  # pushed, or nothing started: the last full rebuild is still the one on record
+                else:  # pushed: the last full rebuild is still the one on record
                     how = {"mode": decision["mode"], **{k: previous.get(k) for k in ("last_full_at", "last_full_ds")}}
                 set_live_partition(config.name, partition, checked.get("stats"), how)  # proven live: the next baseline
-                run_id = get_current_context()["dag_run"].run_id
+                run_id = context["dag_run"].run_id
                 forget_rebuild_attempt(config.name, run_id)  # nothing to follow
                 forget_push_progress(config.name, run_id)
+                context["outlet_events"][assets.live].extra = live_event_extra(
+                    config, partition, checked, decision, started, ti.xcom_pull(task_ids="wait_until_searchable"),
+                    ti.xcom_pull(task_ids="push_changes") if decision["mode"] == "delta" else None, verified)
                 return results
 
             decided = choose_rebuild(partition, checked)

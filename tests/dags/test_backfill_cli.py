@@ -1,16 +1,20 @@
-"""`airflow backfill create` through a real scheduler: one partition per date, and no rollback.
+"""`airflow backfill create` through a real scheduler: one partition per date, and no rollback; then
+a triggered run that goes live, whose asset event makes the scheduler run the example downstream DAG.
 
 This is the one test that runs Airflow as operators do (``airflow standalone``: scheduler, dag
-processor, triggerer, API server, LocalExecutor), so it is slow (about a minute) and marked so.
+processor, triggerer, API server, LocalExecutor), so it is slow (one to two minutes) and marked so. Both
+checks share one Airflow: starting it takes most of the time.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,7 +25,18 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack, tmp_path: Path) -> None:
+def query(db: Path, sql: str) -> list[tuple] | None:
+    """Rows from the standalone's SQLite metadata DB, read-only; None while a writer holds it."""
+    try:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return None
+
+
+def test_backfill_writes_one_partition_per_date_and_never_rolls_back_and_a_live_index_triggers_its_consumer(
+    demo_stack, tmp_path: Path
+) -> None:
     from pipeline.stages import load_partition
 
     paths, stack, config = demo_stack
@@ -41,6 +56,7 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     airflow = str(Path(sys.executable).with_name("airflow"))
+    db = tmp_path / "airflow" / "airflow.db"
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=120)
@@ -50,8 +66,10 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
     log = open(tmp_path / "standalone.log", "w")
     standalone = subprocess.Popen([airflow, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for("the DAG to be parsed", lambda: "image_index_demo" in cli("dags", "list").stdout, 120)
+        wait_for("the DAGs to be parsed",
+                 lambda: {"image_index_demo", "example_downstream"} <= set(cli("dags", "list").stdout.split()), 120)
         assert cli("dags", "unpause", "image_index_demo").returncode == 0
+        assert cli("dags", "unpause", "example_downstream").returncode == 0  # a paused consumer is never queued
         # SQLite (the test's metadata DB) lets one writer in at a time: while the scheduler writes, the CLI's
         # insert can fail with "database is locked". Production uses PostgreSQL/MySQL; here, try again.
         for _ in range(10):
@@ -65,6 +83,20 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
         # Logical dates 11-15 and 11-16 at 18:00 UTC are the 02:00 Shanghai runs of the 16th and 17th.
         wanted = [reports / "demo" / f"{ds}.json" for ds in ("20261116", "20261117")]
         wait_for("both backfill runs to report", lambda: all(p.exists() for p in wanted), 420)  # a loaded 2-core machine
+
+        # Then a run that goes live: the newest partition, rebuilt (after the backfills, which compare
+        # nothing with a live partition). Its smoke query's event must start example_downstream.
+        for _ in range(10):
+            triggered = cli("dags", "trigger", "image_index_demo", "--conf",
+                            json.dumps({"partition_date": "2026-12-31", "allow_future_partition": True}))
+            if triggered.returncode == 0 or "database is locked" not in triggered.stderr:
+                break
+            time.sleep(2)
+        assert triggered.returncode == 0, triggered.stderr[-2000:]
+        consumed = ("select value from xcom where dag_id = 'example_downstream' and task_id = 'warm_cache' "
+                    "and key = 'return_value'")
+        finished = "select state from dag_run where dag_id = 'example_downstream' and state in ('success', 'failed')"
+        wait_for("example_downstream to run on the live asset's event", lambda: query(db, finished), 420)
     finally:
         stop_tree(standalone)
         log.close()
@@ -76,4 +108,24 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back(demo_stack,
     from pipeline.stages import open_index_warehouse
 
     assert {"20261116", "20261117"} <= set(open_index_warehouse(config).partitions())
-    assert stack.opensearch.engine.live_generation_id("demo_images") == live_before
+    live_now = stack.opensearch.engine.live_generation_id("demo_images")
+    assert live_now != live_before  # the triggered run rebuilt the index
+
+    # The events: a published partition per run (also the scheduled run of the latest 02:00, which
+    # unpausing starts, catchup being off); the index went live once, for ds=20261231 only.
+    events = query(db, "select a.name, e.extra from asset_event e join asset a on a.id = e.asset_id "
+                       "where e.source_dag_id = 'image_index_demo' order by e.id")
+    by_asset: dict[str, list[dict]] = {}
+    for name, extra in events:
+        by_asset.setdefault(name, []).append(json.loads(extra))
+    assert {"20261116", "20261117", "20261231"} <= {e["ds"] for e in by_asset["image_index.demo.catalog"]}
+    (live,) = by_asset["image_index.demo.live"]
+    assert (live["ds"], live["mode"], live["generation_id"]) == ("20261231", "full", live_now)
+    report = json.loads((reports / "demo" / "20261231.json").read_text())
+    assert report["rebuild"]["generation_id"] == live_now  # never rolled back by a backfill run after it
+
+    # The consumer ran because of that event (asset_triggered) and its task read the event's extra.
+    ((value,),) = query(db, consumed)
+    seen = json.loads(value)
+    assert (seen["ds"], seen["mode"], seen["generation_id"], seen["events"]) == ("20261231", "full", live_now, 1)
+    assert query(db, "select run_type, state from dag_run where dag_id = 'example_downstream'") == [("asset_triggered", "success")]

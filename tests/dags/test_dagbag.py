@@ -20,7 +20,8 @@ def dagbag():
 
 def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert "image_index_demo" in dagbag.dags
+    # one DAG per index config, and the example consumer of the demo index's live asset
+    assert set(dagbag.dags) == {"image_index_demo", "example_downstream"}
 
 
 def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
@@ -29,8 +30,9 @@ def test_every_dag_has_tags_retries_and_docs(dagbag) -> None:
         assert dag.default_args.get("retries", 0) >= 1, dag_id
         assert dag.max_active_runs == 1, dag_id
         assert dag.doc_md, dag_id
-        assert set(dag.params.keys()) >= {"partition_date", "prefixes", "dry_run"}, dag_id
         assert dag.catchup is False, dag_id
+        if dag_id.startswith("image_index_"):
+            assert set(dag.params.keys()) >= {"partition_date", "prefixes", "dry_run"}, dag_id
 
 
 def test_task_chain(dagbag) -> None:
@@ -42,18 +44,21 @@ def test_task_chain(dagbag) -> None:
     assert dag.get_task("check_partition").upstream_task_ids == {"resolve_partition", "load_partition",
                                                                  "load_from_inventory"}
     assert dag.get_task("check_partition").trigger_rule == "none_failed_min_one_success"
-    # nothing is published before the guards passed, and nothing rebuilt before it is published
+    # nothing is published before the guards passed, and nothing rebuilt or pushed before it is published
     assert dag.get_task("publish_partition").upstream_task_ids == {"resolve_partition", "check_partition"}
     assert dag.get_task("choose_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "publish_partition"}
-    # a branch: a full rebuild, or the delta (push what changed, verify it); the smoke after whichever ran
+    assert dag.get_task("choose_rebuild").trigger_rule == "none_failed"  # also after a dry run's skipped publish
     assert dag.get_task("choose_rebuild").downstream_task_ids == {"start_rebuild", "push_changes"}
     assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "choose_rebuild"}
     assert dag.get_task("wait_until_searchable").upstream_task_ids == {"start_rebuild"}
     assert dag.get_task("push_changes").upstream_task_ids == {"resolve_partition", "check_partition", "choose_rebuild"}
     assert dag.get_task("verify_pushes").upstream_task_ids == {"resolve_partition", "check_partition", "push_changes"}
-    # the smoke samples ids new against the live partition that check_partition read
+    # the smoke samples ids new against the live partition that check_partition read, after either path
     assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "check_partition",
                                                              "wait_until_searchable", "verify_pushes"}
+    # the assets: a published partition, a partition proven live
+    assert [a.name for a in dag.get_task("publish_partition").outlets] == ["image_index.demo.catalog"]
+    assert [a.name for a in dag.get_task("smoke_query").outlets] == ["image_index.demo.live"]
     assert dag.get_task("smoke_query").trigger_rule == "none_failed_min_one_success"
     # The report runs whatever happened (all done), as a teardown so that its success never decides the
     # run's state; every other task records its error message for it.

@@ -58,8 +58,10 @@ def test_every_task_of_every_dag_carries_the_policy() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.dags
-    for dag in bag.dags.values():
+    # The index DAGs; not dags/example_downstream.py, which plays another team's DAG (README: Assets).
+    indexes = [dag for dag_id, dag in bag.dags.items() if dag_id.startswith("image_index_")]
+    assert indexes
+    for dag in indexes:
         assert isinstance(dag.default_args["retry_policy"], FailFastPolicy), dag.dag_id
         for task in dag.tasks:
             assert isinstance(task.retry_policy, FailFastPolicy), f"{dag.dag_id}.{task.task_id}"
