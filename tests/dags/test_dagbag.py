@@ -44,10 +44,18 @@ def test_task_chain(dagbag) -> None:
     assert dag.get_task("check_partition").trigger_rule == "none_failed_min_one_success"
     # nothing is published before the guards passed, and nothing rebuilt before it is published
     assert dag.get_task("publish_partition").upstream_task_ids == {"resolve_partition", "check_partition"}
-    assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "publish_partition"}
+    # ...then a branch chooses a full rebuild or pushing the changes
+    assert dag.get_task("choose_rebuild").upstream_task_ids == {"resolve_partition", "check_partition",
+                                                                "publish_partition"}
+    assert dag.get_task("choose_rebuild").downstream_task_ids == {"start_rebuild", "push_changes"}
+    assert dag.get_task("start_rebuild").upstream_task_ids == {"resolve_partition", "check_partition", "choose_rebuild"}
     assert dag.get_task("wait_until_searchable").upstream_task_ids == {"start_rebuild"}
-    # the smoke samples ids new against the live partition that check_partition read
-    assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "check_partition", "wait_until_searchable"}
+    assert dag.get_task("push_changes").upstream_task_ids == {"resolve_partition", "check_partition", "choose_rebuild"}
+    assert dag.get_task("verify_pushes").upstream_task_ids == {"resolve_partition", "check_partition", "push_changes"}
+    # the smoke samples ids new against the live partition that check_partition read, after either path
+    assert dag.get_task("smoke_query").upstream_task_ids == {"resolve_partition", "check_partition",
+                                                             "wait_until_searchable", "verify_pushes"}
+    assert dag.get_task("smoke_query").trigger_rule == "none_failed_min_one_success"
     # The report runs whatever happened (all done), as a teardown so that its success never decides the
     # run's state; every other task records its error message for it.
     from pipeline.airflow.outcome import record_failure
@@ -78,7 +86,8 @@ def test_parsing_imports_no_heavy_or_networked_module() -> None:
     """Heavy and networked clients are imported inside tasks, never when the file is parsed."""
     code = (
         "import sys, runpy; runpy.run_path(sys.argv[1]); "
-        "print(','.join(m for m in ('pyarrow', 'oss2', 'odps', 'duckdb', 'pandas', 'PIL') if m in sys.modules))"
+        "print(','.join(m for m in ('pyarrow', 'oss2', 'odps', 'duckdb', 'pandas', 'PIL', 'openlineage') "
+        "if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(REPO / "dags" / "image_index.py")],
