@@ -40,7 +40,8 @@ def send_gauges(index: str, values: Mapping[str, float | int | None]) -> None:
 
         for name, value in values.items():
             if value is not None:
-                stats.gauge(metric_name(index, name), float(value), tags={"index": index})
+                value = value if isinstance(value, int) else float(value)  # counts go out as integers
+                stats.gauge(metric_name(index, name), value, tags={"index": index})
     except Exception as exc:  # a metric is never worth a failed run
         log.warning("could not send the metrics of index %s: %s: %s", index, type(exc).__name__, exc)
 

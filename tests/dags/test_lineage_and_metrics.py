@@ -214,3 +214,4 @@ def test_the_metrics_arrive_over_statsd_with_the_runs_figures(lineage_run) -> No
     assert 0 < gauges["build_seconds"] < 300 and 0 <= gauges["wait_seconds"] <= gauges["build_seconds"]
     assert gauges["wait_seconds"] <= result["report"]["seconds"]["wait_until_searchable"] + 1
     assert "push_seconds" not in gauges and "pushed_documents" not in gauges  # a full rebuild: nothing pushed
+    assert f"airflow.image_index.{INDEX}.rows:320|g" in receiver.lines  # counts as integers

@@ -13,9 +13,11 @@ def test_gauges_are_named_under_the_index_and_tagged_with_it(monkeypatch) -> Non
 
     sent = []
     monkeypatch.setattr(stats, "gauge", lambda name, value, **kw: sent.append((name, value, kw.get("tags"))))
-    send_gauges("demo", {"rows": 320, "skipped.bad_id": 0, "wait_seconds": None})
-    assert sent == [("image_index.demo.rows", 320.0, {"index": "demo"}),
-                    ("image_index.demo.skipped.bad_id", 0.0, {"index": "demo"})]  # None: not sent
+    send_gauges("demo", {"rows": 320, "skipped.bad_id": 0, "wait_seconds": None, "build_seconds": 3.25})
+    assert sent == [("image_index.demo.rows", 320, {"index": "demo"}),
+                    ("image_index.demo.skipped.bad_id", 0, {"index": "demo"}),  # None: not sent
+                    ("image_index.demo.build_seconds", 3.25, {"index": "demo"})]
+    assert all(type(value) is int for _, value, _ in sent[:2])  # on the wire: rows:320|g
 
 
 def test_a_metric_that_cannot_be_sent_is_logged_not_raised(monkeypatch, caplog) -> None:
