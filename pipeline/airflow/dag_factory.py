@@ -25,6 +25,14 @@ from airflow.sdk import DAG, get_current_context, task, teardown
 
 from pipeline.airflow.assets import index_assets
 from pipeline.airflow.failures import FailFastPolicy
+from pipeline.airflow.lineage import (
+    describe_inventory_load,
+    describe_load,
+    describe_publish,
+    describe_push,
+    describe_rebuild,
+    lineage_task,
+)
 from pipeline.airflow.notify import dag_callbacks
 from pipeline.airflow.outcome import attach_failure_recorder
 from pipeline.airflow.params import index_params
@@ -134,12 +142,16 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
         routes = config.source.inventory is not None  # a graph with both routes and a branch between them
 
-        @task(pool=config.load_pool or "default_pool")
+        # The loads, the publish, the rebuild and the pushes are @tasks whose OpenLineage events name what
+        # they read and write (pipeline/airflow/lineage.py); the loads and pushes send metrics (metrics.py).
+        @lineage_task(config, describe_load, pool=config.load_pool or "default_pool")
         def load_partition(partition: str) -> dict:
+            from pipeline.airflow.metrics import load_metrics, send_gauges
             from pipeline.stages import load_partition as load
 
             params = get_current_context()["params"]
             result = load(config, partition, prefixes=params.get("prefixes"), dry_run=bool(params.get("dry_run")))
+            send_gauges(config.name, load_metrics(result.as_dict()))
             route = get_current_context()["ti"].xcom_pull(task_ids="choose_route", key="route") if routes else None
             return {**result.as_dict(), "route_reason": (route or {}).get("reason")}
 
@@ -152,14 +164,16 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             context["ti"].xcom_push(key="route", value=route)
             return route["task_id"]
 
-        @task(pool=config.load_pool or "default_pool")
+        @lineage_task(config, describe_inventory_load, pool=config.load_pool or "default_pool")
         def load_from_inventory(partition: str) -> dict:
+            from pipeline.airflow.metrics import load_metrics, send_gauges
             from pipeline.stages import load_partition_from_inventory
 
             context = get_current_context()
             route = context["ti"].xcom_pull(task_ids="choose_route", key="route") or {}
             result = load_partition_from_inventory(config, partition, prefixes=context["params"].get("prefixes"),
                                                    run_name=route.get("run"))  # the run the route was chosen on
+            send_gauges(config.name, load_metrics(result.as_dict()))
             return {**result.as_dict(), "route_reason": route.get("reason")}
 
         # With both routes, one of the loads is skipped: check_partition runs after whichever ran.
@@ -202,7 +216,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             }
 
         # Its success records an event of the catalog asset (a skipped or failed task records none).
-        @task(outlets=[assets.catalog])
+        @lineage_task(config, describe_publish, outlets=[assets.catalog])
         def publish_partition(partition: str, checked: dict) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
@@ -252,7 +266,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 context["ti"].xcom_push(key="decision", value=decision)
                 return decision["task_id"]
 
-            @task(pool=os_cfg.pool_name)
+            @lineage_task(config, describe_rebuild, pool=os_cfg.pool_name)
             def start_rebuild(partition: str, checked: dict) -> dict:
                 from pipeline.airflow.state import get_last_push_at, get_rebuild_attempt, set_rebuild_attempt
                 from pipeline.stages import start_index_rebuild
@@ -269,16 +283,19 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
 
             # Pushes are idempotent (add replaces, delete of a missing id succeeds): a retry resumes after
             # the last request answered OK, which each attempt records in a Variable keyed by the run.
-            @task(pool=os_cfg.pool_name)
+            @lineage_task(config, describe_push, pool=os_cfg.pool_name)
             def push_changes(partition: str, checked: dict) -> dict:
+                from pipeline.airflow.metrics import push_metrics, send_gauges
                 from pipeline.airflow.state import get_push_progress, set_push_progress
                 from pipeline.delta import push_index_changes
 
                 run_id = get_current_context()["dag_run"].run_id
-                return push_index_changes(
+                pushed = push_index_changes(
                     config, partition, checked, earlier=get_push_progress(config.name, run_id),
                     remember=lambda progress: set_push_progress(config.name, run_id, progress),
                 )
+                send_gauges(config.name, push_metrics(pushed))
+                return pushed
 
             @task
             def verify_pushes(partition: str, checked: dict) -> dict:
@@ -333,7 +350,8 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             decided = choose_rebuild(partition, checked)
             published >> decided
             started = start_rebuild(partition, checked)
-            waited = RebuildSensor(task_id="wait_until_searchable", handle=started["handle"], settings=settings)
+            waited = RebuildSensor(task_id="wait_until_searchable", handle=started["handle"], settings=settings,
+                                   index=config.name)
             pushed = push_changes(partition, checked)
             verified = verify_pushes(partition, checked)
             smoked = smoke_query(partition, checked)

@@ -2,6 +2,7 @@
 
 A live generation lacking too many of the partition's rows (``incomplete``) fails the task without
 retries: a retry would judge the same generation again, and the index is already switched in.
+A wait that ends ready sends the index's ``build_seconds`` and ``wait_seconds`` (pipeline/airflow/metrics.py).
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ class RebuildSensor(BaseSensorOperator):
     template_fields = ("handle",)
     ui_color = "#cfe8ff"
 
-    def __init__(self, *, handle: Any, settings: dict, **kwargs: Any) -> None:
+    def __init__(self, *, handle: Any, settings: dict, index: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.handle = handle
         self.settings = settings
+        self.index = index  # the index the metrics are sent for (None: none are sent)
+
+    def _send_wait_metrics(self, ready_at: float | None, waiting_since: float | None) -> None:
+        from pipeline.airflow.metrics import send_gauges, wait_metrics
+
+        if self.index:
+            send_gauges(self.index, wait_metrics(self.handle, ready_at, waiting_since))
 
     def execute(self, context: Any) -> dict:
         from pipeline.opensearch.connection import OpenSearchConnection
@@ -33,17 +41,21 @@ class RebuildSensor(BaseSensorOperator):
 
         if not self.handle:
             raise AirflowSkipException("no rebuild was started for this run")
+        waiting_since = time.time()
         handle = RebuildHandle.from_dict(self.handle)
         settings = RebuildSettings(**self.settings)
         mgmt = OpenSearchManagement(OpenSearchConnection.from_airflow(handle.conn_id))
         verdict = assess(handle, observe(mgmt, handle), WaitState(), time.time(), settings)
         if verdict.outcome == "ready":
             self.log.info("%s", verdict.message)
-            return {"outcome": "ready", "message": verdict.message, "fsm_id": verdict.fsm_id,
-                    "figures": verdict.figures, "at": time.time()}
+            ready = {"outcome": "ready", "message": verdict.message, "fsm_id": verdict.fsm_id,
+                     "figures": verdict.figures, "at": time.time()}
+            self._send_wait_metrics(ready["at"], waiting_since)
+            return ready
         raise_for(verdict)  # an incomplete generation is terminal: the DAG's retry policy fails it at once
         self.defer(
-            trigger=RebuildTrigger(handle.as_dict(), self.settings, {"fingerprint": verdict.state.fingerprint, "last_progress_at": verdict.state.last_progress_at}),
+            trigger=RebuildTrigger(handle.as_dict(), self.settings, {"fingerprint": verdict.state.fingerprint, "last_progress_at": verdict.state.last_progress_at},
+                                   waiting_since=waiting_since),  # back in the event: the wait's length
             method_name="execute_complete",
         )
 
@@ -54,6 +66,7 @@ class RebuildSensor(BaseSensorOperator):
         outcome = event.get("outcome")
         if outcome == "ready":
             self.log.info("%s", event.get("message"))
+            self._send_wait_metrics(event.get("at"), event.get("waiting_since"))
             return event
         if outcome == "error":
             # Terminal (credentials refused, ...) fails at once; transient (the API kept failing) retries

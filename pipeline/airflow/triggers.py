@@ -28,19 +28,29 @@ MAX_CONSECUTIVE_ERRORS = 10
 class RebuildTrigger(BaseTrigger):
     """Polls one generation until it is ready, fails, stops, stalls or the deadline passes."""
 
-    def __init__(self, handle: dict, settings: dict, state: dict | None = None) -> None:
+    def __init__(self, handle: dict, settings: dict, state: dict | None = None,
+                 waiting_since: float | None = None) -> None:
         super().__init__()
         self.handle = handle
         self.settings = settings
         self.state = state or {}
+        # When the sensor began waiting: every event carries it back, for the wait_seconds metric (a
+        # defer(kwargs=...) would not survive `airflow dags test`, which resumes with the event alone).
+        self.waiting_since = waiting_since
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"handle": self.handle, "settings": self.settings, "state": self.state},
+            {"handle": self.handle, "settings": self.settings, "state": self.state,
+             "waiting_since": self.waiting_since},
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        async for event in self._run():
+            event.payload["waiting_since"] = self.waiting_since
+            yield event
+
+    async def _run(self) -> AsyncIterator[TriggerEvent]:
         handle = RebuildHandle.from_dict(self.handle)
         settings = RebuildSettings(**self.settings)
         state = WaitState(**self.state)

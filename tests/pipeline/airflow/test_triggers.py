@@ -14,7 +14,7 @@ SETTINGS = {"poll_interval_s": 5.0, "stall_timeout_s": 60.0, "deadline_s": 4000.
 
 
 def test_serialize_round_trip() -> None:
-    trigger = RebuildTrigger(HANDLE, SETTINGS, {"fingerprint": "x", "last_progress_at": 1200.0})
+    trigger = RebuildTrigger(HANDLE, SETTINGS, {"fingerprint": "x", "last_progress_at": 1200.0}, waiting_since=900.5)
     path, kwargs = trigger.serialize()
     assert path == "pipeline.airflow.triggers.RebuildTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs  # JSON-able: the triggerer stores it in the DB
@@ -22,6 +22,7 @@ def test_serialize_round_trip() -> None:
     assert again.serialize() == (path, kwargs)
     assert RebuildHandle.from_dict(kwargs["handle"]).generation_id == 7
     assert RebuildSettings(**kwargs["settings"]).stall_timeout_s == 60.0
+    assert kwargs["waiting_since"] == 900.5  # every event carries it back: the sensor's wait_seconds
 
 
 def test_an_api_that_keeps_failing_ends_the_wait_retryably_unless_the_deadline_passed(monkeypatch) -> None:
@@ -47,10 +48,11 @@ def test_an_api_that_keeps_failing_ends_the_wait_retryably_unless_the_deadline_p
     settings = {**SETTINGS, "poll_interval_s": 0.01}
 
     async def events(handle: dict) -> list[dict]:
-        return [event.payload async for event in RebuildTrigger(handle, settings).run()]
+        return [event.payload async for event in RebuildTrigger(handle, settings, waiting_since=12.5).run()]
 
     (event,) = asyncio.run(events({**HANDLE, "deadline_at": time.time() + 3600}))
     assert event["outcome"] == "error" and event["transient"] is True
+    assert event["waiting_since"] == 12.5
     assert "gave up polling after 2 failed polls" in event["message"] and "503" in event["message"]
     (event,) = asyncio.run(events({**HANDLE, "deadline_at": time.time() - 1}))
     assert event["outcome"] == "error" and event["transient"] is False
