@@ -38,7 +38,7 @@ def at_trigger(dag, conf: dict) -> dict:
 def test_the_dag_takes_its_params_from_params_py(dag) -> None:
     assert set(dag.params.keys()) == set(index_params(CONFIG))
     assert {"partition_date", "allow_future_partition", "prefixes", "dry_run", "skip_rebuild", "force_rebuild",
-            "override_guards", "source_mode"} == set(dag.params.keys())
+            "override_guards", "source_mode", "rebuild_mode"} == set(dag.params.keys())
     defaults = at_trigger(dag, {})  # a scheduled run: every default is valid
     assert defaults["partition_date"] is None and defaults["prefixes"] is None
     assert defaults["allow_future_partition"] is False
