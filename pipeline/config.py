@@ -289,6 +289,9 @@ class PushConfig(_Strict):
     max_bytes_per_second: int = Field(default=8 * 1024 * 1024, ge=1024, le=10 * 1024 * 1024)
     verify_timeout_minutes: float = Field(default=15, gt=0, le=MAX_MINUTES)
     verify_poll_s: float = Field(default=10, ge=0.1, le=600)
+    # A replaced image keeps its id, path and category, so a primary-key lookup answers the same before
+    # and after its push is applied: up to this many replaced images are also queried by their new bytes.
+    verify_image_samples: int = Field(default=20, ge=0, le=1000)
     retention_hours: float = Field(default=72, gt=0, le=72)  # how far back the service replays increments
 
 

@@ -98,19 +98,61 @@ def verify_index_changes(config: IndexConfig, ds: str, checked: dict,
     changes = list(delta_changes(open_index_warehouse(config), ds, live_ds))
     query = OpenSearchQuery(OpenSearchConnection.from_airflow(settings.conn_id))
     push = settings.rebuild.push
+    started = time.monotonic()
+    deadline = started + push.verify_timeout_minutes * 60
     figures = verify_changes(query, settings, changes, timeout_s=push.verify_timeout_minutes * 60,
                              poll_s=push.verify_poll_s, sleep=sleep)
     rng = random.Random(f"{config.name}:{ds}:delta")
     added = [dict(c.row or {}) for c in changes if c.cmd == "add" and c.reason == "added"]
     replaced = [dict(c.row or {}) for c in changes if c.cmd == "add" and c.reason != "added"]
     deleted = [c.pk for c in changes if c.cmd == "delete"]
+    checked_images = rng.sample(replaced, min(push.verify_image_samples, len(replaced)))
+    verify_replaced_images(config, query, checked_images, len(replaced), deadline, push.verify_poll_s, sleep)
     count = settings.smoke.samples
     samples = {
         "added": rng.sample(added, min(count, len(added))),
-        "changed": rng.sample(replaced, min(count, len(replaced))),
+        "changed": checked_images[:count],
         "deleted": rng.sample(deleted, min(DELETED_SAMPLES, len(deleted))),
     }
-    return {**figures, "added": len(added), "changed": len(replaced), "deleted": len(deleted), "samples": samples}
+    return {**figures, "added": len(added), "changed": len(replaced), "deleted": len(deleted),
+            "replaced_images_checked": len(checked_images), "seconds": round(time.monotonic() - started, 3),
+            "samples": samples}
+
+
+def verify_replaced_images(config: IndexConfig, query: Any, rows: list[dict], replaced: int, deadline: float,
+                           poll_s: float, sleep: Callable[[float], None]) -> None:
+    """A replaced image answers a primary-key lookup alike before and after its push is applied (same id,
+    path and category): only a query with its new bytes tells. Each of ``rows`` must come back by its
+    own id among the top k of such a query before ``deadline``, else DeltaNotAppliedError names them."""
+    from pipeline.errors import DeltaNotAppliedError
+    from pipeline.opensearch.smoke import image_smoke_query
+    from pipeline.oss.client import OssConnection, read_object
+
+    if not rows:
+        return
+    assert config.opensearch is not None
+    oss_conn = OssConnection.from_airflow(config.source.oss_conn_id)
+    bucket = oss_conn.bucket(config.source.bucket)
+    images = {row["id"]: read_object(oss_conn, bucket, row["source_image"].lstrip("/")) for row in rows}
+    pending = {row["id"]: row for row in rows}
+    while True:
+        for pk, row in list(pending.items()):
+            try:
+                image_smoke_query(query, config.opensearch, row, fetch_image=lambda _key, pk=pk: images[pk])
+            except SmokeQueryError:
+                continue
+            del pending[pk]
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            named = ", ".join(f"{pk} ({row['source_image']})" for pk, row in sorted(pending.items())[:10])
+            raise DeltaNotAppliedError(
+                f"{len(pending)} of {len(rows)} replaced images checked (of {replaced} replaced) are not found by "
+                f"their new bytes: {named}. Their ids answer a primary-key lookup, with the old image's vector: the "
+                "replacing pushes were lost or are applied late. Rerun the run (it pushes them again), or run with "
+                "rebuild_mode=full")
+        log.info("verifying pushes: %d replaced images not found by their new bytes yet", len(pending))
+        sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
 
 
 def run_delta_smoke_queries(config: IndexConfig, ds: str, verified: dict) -> list[dict]:

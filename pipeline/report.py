@@ -103,6 +103,7 @@ def build_report(index: str, ds: str | None, stages: dict, facts: dict | None = 
         else {
             "started": rebuild.get("started"),
             "reason": rebuild.get("reason"),
+            "replay_from": rebuild.get("data_time_sec"),  # pushes since then replayed into the new index
             "followed_earlier_attempt": bool(rebuild.get("followed_earlier_attempt")),
             "warnings": ((rebuild.get("preflight") or {}).get("warnings")) or [],
             "generation_id": handle.get("generation_id"),
