@@ -36,7 +36,8 @@ from bench.support import emit, log, machine
 
 SIZES = {"quick": 2_000, "full": 20_000}
 CATEGORIES = {"shoes": 1, "bags": 2, "hats": 3, "watches": 4}
-BUCKET, WAREHOUSE_TABLE, INDEX_TABLE = "bench-images", "bench_image_catalog", "bench_images"
+# The demo schema reads images from bucket demo-images (in this run's own temporary stack).
+BUCKET, WAREHOUSE_TABLE, INDEX_TABLE = "demo-images", "bench_image_catalog", "bench_images"
 GOALS = {"vectorized_ratio": 50.0, "speedup": 10.0, "bytes_ratio": 1.2}
 
 
