@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=sorted(SIZES), default="quick")
     parser.add_argument("--change", type=float, default=0.01, help="the share of images changed (default 0.01)")
     args = parser.parse_args(argv)
+    # Results go to stdout as one JSON line; Airflow's task logging (a line per poll) would drown it.
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     from localcloud.stack import LocalPaths, LocalStack, StackTable
     from pipeline.oss.client import OssConnection
 
