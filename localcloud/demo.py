@@ -15,7 +15,9 @@
 The console shows one progress line and that summary. Airflow's own output (some 400 lines), the
 servers' and the demo's logs go to ``.local/logs/demo-<ds>.log``.
 
-Repeated runs reuse the bucket, overwrite the same partition and rebuild the index again.
+Repeated runs reuse the bucket (put back as the demo makes it), overwrite the same partition and rebuild
+the index again. ``--change 5%`` shows a delta run: a full run of the day before, then 5% of the demo
+images changed in OSS (a third added, replaced, deleted), then the day's run with ``rebuild_mode=delta``.
 
 Fault knobs show each failure mode offline, e.g.::
 
@@ -170,20 +172,24 @@ class Progress:
 
     def __init__(self, console: TextIO, prefix: str) -> None:
         self.console, self.steps = console, []
+        self.run_started = 0  # index in steps where the current DAG run's tasks begin
         self.console.write(prefix)
         self.console.flush()
 
-    def step(self, name: str) -> None:
+    def step(self, name: str, new_run: bool = False) -> None:
+        """Show a step; ``new_run``: it starts another DAG run (its tasks are no retries of the last's)."""
         self.console.write((" · " if self.steps else " ") + name)
         self.console.flush()
         self.steps.append(name)
+        if new_run:
+            self.run_started = len(self.steps)
 
     def watch(self, line: str) -> None:
-        """A line of ``airflow dags test`` output: a task starting is a step (again: a retry)."""
+        """A line of ``airflow dags test`` output: a task starting is a step (again in one run: a retry)."""
         match = self.TASK_STARTED.search(line)
         if match:
             task_id = match.group(1)
-            tries = sum(1 for step in self.steps if step.split(" (retry")[0] == task_id)
+            tries = sum(1 for step in self.steps[self.run_started:] if step.split(" (retry")[0] == task_id)
             self.step(f"{task_id} (retry {tries})" if tries else task_id)
 
     def end(self, text: str) -> None:
@@ -302,7 +308,7 @@ def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], a
         if change is None:
             return _airflow(dags_test_args(config.name, day, route), env, progress)
         before = (date.fromisoformat(day) - timedelta(days=1)).isoformat()
-        progress.step(f"full run of {before}")
+        progress.step(f"full run of {before}", new_run=True)
         status = _airflow(dags_test_args(config.name, before, route, rebuild_mode="full", force_rebuild=True), env, progress)
         if status != 0:
             return status
@@ -311,7 +317,7 @@ def _run_in_stack(paths: LocalPaths, config: Any, day: str, faults: list[str], a
         if source == "inventory":
             prepare_demo_inventory(stack, oss, config)
         progress.step(f"{change:.0%} changed ({len(changed['added'])} added, {len(changed['replaced'])} replaced, "
-                      f"{len(changed['deleted'])} deleted); delta run of {day}")
+                      f"{len(changed['deleted'])} deleted); delta run of {day}", new_run=True)
         return _airflow(dags_test_args(config.name, day, route, rebuild_mode="delta"), env, progress)
 
 

@@ -291,8 +291,9 @@ def summarize(report: dict) -> str:
     if delta:
         pushed, verified = delta.get("pushed") or {}, delta.get("verified") or {}
         if pushed:
-            lines.append(f"  pushed: {pushed.get('adds')} adds, {pushed.get('deletes')} deletes in {pushed.get('requests')} "
-                         f"requests ({pushed.get('bytes')} bytes, {pushed.get('retried_requests')} retried) to "
+            requests = pushed.get("requests")
+            lines.append(f"  pushed: {pushed.get('adds')} adds, {pushed.get('deletes')} deletes in {requests} "
+                         f"request{'' if requests == 1 else 's'} ({pushed.get('bytes')} bytes, {pushed.get('retried_requests')} retried) to "
                          f"{pushed.get('data_source')} in {pushed.get('seconds')} s")
         if verified:
             lines.append(f"  verified: {verified.get('verified_adds')} pushed documents answer, {verified.get('verified_deletes')} "

@@ -148,6 +148,37 @@ def test_the_progress_line_names_each_step_and_task() -> None:
                                   "load_partition · load_partition (retry 1) · report done\n")
 
 
+def test_a_second_dag_run_s_tasks_are_no_retries_of_the_first_s() -> None:
+    """``--change``: a full run, then a delta run, in one progress line."""
+    from localcloud.demo import Progress
+
+    console = io.StringIO()
+    progress = Progress(console, "demo:")
+    started = "[DAG TEST] starting task_id={}"
+    progress.step("full run of 2026-11-30", new_run=True)
+    for task in ("resolve_partition", "report"):
+        progress.watch(started.format(task))
+    progress.step("delta run of 2026-12-01", new_run=True)
+    for task in ("resolve_partition", "resolve_partition", "report"):
+        progress.watch(started.format(task))
+    progress.end("done")
+    assert console.getvalue() == ("demo: full run of 2026-11-30 · resolve_partition · report · delta run of 2026-12-01"
+                                  " · resolve_partition · resolve_partition (retry 1) · report done\n")
+
+
+def test_the_change_flag_takes_a_share_of_the_images_and_names_the_delta_params() -> None:
+    import argparse
+
+    from localcloud.demo import _percent, dags_test_args
+
+    assert _percent("5%") == 0.05 and _percent("1") == 0.01
+    for bad in ("0%", "60%", "five", "-3%"):
+        with pytest.raises(argparse.ArgumentTypeError, match="share of the images"):
+            _percent(bad)
+    args = dags_test_args("demo", "2026-12-01", None, rebuild_mode="delta")
+    assert json.loads(args[-1]) == {"partition_date": "2026-12-01", "rebuild_mode": "delta"}
+
+
 def _failed_report() -> dict:
     from pipeline.report import build_report
 
