@@ -36,6 +36,9 @@ def _delta_blocker(ds: str, checked: Mapping[str, Any], live: Mapping[str, Any] 
                 "compare the new rows with")
     if live_ds > ds:
         return f"ds={ds} is older than the live ds={live_ds}"
+    newest = max(checked.get("partitions") or [ds])
+    if newest > ds:  # the full path then declines too, unless force_rebuild: no silent rollback
+        return f"ds={ds} is older than the newest partition ds={newest} (a backfill)"
     if live_ds not in (checked.get("partitions") or []):
         return f"the live partition ds={live_ds} no longer exists in the table"
     if not changes:

@@ -56,6 +56,7 @@ def test_auto_rebuilds_when_the_last_full_rebuild_is_too_old_or_unknown() -> Non
     (checked(), None, "no partition has gone live"),
     (checked(live_ds="20261201"), live("20261201"), "is the live partition itself"),
     (checked(partitions=("20261201",)), live(), "no longer exists"),
+    (checked(partitions=("20261130", "20261201", "20261205")), live(), "older than the newest partition ds=20261205"),
     (checked(without_etag=1000), live(), "have no ETag"),
     ({**checked(), "row_changes": None}, live(), "were not computed"),
 ])
