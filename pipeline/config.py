@@ -267,6 +267,24 @@ class GuardsConfig(_Strict):
     # 1%: a few corrupt uploads pass with a report (3 of 320 in the demo); a systematic fault (a broken
     # converter, an unreadable prefix, a wrong format) is loud the same night. Not overridable per run.
     max_unindexed_fraction: float = Field(default=0.01, ge=0, le=1)
+    # What a refused guard does to the run: `fail` ends it (rerun with the override_guards Param to pass
+    # it); `ask` parks it in an approval task (Airflow's human-in-the-loop) until someone approves
+    # (publish, as if overridden) or rejects, or approval_timeout_hours pass (rejected). README: Approving
+    # a refused run.
+    on_refusal: Literal["fail", "ask"] = "fail"
+    approval_timeout_hours: float = Field(default=24, gt=0, le=168)  # at most a week
+    # Optional: the user ids (as Airflow's auth manager names them) who may answer; none: anyone allowed
+    # to answer the DAG's approvals (the auth manager's HITL permission on the DAG).
+    approvers: list[Annotated[str, Field(min_length=1, max_length=250)]] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _approval_needs_ask(self) -> GuardsConfig:
+        given = {"approval_timeout_hours", "approvers"} & self.model_fields_set
+        if self.on_refusal == "fail" and given:
+            raise ValueError(f"{' and '.join(sorted(given))} apply only with on_refusal: ask (on_refusal is fail)")
+        if len(set(self.approvers)) != len(self.approvers):
+            raise ValueError(f"approvers {self.approvers} names a user twice")
+        return self
 
 
 class SmokeConfig(_Strict):

@@ -20,6 +20,8 @@
     │                              of another size or MD5; names the file
     ├── CatalogError               a catalog rule refused an object (e.g. unmapped category, policy=fail)
     ├── PartitionCheckError        the written partition fails a check (no rows, duplicate ids)
+    ├── ApprovalRejectedError      guards refused the partition and nobody approved it (rejected, timed
+    │                              out, or no approval recorded): nothing was published
     ├── OpenSearchError            the OpenSearch management or query API failed
     │   ├── OpenSearchAccessError  credentials refused, instance or table unknown: fix config
     │   └── TransientOpenSearchError  5xx, throttling (``retry_after_s``), unreachable
@@ -147,6 +149,12 @@ class PartitionCheckError(PipelineError):
     def __init__(self, message: str, refused: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.refused = tuple(refused)
+
+
+class ApprovalRejectedError(PipelineError):
+    """With ``guards.on_refusal: ask``: the refused guards were rejected, the approval timed out (a
+    rejection), or publishing found no approval recorded. Terminal: the answer stands; clear the approval
+    task to ask again."""
 
 
 class OpenSearchError(PipelineError):

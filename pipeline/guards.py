@@ -111,8 +111,10 @@ def _same_ids(stats: PartitionStats, baseline: PartitionStats) -> str:
     return ", the same ids" if stats.id_digest == baseline.id_digest else ", a different set of ids"
 
 
-def enforce(results: list[GuardResult], overrides: set[str]) -> list[GuardResult]:
-    """Raise for failed guards not named in ``overrides``; return the results with overrides marked."""
+def enforce(results: list[GuardResult], overrides: set[str], *, refuse: bool = True) -> list[GuardResult]:
+    """Raise for failed guards not named in ``overrides``; return the results with overrides marked.
+    ``refuse=False`` (``guards.on_refusal: ask``) returns them instead: :func:`refused` names them, and
+    an approval decides. Unknown names in ``overrides`` are refused either way."""
     unknown = overrides - set(GUARD_NAMES)
     if unknown:
         raise PartitionCheckError(f"override_guards names unknown guards {sorted(unknown)}; known: {list(GUARD_NAMES)}")
@@ -120,7 +122,7 @@ def enforce(results: list[GuardResult], overrides: set[str]) -> list[GuardResult
         GuardResult(r.name, r.passed, r.message, overridden=not r.passed and r.name in overrides) for r in results
     ]
     failed = [r for r in marked if not r.passed and not r.overridden]
-    if failed:
+    if failed and refuse:
         lines = "; ".join(f"[{r.name}] {r.message}" for r in failed)
         names = ", ".join(repr(r.name) for r in failed)
         raise PartitionCheckError(
@@ -129,3 +131,8 @@ def enforce(results: list[GuardResult], overrides: set[str]) -> list[GuardResult
             refused=tuple((r.name, r.message) for r in failed),
         )
     return marked
+
+
+def refused(guards: list[dict]) -> list[str]:
+    """The names of the guards that failed and were not overridden, from their ``as_dict()`` forms."""
+    return [g["name"] for g in guards if not g.get("passed") and not g.get("overridden")]

@@ -21,6 +21,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
+from pipeline.approval import describe as describe_approval
+from pipeline.approval import mark_approved
+
 UNRESOLVED_DS = "unresolved"
 RUNS_INDEX = "runs.jsonl"
 OUTCOMES = ("success", "failed", "dry_run", "rebuild_skipped", "unknown")
@@ -83,6 +86,7 @@ def build_report(index: str, ds: str | None, stages: dict, facts: dict | None = 
     if waited and handle:
         timings["wait_until_searchable"] = round(waited["at"] - handle["started_at"], 3)
     pushed, verified = stages.get("push_changes"), stages.get("verify_pushes")
+    approval = stages.get("approve_refused_guards")  # guards.on_refusal: ask, and a guard refused
     if pushed:
         timings["push_changes"] = pushed.get("seconds")
     if verified:
@@ -95,7 +99,10 @@ def build_report(index: str, ds: str | None, stages: dict, facts: dict | None = 
         "load": load,
         "published": stages.get("publish_partition"),  # None: not published (refused, failed or a dry run)
         "partition": checked.get("stats"),
-        "guards": checked.get("guards"),
+        "guards": mark_approved(checked.get("guards"), approval),  # an approved guard reads as overridden
+        # who answered a refusal, when and why (None: nothing was asked): decision approved, rejected or
+        # timed_out, guards, by {id, name}, at, comment, asked_at, timeout_hours (pipeline/approval.py)
+        "approval": approval,
         "baseline_ds": checked.get("baseline_ds"),
         "id_changes": checked.get("id_changes"),
         "rebuild": None
@@ -278,9 +285,11 @@ def summarize(report: dict) -> str:
         digest = f", id set digest {stats['id_digest']}" if stats.get("id_digest") else ""
         lines.append(f"  partition: {stats.get('rows')} rows, {stats.get('distinct_ids')} distinct ids{digest}")
         lines.append(f"  rows per category: {stats.get('rows_per_category')}")
-    overridden = [g["name"] for g in report.get("guards") or [] if g.get("overridden")]
+    overridden = [g["name"] for g in report.get("guards") or [] if g.get("overridden") and not g.get("approved")]
     if overridden:
         lines.append(f"  guards overridden on purpose: {', '.join(overridden)}")
+    if report.get("approval"):
+        lines.append(f"  approval: {describe_approval(report['approval'])}")
     changes = report.get("id_changes")
     if changes:
         lines.append(f"  against ds={changes['previous_ds']}: +{changes['added']} ids, -{changes['removed']} ids")

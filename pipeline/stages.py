@@ -278,17 +278,19 @@ def check_partition(
     overrides: Iterable[str] = (),
     id_rule: str = "filename_digits",
     baseline: PartitionStats | None = None,
+    refuse: bool = True,
 ) -> tuple[PartitionStats, list[GuardResult]]:
     """The partition's stats, judged by every guard; raise PartitionCheckError for a failed guard that
-    ``overrides`` does not name. ``baseline``: the live figures the shrink guard compares with (see
-    :func:`live_baseline`); else ``baseline_ds``, another partition of ``warehouse``."""
+    ``overrides`` does not name (``refuse=False``: return it failed, for an approval to decide).
+    ``baseline``: the live figures the shrink guard compares with (see :func:`live_baseline`); else
+    ``baseline_ds``, another partition of ``warehouse``."""
     stats = warehouse.partition_stats(ds)
     if baseline is None and baseline_ds and baseline_ds != ds and baseline_ds in warehouse.partitions():
         baseline = warehouse.partition_stats(baseline_ds)
     results = guards.evaluate(
         stats, load or {}, baseline, limits or GuardsConfig(), table=table or warehouse.table, id_rule=id_rule
     )
-    return stats, guards.enforce(results, set(overrides))
+    return stats, guards.enforce(results, set(overrides), refuse=refuse)
 
 
 def start_index_rebuild(

@@ -4,7 +4,8 @@ Plain functions of plain data, no Airflow: ``pipeline/airflow/notify.py`` gather
 callback's context and posts. Every alert names the index, the partition (``ds``), the run and a link
 to it in the Airflow UI; a failure adds the failing task and its one-line reason (the error's first
 line, secrets already masked); a guard's refusal lists each refusing guard with its numbers and says
-how to pass it deliberately (the ``override_guards`` Param, with the conf to trigger).
+how to pass it deliberately (the ``override_guards`` Param, with the conf to trigger), or, with
+``guards.on_refusal: ask``, that the run waits for approval and where to give it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class Alert:
     rerun_conf: dict | None = field(default=None)  # the conf that passes the refusing guards
     outcome: str | None = None  # a success: the report's outcome (success, dry_run, rebuild_skipped)
     rows: int | None = None  # a success: rows in the partition
+    # A refusal with guards.on_refusal: ask: the run waits for approval. {"task_id", "url" (the task's
+    # Required Actions page), "timeout_hours", "deadline" (ISO time)}.
+    waiting: dict | None = field(default=None)
 
 
 def clip(text: str, limit: int) -> str:
@@ -72,19 +76,30 @@ def title(alert: Alert) -> str:
         return f"SUCCESS image index {alert.index} {where}{done}"
     if alert.event == "refused_guard":
         names = ", ".join(name for name, _ in alert.refused) or "a guard"
-        return f"REFUSED image index {alert.index} {where}: guard {names} refused the partition"
+        waits = "; waiting for approval" if alert.waiting else ""
+        return f"REFUSED image index {alert.index} {where}: guard {names} refused the partition{waits}"
     at = f" at {alert.task_id}" if alert.task_id else ""
     return f"FAILED image index {alert.index} {where}{at}"
 
 
 def _how_to_pass(alert: Alert) -> str:
     names = [name for name, _ in alert.refused]
+    if alert.waiting:
+        waiting = alert.waiting
+        return (f"Nothing is published until someone answers task {waiting.get('task_id')} of the run: approve "
+                f"(publish anyway, then rebuild) or reject, in Airflow's Required Actions ({waiting.get('url')}) or "
+                f"through the REST API. With no answer by {waiting.get('deadline')} ({waiting.get('timeout_hours'):g} "
+                "h) it is rejected.")
     if alert.rerun_conf is not None:
         conf = json.dumps(alert.rerun_conf, sort_keys=True)
         return (f"Nothing was published or rebuilt. If the numbers are intended, trigger {alert.dag_id} again "
                 f"with the override_guards Param naming {', '.join(names)}: conf {conf}")
     return (f"Nothing was published or rebuilt. If the numbers are intended, trigger {alert.dag_id} again "
             f"with the override_guards Param naming {', '.join(names) or 'the guard'}")
+
+
+def _task_label(alert: Alert) -> str:
+    return "Waiting task" if alert.waiting else "Failed task"
 
 
 def plain_text(alert: Alert) -> str:
@@ -119,7 +134,7 @@ def slack_blocks(alert: Alert) -> list[dict]:
     """Header, the facts as fields, the reason (or the refusing guards and how to pass them), a link."""
     facts = [f"*Index*\n{slack_escape(alert.index)}", f"*Partition*\n{slack_escape(_partition(alert))}"]
     if alert.event != "success":
-        facts.append(f"*Failed task*\n{slack_escape(alert.task_id or 'none: Airflow ended the run')}")
+        facts.append(f"*{_task_label(alert)}*\n{slack_escape(alert.task_id or 'none: Airflow ended the run')}")
     facts.append(f"*Run*\n<{alert.url}|{slack_escape(alert.run_id)}>")
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": clip(title(alert), _SLACK_HEADER)}},
@@ -131,7 +146,7 @@ def slack_blocks(alert: Alert) -> list[dict]:
         refused = "\n".join(f"• *{slack_escape(name)}*: {slack_escape(clip(message, GUARD_LIMIT))}"
                             for name, message in alert.refused) or slack_escape(alert.reason or "")
         blocks.append(_section(f"*Refused by*\n{refused}"))
-        blocks.append(_section(f"*To pass it*\n{slack_escape(_how_to_pass(alert))}"))
+        blocks.append(_section(f"*{'To answer' if alert.waiting else 'To pass it'}*\n{slack_escape(_how_to_pass(alert))}"))
     elif alert.rows is not None:
         blocks.append(_section(f"{alert.rows} rows, outcome {slack_escape(alert.outcome or 'success')}"))
     blocks.append(_section(f"<{alert.url}|Open the run in Airflow>"))
@@ -146,7 +161,7 @@ def dingtalk_markdown(alert: Alert, at_mobiles: list[str] | tuple[str, ...] = ()
     heading = title(alert)
     lines = [f"#### {heading}", "", f"- **Index**: {alert.index}", f"- **Partition**: {_partition(alert)}"]
     if alert.event != "success":
-        lines.append(f"- **Failed task**: {alert.task_id or 'none: Airflow ended the run'}")
+        lines.append(f"- **{_task_label(alert)}**: {alert.task_id or 'none: Airflow ended the run'}")
     if alert.event == "failure":
         lines.append(f"- **Reason**: {alert.reason or 'no message recorded (see the task log)'}")
     elif alert.event == "refused_guard":
@@ -154,7 +169,7 @@ def dingtalk_markdown(alert: Alert, at_mobiles: list[str] | tuple[str, ...] = ()
         lines += [f"  - **{name}**: {clip(message, GUARD_LIMIT)}" for name, message in alert.refused]
         if not alert.refused and alert.reason:
             lines.append(f"  - {alert.reason}")
-        lines.append(f"- **To pass it**: {_how_to_pass(alert)}")
+        lines.append(f"- **{'To answer' if alert.waiting else 'To pass it'}**: {_how_to_pass(alert)}")
     elif alert.rows is not None:
         lines.append(f"- **Rows**: {alert.rows} (outcome {alert.outcome or 'success'})")
     lines.append(f"- **Run**: [{alert.run_id}]({alert.url})")

@@ -1,6 +1,7 @@
 """Builds one Airflow DAG per index config. Wiring only: the work happens in ``pipeline.*`` modules.
 
     resolve_partition → load_partition (staged) → check_partition (guards on the staged rows)
+        [→ choose_approval → approve_refused_guards (guards.on_refusal: ask, a refused run only: approval.py)]
         → publish_partition (atomic) ─┬─ (no opensearch section) ───────────────────────────────► report
                                       └► choose_rebuild ─┬► start_rebuild → wait_until_searchable ─┬► smoke_query ► report
                                                          └► push_changes → verify_pushes ──────────┘
@@ -23,6 +24,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, get_current_context, task, teardown
 
+from pipeline.airflow.approval import approval_of, ask_before_publishing
 from pipeline.airflow.assets import index_assets
 from pipeline.airflow.failures import FailFastPolicy
 from pipeline.airflow.lineage import (
@@ -59,6 +61,7 @@ partition `ds` of `{table}` (connection `{warehouse_conn}`) replaced with them, 
   even from a partition older than the newest),
   `override_guards` (pass named guards deliberately: empty, shrink, duplicates, unmapped, skipped).
   A malformed value is refused when the run is triggered; the rest when it starts (`resolve_partition`).
+* **A refused guard** {refusal}.
 * **Retries** are for what a retry may cure (5xx, throttling, timeouts); an error no retry can fix (a bad
   Param, refused credentials, a failed guard or build) fails its task on the first try.
 * Run reports, also of failed runs: `<report dir>/{name}/<ds>/<run id>.json`, the latest non-dry run's
@@ -104,6 +107,10 @@ def _doc(config: IndexConfig, config_path: Path | str) -> str:
         alerts="; ".join(f"{n.kind} connection `{n.conn_id}` on {', '.join(n.on)}" for n in config.notifications)
         or "none",
         assets=assets,
+        refusal=(f"waits for approval in `approve_refused_guards` (Required Actions): approve publishes, reject or "
+                 f"no answer within {config.guards.approval_timeout_hours:g} h ends the run failed"
+                 if config.guards.on_refusal == "ask" else
+                 "fails `check_partition`: rerun with `override_guards` naming it to pass it deliberately"),
     )
 
 
@@ -141,6 +148,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             return resolve_run_partition(config, context["params"], dag_run.logical_date, dag_run.run_after)
 
         routes = config.source.inventory is not None  # a graph with both routes and a branch between them
+        ask = config.guards.on_refusal == "ask"  # a refused guard waits for approval instead of failing the run
 
         # The loads, the publish, the rebuild and the pushes are @tasks whose OpenLineage events name what
         # they read and write (pipeline/airflow/lineage.py); the loads and pushes send metrics (metrics.py).
@@ -197,6 +205,7 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 load=load_result, limits=config.guards, baseline=baseline,
                 overrides=get_current_context()["params"].get("override_guards") or (),
                 id_rule=config.id_rule.kind,
+                refuse=not ask,  # ask: a refused guard is in the verdict, and choose_approval reads it
             )
             changes = staging.id_changes(partition, baseline_ds, previous=warehouse) if baseline_ds else None
             # What a delta would push: only against the live partition, intact, and not this ds itself.
@@ -209,23 +218,29 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
                 "stats": stats.as_dict(),
                 "guards": [g.as_dict() for g in guards],
                 "baseline_ds": baseline_ds,
+                "baseline_stats": baseline.as_dict() if baseline else None,  # what the guards compared with
                 "live_ds": live,  # before this run: the smoke samples ids new against it
                 "id_changes": changes.as_dict() if changes else None,
                 "partitions": partitions,
                 "seconds": round(time.monotonic() - started, 3),
             }
 
-        # Its success records an event of the catalog asset (a skipped or failed task records none).
-        @lineage_task(config, describe_publish, outlets=[assets.catalog])
+        # Its success records an event of the catalog asset (a skipped or failed task records none). With
+        # `ask`, after either choose_approval's direct path or an approval (the other one skipped).
+        @lineage_task(config, describe_publish, outlets=[assets.catalog],
+                      trigger_rule="none_failed_min_one_success" if ask else "all_success")
         def publish_partition(partition: str, checked: dict) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from pipeline.airflow.assets import catalog_event_extra
             from pipeline.airflow.state import set_live_partition
+            from pipeline.approval import approved_guards
             from pipeline.stages import publish_partition as publish
 
             if checked.get("dry_run"):  # skipped, not succeeded: no asset event says a partition was published
                 raise AirflowSkipException("dry run: nothing was written, so nothing to publish")
+            if ask:  # a refused guard passes only with its approval recorded (not e.g. a task marked success)
+                approved_guards(config.name, partition, checked, approval_of(get_current_context()["ti"], checked))
             published = publish(config, partition)
             if os_cfg is None:  # no index to rebuild: the published partition is the product
                 set_live_partition(config.name, partition, checked["stats"])
@@ -245,7 +260,10 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             loaded = [load_partition(partition)]
         checked = check_partition(partition)
         loaded >> checked
+        gate = ask_before_publishing(config, checked, load_of=pulled_load) if ask else []
         published = publish_partition(partition, checked)
+        if gate:
+            gate >> published
 
         upstream: Any = published
         if os_cfg is not None:
@@ -380,6 +398,9 @@ def build_dag(config: IndexConfig, config_path: Path | str) -> DAG:
             }
             pulled["choose_rebuild"] = ti.xcom_pull(task_ids="choose_rebuild", key="decision")
             pulled["load_partition"] = pulled_load(ti)  # whichever route loaded
+            if ask:
+                # who answered, when, why (None: nothing was asked)
+                pulled["approve_refused_guards"] = approval_of(ti, pulled["check_partition"])
             # Pulled, not passed as an argument: a failed resolve_partition must not stop the report.
             partition = ti.xcom_pull(task_ids="resolve_partition")
             return write_run_report(config, partition, pulled, run_facts(context))

@@ -1,19 +1,25 @@
 """`airflow backfill create` through a real scheduler: one partition per date, and no rollback; then
-a triggered run that goes live, whose asset event makes the scheduler run the example downstream DAG.
+a triggered run that goes live, whose asset event makes the scheduler run the example downstream DAG;
+then a run a guard refuses, which waits for approval until the standalone's admin approves it through
+the REST API, and is published.
 
 This is the one test that runs Airflow as operators do (``airflow standalone``: scheduler, dag
-processor, triggerer, API server, LocalExecutor), so it is slow (one to two minutes) and marked so. Both
-checks share one Airflow: starting it takes most of the time.
+processor, triggerer, API server, LocalExecutor), so it is slow (two to three minutes) and marked so.
+The checks share one Airflow: starting it takes most of the time. Its DAGs folder is a copy of
+``dags/`` whose demo index asks for approval of a refused guard (``guards.on_refusal: ask``); the runs
+whose guards pass are the same either way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import closing
 from pathlib import Path
 
@@ -22,6 +28,7 @@ import pytest
 from tests.dags.processes import free_port, stop_tree, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+APPROVAL_RUN = "approval_check"
 pytestmark = pytest.mark.slow
 
 
@@ -32,6 +39,22 @@ def query(db: Path, sql: str) -> list[tuple] | None:
             return conn.execute(sql).fetchall()
     except sqlite3.OperationalError:
         return None
+
+
+def asking_dags(folder: Path) -> Path:
+    """A copy of the repository's DAGs whose demo index waits for approval when a guard refuses."""
+    shutil.copytree(REPO / "dags", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with (folder / "indexes" / "demo.yaml").open("a") as fh:
+        fh.write("\nguards:\n  on_refusal: ask\n  approval_timeout_hours: 1\n")
+    return folder
+
+
+def api(url: str, path: str, *, token: str | None = None, body: dict | None = None, method: str = "GET") -> dict:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(urllib.request.Request(url + path, data=data, headers=headers, method=method),
+                                timeout=30) as answer:
+        return json.load(answer)
 
 
 def test_backfill_writes_one_partition_per_date_and_never_rolls_back_and_a_live_index_triggers_its_consumer(
@@ -53,6 +76,7 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back_and_a_live_
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
         "PIPELINE_REPORT_DIR": str(reports),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(asking_dags(tmp_path / "dags")),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     airflow = str(Path(sys.executable).with_name("airflow"))
@@ -97,6 +121,34 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back_and_a_live_
                     "and key = 'return_value'")
         finished = "select state from dag_run where dag_id = 'example_downstream' and state in ('success', 'failed')"
         wait_for("example_downstream to run on the live asset's event", lambda: query(db, finished), 420)
+
+        # A day of hats only: 80 rows against the 320 now live. The shrink guard refuses and, with
+        # on_refusal: ask, the run waits in approve_refused_guards until the admin approves it.
+        refused_conf = {"partition_date": "2026-12-30", "allow_future_partition": True, "prefixes": ["catalog/hats/"]}
+        for _ in range(10):
+            triggered = cli("dags", "trigger", "image_index_demo", "--run-id", APPROVAL_RUN, "--conf",
+                            json.dumps(refused_conf))
+            if triggered.returncode == 0 or "database is locked" not in triggered.stderr:
+                break
+            time.sleep(2)
+        assert triggered.returncode == 0, triggered.stderr[-2000:]
+        waiting = (f"select 1 from task_instance where run_id = '{APPROVAL_RUN}' and task_id = "
+                   "'approve_refused_guards' and state = 'awaiting_input'")
+        wait_for("the refused run to wait for approval", lambda: query(db, waiting), 300)
+        url = f"http://127.0.0.1:{port}"
+        # The standalone's admin, with the password it generated (as `airflow standalone` prints it).
+        password = json.loads((tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        token = api(url, "/auth/token", body={"username": "admin", "password": password}, method="POST")["access_token"]
+        hitl = f"/api/v2/dags/image_index_demo/dagRuns/{APPROVAL_RUN}/taskInstances/approve_refused_guards/-1/hitlDetails"
+        asked = api(url, hitl, token=token)  # what the approver sees
+        answered = api(url, hitl, token=token, method="PATCH",
+                       body={"chosen_options": ["Approve"], "params_input": {"comment": "hats only, on purpose"}})
+        run_state = f"select state from dag_run where run_id = '{APPROVAL_RUN}' and state in ('success', 'failed')"
+        approved_report = reports / "demo" / "20261230.json"
+        wait_for("the approved run to finish and report",
+                 lambda: query(db, run_state) and approved_report.exists()
+                 and json.loads(approved_report.read_text())["run"]["run_id"] == APPROVAL_RUN, 300)
+        approval_states = query(db, f"select task_id, state from task_instance where run_id = '{APPROVAL_RUN}'")
     finally:
         stop_tree(standalone)
         log.close()
@@ -129,3 +181,24 @@ def test_backfill_writes_one_partition_per_date_and_never_rolls_back_and_a_live_
     seen = json.loads(value)
     assert (seen["ds"], seen["mode"], seen["generation_id"], seen["events"]) == ("20261231", "full", live_now, 1)
     assert query(db, "select run_type, state from dag_run where dag_id = 'example_downstream'") == [("asset_triggered", "success")]
+
+    # The approval: asked with the guard's numbers, answered by the admin, and the partition published.
+    assert asked["subject"] == "Image index demo ds=20261230: guard shrink refused the partition. Publish it anyway?"
+    assert "- **shrink**: partition ds=20261230 of demo\\_image\\_catalog has 80 rows, 75.0% fewer than the 320" \
+        in asked["body"]
+    assert asked["options"] == ["Approve", "Reject"] and asked["defaults"] == ["Reject"]
+    assert answered["responded_by"]["name"] == "admin" and answered["chosen_options"] == ["Approve"]
+    states = dict(approval_states)
+    assert (states["check_partition"], states["choose_approval"], states["approve_refused_guards"],
+            states["publish_partition"]) == ("success", "success", "success", "success"), states
+    assert query(db, f"select state from dag_run where run_id = '{APPROVAL_RUN}'") == [("success",)]
+    approved = json.loads(approved_report.read_text())
+    assert approved["run"]["run_id"] == APPROVAL_RUN and approved["published"]["ds"] == "20261230"
+    assert approved["partition"]["rows"] == 80
+    assert open_index_warehouse(config).partition_stats("20261230").rows == 80  # published
+    record = approved["approval"]
+    assert (record["decision"], record["by"]["name"], record["guards"], record["comment"]) == (
+        "approved", "admin", ["shrink"], "hats only, on purpose")
+    assert next(g for g in approved["guards"] if g["name"] == "shrink")["overridden"] is True
+    # An older partition than the live one: published, never rebuilt (no rollback), as without approval.
+    assert approved["outcome"] == "rebuild_skipped" and stack.opensearch.engine.live_generation_id("demo_images") == live_now

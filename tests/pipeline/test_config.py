@@ -209,3 +209,31 @@ def test_each_bad_notification_is_named(notifications: object, expected: str) ->
     with pytest.raises(ConfigError) as err:
         parse_index_config({**VALID, "notifications": notifications}, "x.yaml")
     assert expected in str(err.value)
+
+
+def test_a_refused_guard_fails_the_run_unless_the_index_asks_for_approval() -> None:
+    guards = parse_index_config(VALID, "x.yaml").guards
+    assert (guards.on_refusal, guards.approval_timeout_hours, guards.approvers) == ("fail", 24, [])
+    ask = parse_index_config({**VALID, "guards": {"on_refusal": "ask", "approval_timeout_hours": 4,
+                                                  "approvers": ["alice", "7"]}}, "x.yaml").guards
+    assert (ask.on_refusal, ask.approval_timeout_hours, ask.approvers) == ("ask", 4, ["alice", "7"])
+
+
+@pytest.mark.parametrize(
+    ("guards", "expected"),
+    [
+        ({"on_refusal": "approve"}, "guards.on_refusal: Input should be 'fail' or 'ask'"),
+        ({"on_refusal": "ask", "approval_timeout_hours": 0}, "guards.approval_timeout_hours: Input should be greater than 0"),
+        ({"on_refusal": "ask", "approval_timeout_hours": 169}, "less than or equal to 168"),
+        ({"on_refusal": "ask", "approval_timeout_hours": "24"}, "guards.approval_timeout_hours: Input should be a valid number"),
+        ({"on_refusal": "ask", "approvers": [""]}, "guards.approvers[0]: String should have at least 1 character"),
+        ({"on_refusal": "ask", "approvers": ["a", "a"]}, "approvers ['a', 'a'] names a user twice"),
+        ({"approvers": ["alice"]}, "approvers apply only with on_refusal: ask (on_refusal is fail)"),
+        ({"on_refusal": "fail", "approval_timeout_hours": 4}, "approval_timeout_hours apply only with on_refusal: ask"),
+        ({"on_refusal": "ask", "approver": ["alice"]}, "guards.approver: unknown field"),
+    ],
+)
+def test_each_bad_approval_setting_is_named(guards: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_index_config({**VALID, "guards": guards}, "x.yaml")
+    assert "x.yaml: invalid index config" in str(err.value) and expected in str(err.value), str(err.value)

@@ -83,3 +83,14 @@ def test_too_many_unmapped_or_skipped() -> None:
 def test_unknown_override_names_are_refused() -> None:
     with pytest.raises(PartitionCheckError, match=r"unknown guards \['shrinkage'\]"):
         enforce([], {"shrinkage"})
+
+
+def test_with_on_refusal_ask_a_refusal_is_returned_for_an_approval_to_decide() -> None:
+    from pipeline.guards import refused
+
+    results = evaluate(stats("20261124", 80), LOAD, stats("20261120", 100), LIMITS, table="t", id_rule="hash")
+    kept = enforce(results, set(), refuse=False)
+    assert refused([r.as_dict() for r in kept]) == ["shrink"]
+    assert refused([r.as_dict() for r in enforce(results, {"shrink"}, refuse=False)]) == []  # overridden: passes
+    with pytest.raises(PartitionCheckError, match="override_guards names unknown guards"):
+        enforce(results, {"shrnk"}, refuse=False)  # a typo in the Param is refused either way

@@ -144,3 +144,33 @@ def test_the_summary_says_where_the_rows_were_staged_and_published() -> None:
     assert "written to MaxCompute table p.t__staging at E, partition ds=20261201" in text
     assert "published into MaxCompute table p.t at E, partition ds=20261201" in text
     assert "published into" not in summarize(build_report("demo", "20261201", {**stages, "publish_partition": None}))
+
+
+def test_the_approval_of_a_refused_run_is_in_the_report_and_its_summary() -> None:
+    guards = [{"name": "empty", "passed": True, "message": "m", "overridden": False},
+              {"name": "shrink", "passed": False, "message": "80 rows, 75.0% fewer", "overridden": False}]
+    checked = {"stats": {"rows": 80, "distinct_ids": 80, "rows_per_category": {"3": 80}}, "guards": guards}
+    approval = {"decision": "approved", "guards": ["shrink"], "by": {"id": "admin", "name": "admin"},
+                "at": "2026-12-01T10:00:00+00:00", "comment": "hats only, on purpose", "timeout_hours": 24,
+                "asked_at": "2026-12-01T09:58:00+00:00"}
+    stages = {"load_partition": LOAD, "check_partition": checked, "approve_refused_guards": approval,
+              "publish_partition": {"ds": "20261201", "table": "t", "seconds": 0.1}}
+    report = build_report("demo", "20261201", stages, facts("r"))
+    assert report["approval"] == approval and report["outcome"] == "success"
+    assert report["guards"][1] == {**guards[1], "overridden": True, "approved": True}
+    lines = summarize(report).splitlines()
+    assert "  approval: approved by admin at 2026-12-01T10:00:00+00:00 (shrink): hats only, on purpose" in lines
+    assert not any(line.startswith("  guards overridden on purpose") for line in lines)  # said by the approval line
+
+    rejected = {**approval, "decision": "rejected", "comment": None}
+    failed = [{"task_id": "approve_refused_guards", "error_type": "ApprovalRejectedError",
+               "message": "partition ds=20261201 of index demo was not published: ..."}]
+    report = build_report("demo", "20261201", {**stages, "approve_refused_guards": rejected, "publish_partition": None},
+                          facts("r", failed=failed, states={"approve_refused_guards": {"state": "failed"},
+                                                            "publish_partition": {"state": "upstream_failed"}}))
+    assert report["guards"] == guards and report["published"] is None  # a rejected guard stays refused
+    lines = summarize(report).splitlines()
+    assert lines[0] == ("FAILED at approve_refused_guards: ApprovalRejectedError: partition ds=20261201 of index demo "
+                        "was not published: ...")
+    assert "  approval: rejected by admin at 2026-12-01T10:00:00+00:00 (shrink), no comment given" in lines
+    assert build_report("demo", "20261201", {"load_partition": LOAD}, facts("r"))["approval"] is None  # never asked
