@@ -279,7 +279,9 @@ class GuardsConfig(_Strict):
 
     @model_validator(mode="after")
     def _approval_needs_ask(self) -> GuardsConfig:
-        given = {"approval_timeout_hours", "approvers"} & self.model_fields_set
+        # Values other than the defaults: a config dumped and validated again (model_dump) carries those.
+        defaults = {"approval_timeout_hours": 24, "approvers": []}
+        given = {name for name in defaults.keys() & self.model_fields_set if getattr(self, name) != defaults[name]}
         if self.on_refusal == "fail" and given:
             raise ValueError(f"{' and '.join(sorted(given))} apply only with on_refusal: ask (on_refusal is fail)")
         if len(set(self.approvers)) != len(self.approvers):
