@@ -237,6 +237,8 @@ def test_sts_token_is_accepted_and_must_be_signed(server: _Server) -> None:
          "InvalidSecurityToken.MismatchWithAccessKey"),
         (AK_ID, AK_SECRET, TEMPORARY.security_token, "InvalidSecurityToken.MismatchWithAccessKey"),
     ],
+    # Stable ids: the temporary keys are random, and pytest-xdist's workers must collect the same names.
+    ids=["no-token", "forged-token", "another-keys-token", "token-with-a-long-lived-key"],
 )
 def test_bad_security_tokens_are_refused(server: _Server, key_id: str, secret: str, token: str | None, code: str) -> None:
     with pytest.raises(ClientException) as info:
