@@ -44,14 +44,7 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory, airflow_db):
     with make_stack(paths) as stack:
         oss = OssConnection.from_extras("oss_local", stack.connections()["oss_local"]["extra"])
         upload_demo_bucket(oss.bucket(config.source.bucket))
-        env = stack.environment()
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with pytest.MonkeyPatch.context() as patch:  # the connections, for this session only
+            for key, value in stack.environment().items():
+                patch.setenv(key, value)
             yield paths, stack, config
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value

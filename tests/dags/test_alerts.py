@@ -34,17 +34,10 @@ def receiver():
     from localcloud.webhook import DINGTALK_TOKEN, LocalWebhookReceiver
 
     with LocalWebhookReceiver(tokens={DINGTALK_TOKEN}) as server:
-        env = {**server.environment(SLACK, DINGTALK), "AIRFLOW__API__BASE_URL": BASE_URL}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in {**server.environment(SLACK, DINGTALK), "AIRFLOW__API__BASE_URL": BASE_URL}.items():
+                patch.setenv(key, value)
             yield server
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
 
 @pytest.fixture
